@@ -1,0 +1,43 @@
+"""nano_magic: a `%%nano` cell magic that streams GPT-4.1 nano answers into Jupyter as live Markdown and LaTeX."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Answer", "Chat", "NanoMagics", "load_ipython_extension", "unload_ipython_extension"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .chat import Answer, Chat
+    from .magics import NanoMagics
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext nano_magic`: register the magics and the short error display."""
+    from .magics import CellFailed, NanoMagics, show_failure
+
+    ipython.register_magics(NanoMagics(shell=ipython))
+    ipython.set_custom_exc((CellFailed,), show_failure)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext nano_magic`: close connections and remove the error display."""
+    magics = ipython.magics_manager.registry.pop("NanoMagics", None)
+    if magics is not None and magics._chat is not None:
+        magics._chat.close()
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("nano", None)
+    ipython.set_custom_exc((), None)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API lazily, so that `%load_ext` stays fast."""
+    if name in ("Answer", "Chat"):
+        from . import chat
+
+        return getattr(chat, name)
+    if name == "NanoMagics":
+        from .magics import NanoMagics
+
+        return NanoMagics
+    raise AttributeError(name)

@@ -1,0 +1,252 @@
+"""The Python API: `Chat(...).ask(...)`, which the magic is a thin layer over."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import httpx
+
+from .client import Client, Delta, Event, Finish, NanoError, Options, Request, StreamError, UsageReport, build_request
+from .config import Backend, resolve_backend
+from .conversation import Conversation, Thread, Turn
+from .usage import Usage
+
+__all__ = ["Answer", "Chat", "Interrupted", "validate"]
+
+STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
+
+
+@dataclass
+class Answer:
+    """One answer: its text, tokens, cost and how it ended."""
+
+    text: str = ""
+    model: str = ""
+    thread: str = "default"
+    status: str = "complete"
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    json: Any = None
+    turn: int | None = None
+    elapsed: float = 0.0
+    request: Request | None = field(default=None, repr=False)
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars, or None when the usage or the model's price is unknown."""
+        return self.usage.cost(self.model) if self.usage else None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        from .render import to_markdown
+
+        return to_markdown(self.text)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The user stopped the answer; `answer` holds what had arrived."""
+
+    def __init__(self, answer: Answer | None) -> None:
+        super().__init__("stopped")
+        self.answer = answer
+
+
+def validate(options: Options) -> None:
+    """Raise ValueError naming the first bad option value."""
+    o = options
+    if o.temperature is not None and not 0 <= o.temperature <= 2:
+        raise ValueError(f"--temperature {o.temperature:g} is out of range: use a value from 0 to 2.")
+    if o.top_p is not None and not 0 <= o.top_p <= 1:
+        raise ValueError(f"--top-p {o.top_p:g} is out of range: use a value from 0 to 1.")
+    if o.max_tokens is not None and o.max_tokens <= 0:
+        raise ValueError(f"--max-tokens {o.max_tokens} must be greater than 0.")
+    if o.api not in ("chat", "responses"):
+        raise ValueError(f"--api {o.api} is unknown: use chat or responses.")
+
+
+class Chat:
+    """A conversation with a model, usable from scripts and notebooks alike."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        system: str | None = None,
+        *,
+        api: str = "chat",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_retries: int = 3,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        env: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.conversation = Conversation()
+        self.api = api
+        self.last: Answer | None = None
+        self.ledger: list[tuple[str, str, Usage]] = []
+        self._env = env
+        self._transport = transport
+        self._client: Client | None = None
+        self._client_key: tuple[Any, ...] = ()
+        self._models: list[dict[str, Any]] | None = None
+        self.configure(model=model, base_url=base_url, api_key=api_key, max_retries=max_retries,
+                       connect_timeout=connect_timeout, read_timeout=read_timeout)
+        if system:
+            self.conversation.thread("default").system = system
+
+    def configure(self, **settings: Any) -> None:
+        """Apply settings; the connection pool is kept unless where or how it connects changed."""
+        self._settings = settings
+
+    @property
+    def backend(self) -> Backend:
+        """The backend the settings and environment point to; NoBackend if none."""
+        return resolve_backend(self._settings, os.environ if self._env is None else self._env)
+
+    @property
+    def client(self) -> Client:
+        """The HTTP client, reused across requests for keep-alive."""
+        backend = self.backend
+        s = self._settings
+        key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
+        if self._client is None or key != self._client_key:
+            if self._client is not None:
+                self._client.close()
+            self._client = Client(backend, max_retries=s.get("max_retries", 3), connect_timeout=s.get("connect_timeout", 10.0),
+                                  read_timeout=s.get("read_timeout", 120.0), transport=self._transport)
+            self._client_key = key
+            self._models = None
+        return self._client
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def models(self, refresh: bool = False) -> list[dict[str, Any]]:
+        """The models the server offers (cached)."""
+        client = self.client
+        if self._models is None or refresh:
+            self._models = client.models()
+        return self._models
+
+    def model_for(self, options: Options) -> str:
+        """The model a request will use: the option, the setting, the backend's default, or the server's first."""
+        model = options.model or self.backend.model
+        if model:
+            return model
+        listed = self.models()
+        if not listed:
+            raise NanoError("The server lists no models: name one with -m NAME or NANO_MODEL.")
+        return str(listed[0]["id"])
+
+    def shutdown_date(self, model: str) -> str | None:
+        """The shutdown date the server listed for `model`, if the list was already fetched."""
+        return next((m.get("shutdown_date") for m in self._models or [] if m.get("id") == model), None)
+
+    def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None, once: bool = False) -> Request:
+        """The request a prompt would send, given its thread."""
+        validate(options)
+        history = [] if once else thread.before(cell_id)
+        messages = thread.messages(history) + [{"role": "user", "content": text}]
+        return build_request(self.backend, self.model_for(options), thread.system, messages, options)
+
+    def thread_for(self, name: str, *, system: str | None = None, new: bool = False, once: bool = False) -> Thread:
+        """The thread a prompt belongs to; a throwaway copy for `once`."""
+        if once:
+            return self.scratch_thread(name, system=system, new=True)
+        thread = self.conversation.thread(name)
+        if new:
+            thread.turns.clear()
+        if system is not None:
+            thread.system = system
+        return thread
+
+    def scratch_thread(self, name: str, *, system: str | None = None, new: bool = False) -> Thread:
+        """A copy of a thread as a prompt would see it, leaving the real one untouched."""
+        kept = self.conversation.threads.get(name) or Thread(name)
+        return Thread(name, kept.system if system is None else system, [] if new else list(kept.turns))
+
+    def ask(
+        self,
+        text: str,
+        on_delta: Callable[[str], None] | None = None,
+        *,
+        thread: str = "default",
+        system: str | None = None,
+        new: bool = False,
+        once: bool = False,
+        cell_id: str | None = None,
+        execution_count: int | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        **options: Any,
+    ) -> Answer:
+        """Send `text`, stream the answer to `on_delta`, and record the turn."""
+        opts = Options(**{"api": self.api, **options})
+        if not text.strip():
+            raise ValueError("The prompt is empty: write a question in the cell.")
+        target = self.thread_for(thread, system=system, new=new, once=once)
+        request = self.prepare(text, opts, thread=target, cell_id=cell_id, once=once)
+        answer = Answer(model=request.body["model"], thread=thread, request=request)
+        started = time.perf_counter()
+        parts: list[str] = []
+        try:
+            for event in self.client.stream(request):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                    if on_delta is not None:
+                        on_delta(event.text)
+                elif isinstance(event, UsageReport):
+                    answer.usage = event.usage
+                elif isinstance(event, Finish):
+                    answer.finish_reason = event.reason
+                if on_event is not None:
+                    on_event(event)
+        except KeyboardInterrupt:
+            self._finish(answer, parts, started, "stopped", target, text, opts, cell_id, execution_count, once)
+            raise Interrupted(answer if parts else None) from None
+        except StreamError as exc:
+            self._finish(answer, parts, started, "cut", target, text, opts, cell_id, execution_count, once)
+            answer.error = str(exc)
+            exc.answer = answer if parts else None  # type: ignore[attr-defined]
+            raise
+        status = STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete")
+        return self._finish(answer, parts, started, status, target, text, opts, cell_id, execution_count, once)
+
+    def _finish(self, answer: Answer, parts: list[str], started: float, status: str, thread: Thread, prompt: str,
+                options: Options, cell_id: str | None, execution_count: int | None, once: bool) -> Answer:
+        """Fill in the answer and, when any text arrived, record its turn."""
+        answer.text = "".join(parts)
+        answer.status = status
+        answer.elapsed = time.perf_counter() - started
+        if answer.usage is not None:
+            self.ledger.append(("(one-shot)" if once else thread.name, answer.model, answer.usage))
+        if options.json and status == "complete":
+            answer.json, answer.error = _parse_json(answer.text)
+        if parts:
+            self.last = answer
+            if not once:
+                usage = answer.usage.to_dict() if answer.usage else None
+                turn = Turn(prompt, answer.text, answer.model, options.changed(), usage, status, cell_id, execution_count)
+                answer.turn = thread.record(turn)
+        return answer
+
+
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    """The JSON value in an answer (a ```json fence is allowed), or an error message."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[-1].rsplit("```", 1)[0]
+    try:
+        return json.loads(body), None
+    except json.JSONDecodeError as exc:
+        return None, f"The answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the raw text is kept in .text."

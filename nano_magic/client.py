@@ -1,0 +1,415 @@
+"""HTTP for OpenAI-compatible servers: requests, streamed events, retries and plain-English errors."""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from .config import Backend, mask
+from .usage import Usage
+
+__all__ = [
+    "Client", "Options", "Request", "Delta", "Finish", "UsageReport", "Retry", "Event",
+    "NanoError", "StreamError", "build_request", "chat_events", "responses_events",
+]
+
+RETRY_STATUSES = {408, 409, 429}
+MAX_WAIT = 60.0
+JSON_INSTRUCTION = "Answer with a single JSON object."
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request choices; None leaves a field out of the request."""
+
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | None = None
+    json: bool = False
+    stream: bool = True
+    api: str = "chat"
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from the defaults."""
+        default = Options()
+        return {k: v for k, v in self.__dict__.items() if v != getattr(default, k)}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, ready to send or to show."""
+
+    url: str
+    body: dict[str, Any]
+    backend: Backend = field(repr=False)
+
+    @property
+    def api(self) -> str:
+        """`chat` or `responses`."""
+        return "responses" if self.url.endswith("/responses") else "chat"
+
+    def describe(self) -> str:
+        """The request as text, with every secret masked."""
+        headers = "\n".join(f"{k}: {v}" for k, v in self.backend.masked_headers().items())
+        return f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}"
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Why the model stopped: stop, length, content_filter, ..."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Token counts from the server."""
+
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A failed attempt that will be retried after `wait` seconds."""
+
+    reason: str
+    attempt: int
+    attempts: int
+    wait: float
+
+    def __str__(self) -> str:
+        return f"{self.reason}, retrying in {self.wait:.0f} s ({self.attempt}/{self.attempts})"
+
+
+Event = Union[Delta, Finish, UsageReport, Retry]
+
+
+class NanoError(Exception):
+    """A failure explained in one plain sentence."""
+
+
+class StreamError(NanoError):
+    """The answer broke off after it had started."""
+
+
+def build_request(backend: Backend, model: str, system: str | None, messages: list[dict[str, str]], options: Options) -> Request:
+    """The request for a conversation, in the dialect of `options.api`."""
+    if options.json:
+        system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
+    if options.api == "responses":
+        body = _responses_body(model, system, messages, options)
+        return Request(f"{backend.base_url}/responses", body, backend)
+    body = _chat_body(model, system, messages, options, local=backend.key_source in (None, "NANO_API_KEY"))
+    return Request(f"{backend.base_url}/chat/completions", body, backend)
+
+
+def _chat_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options, local: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": ([{"role": "system", "content": system}] if system else []) + messages}
+    body["stream"] = o.stream
+    if o.stream:
+        body["stream_options"] = {"include_usage": True}
+    _put(body, temperature=o.temperature, top_p=o.top_p, max_completion_tokens=o.max_tokens, seed=o.seed, stop=o.stop)
+    if local and o.max_tokens is not None:
+        body["max_tokens"] = o.max_tokens  # local servers (llama.cpp, transformers) ignore max_completion_tokens
+    if o.json:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def _responses_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "input": messages, "stream": o.stream, "store": False}
+    _put(body, instructions=system, temperature=o.temperature, top_p=o.top_p, max_output_tokens=o.max_tokens, seed=o.seed, stop=o.stop)
+    if o.json:
+        body["text"] = {"format": {"type": "json_object"}}
+    return body
+
+
+def _put(body: dict[str, Any], **fields: Any) -> None:
+    body.update({k: v for k, v in fields.items() if v is not None})
+
+
+def chat_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
+    """Chat Completions SSE events as answer events; raise StreamError if the stream was cut."""
+    finished = False
+    for sse in events:
+        if sse.data == "[DONE]":
+            return
+        data = _json_or_none(sse.data)
+        if data is None:
+            continue
+        if sse.event == "error" or data.get("error"):
+            raise StreamError(f"The server reported an error mid-answer: {_message(data)}")
+        for choice in data.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                yield Delta(text)
+            if choice.get("finish_reason"):
+                finished = True
+                yield Finish(choice["finish_reason"])
+        if data.get("usage"):
+            yield UsageReport(Usage.from_chat(data["usage"]))
+    if not finished:
+        raise StreamError("The stream ended before the answer was finished.")
+
+
+def responses_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
+    """Responses API SSE events as answer events; raise StreamError if the stream was cut."""
+    for sse in events:
+        data = _json_or_none(sse.data)
+        if data is None:
+            continue
+        kind = sse.event or data.get("type", "")
+        if kind == "response.output_text.delta" and data.get("delta"):
+            yield Delta(data["delta"])
+        elif kind in ("response.completed", "response.incomplete"):
+            yield from _responses_end(data.get("response") or {})
+            return
+        elif kind in ("error", "response.failed"):
+            raise StreamError(f"The server reported an error mid-answer: {_message(data)}")
+    raise StreamError("The stream ended before the answer was finished.")
+
+
+def _responses_end(response: Mapping[str, Any]) -> Iterator[Event]:
+    if response.get("usage"):
+        yield UsageReport(Usage.from_responses(response["usage"]))
+    reason = (response.get("incomplete_details") or {}).get("reason")
+    yield Finish({"max_output_tokens": "length", None: "stop"}.get(reason, reason or "stop"))
+
+
+def _complete_events(data: Mapping[str, Any], api: str) -> Iterator[Event]:
+    """Events for a non-streamed answer."""
+    if api == "responses":
+        text = "".join(
+            part.get("text", "") for item in data.get("output") or [] for part in item.get("content") or []
+            if part.get("type") == "output_text"
+        )
+        if text:
+            yield Delta(text)
+        yield from _responses_end(data)
+        return
+    choice = (data.get("choices") or [{}])[0]
+    text = (choice.get("message") or {}).get("content")
+    if text:
+        yield Delta(text)
+    if data.get("usage"):
+        yield UsageReport(Usage.from_chat(data["usage"]))
+    yield Finish(choice.get("finish_reason") or "stop")
+
+
+def _json_or_none(text: str) -> dict[str, Any] | None:
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Client:
+    """Sends requests to one backend over one kept-alive connection pool."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        max_retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.backend = backend
+        self.max_retries = max_retries
+        self._sleep = sleep
+        timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def stream(self, request: Request) -> Iterator[Event]:
+        """Send `request` and yield its events; retries show up as Retry events before any text."""
+        response = yield from self._open(request)
+        try:
+            if not request.body.get("stream"):
+                response.read()
+                yield from _complete_events(response.json(), request.api)
+                return
+            sse = EventSource(response).iter_sse()
+            yield from responses_events(sse) if request.api == "responses" else chat_events(sse)
+        except httpx.TransportError as exc:
+            raise StreamError(self._scrub(f"The connection was cut mid-answer ({_reason(exc)}).")) from None
+        finally:
+            response.close()
+
+    def models(self) -> list[dict[str, Any]]:
+        """The server's `GET /models` list."""
+        try:
+            response = self._http.get(f"{self.backend.base_url}/models", headers=self.backend.headers())
+        except httpx.TransportError as exc:
+            raise NanoError(self._scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.")) from None
+        if response.status_code >= 400:
+            raise NanoError(self._scrub(describe_status(response, self.backend, "")))
+        data = response.json()
+        return list(data.get("data") or []) if isinstance(data, dict) else []
+
+    def _open(self, request: Request) -> Iterator[Event]:
+        """Open the response, retrying what may pass; a generator so that retries are visible."""
+        attempts = self.max_retries
+        for attempt in range(attempts + 1):
+            try:
+                req = self._http.build_request("POST", request.url, json=request.body, headers=request.backend.headers())
+                response = self._http.send(req, stream=True)
+            except httpx.TransportError as exc:
+                failure = f"Could not reach {self.backend.base_url}: {_reason(exc)}."
+                reason, wait = "connection failed", _backoff(attempt)
+            else:
+                if response.status_code < 400:
+                    return response
+                response.read()
+                response.close()
+                failure = describe_status(response, self.backend, request.body.get("model", ""))
+                if not _retryable(response.status_code):
+                    raise NanoError(self._scrub(failure))
+                reason = _retry_reason(response.status_code)
+                wait = _retry_after(response.headers)
+                wait = _backoff(attempt) if wait is None else wait
+            if attempt == attempts:
+                suffix = f" (after {attempts + 1} attempts)" if attempts else ""
+                raise NanoError(self._scrub(failure.rstrip(".") + suffix + "."))
+            yield Retry(reason, attempt + 1, attempts, wait)
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.backend.secrets():
+            text = text.replace(secret, mask(secret))
+        return text
+
+
+def _retryable(status: int) -> bool:
+    return status in RETRY_STATUSES or status >= 500
+
+
+def _retry_reason(status: int) -> str:
+    if status == 429:
+        return "rate limited"
+    if status == 408:
+        return "request timed out"
+    if status == 409:
+        return "server busy"
+    return f"server error {status}"
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """The server's requested wait: `retry-after-ms`, then `Retry-After` in seconds or as an HTTP date."""
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return min(max(float(ms) / 1000, 0.0), MAX_WAIT)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_WAIT)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_WAIT)
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: about 0.5, 1, 2, 4 s, capped at 8 s."""
+    return min(0.5 * 2**attempt, 8.0) * random.uniform(0.5, 1.0)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return re.sub(r"\s+", " ", text).strip()[:200]
+
+
+def describe_status(response: httpx.Response, backend: Backend, model: str) -> str:
+    """An HTTP error answer as one or two plain sentences."""
+    status, message = response.status_code, server_message(response)
+    where = backend.name
+    if status in (401, 403):
+        if backend.key_source is None:
+            return f"{where} needs an API key ({status}: {message}). Set NANO_API_KEY or %config NanoMagics.api_key."
+        return f"{where} refused the key from {backend.key_source} ({status}: {message}). Check {backend.key_source}."
+    lowered = message.lower()
+    if status == 404 or (status == 400 and "model" in lowered and any(w in lowered for w in ("not found", "deprecat", "does not exist", "retired", "shut down"))):
+        return (
+            f"The model '{model}' is unavailable or retired on {where} ({status}: {message}). "
+            "Choose another with -m NAME or %config NanoMagics.model = '...'; %nano models lists what the server offers."
+        )
+    if status == 400 and ("context_length" in lowered or "context length" in lowered or "maximum context" in lowered):
+        return f"The conversation is longer than the model's context window ({message}). Start afresh with %nano reset or --new."
+    if status == 429:
+        return f"{where} is rate limiting requests (429: {message})."
+    if status >= 500:
+        return f"{where} failed with a server error ({status}: {message})."
+    return f"{where} answered {status}: {message}."
+
+
+def server_message(response: httpx.Response) -> str:
+    """The server's own words from an error body: OpenAI, FastAPI, Cloudflare v4, HTML or text."""
+    text = response.text
+    data = _json_or_none(text)
+    if data is not None:
+        return _message(data)[:300]
+    if "<" in text and ">" in text:
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+        text = html.unescape(text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:300] or response.reason_phrase or "no details"
+
+
+def _message(data: Mapping[str, Any]) -> str:
+    """The human message inside any of the error shapes servers send."""
+    error = data.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error)
+    if isinstance(error, str):
+        return data.get("message") or error
+    detail = data.get("detail")
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    if detail:
+        return str(detail)
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)
+    if data.get("response", {}).get("error"):
+        return _message(data["response"])
+    return str(data.get("message") or json.dumps(data)[:300])
+
+
+def with_model(options: Options, model: str) -> Options:
+    """Options with the model filled in."""
+    return replace(options, model=model)

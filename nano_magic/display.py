@@ -1,0 +1,221 @@
+"""How an answer appears while it streams (widget, Markdown or text) and what stays in the notebook."""
+
+from __future__ import annotations
+
+import html
+import sys
+import threading
+import time
+from typing import Any, Protocol
+
+from IPython.display import DisplayHandle, display
+
+from .render import StreamRenderer, to_markdown, tidy_tail
+
+__all__ = ["View", "WidgetView", "MarkdownView", "TextView", "Ticker", "pick_mode", "open_view"]
+
+
+class View(Protocol):
+    """What the magic tells a view while an answer streams."""
+
+    def delta(self, text: str) -> None: ...
+    def notice(self, text: str) -> None: ...
+    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
+    def abandon(self) -> None: ...
+
+
+class Ticker:
+    """Calls `fn` from a background thread at most `rate` times a second, and only after a `poke`."""
+
+    def __init__(self, rate: float, fn: Any) -> None:
+        self._interval = 1.0 / max(rate, 0.1)
+        self._fn = fn
+        self._dirty = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nano-refresh", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Ask for a refresh at the next tick."""
+        self._dirty.set()
+
+    def stop(self) -> None:
+        """Stop ticking; a refresh in progress finishes first."""
+        self._stopped.set()
+        self._dirty.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._dirty.wait()
+            if self._stopped.is_set():
+                return
+            self._dirty.clear()
+            self._fn()
+            self._stopped.wait(self._interval)
+
+
+class _Progress:
+    """Tokens, speed and time for the status line."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.tokens = 0
+        self.notice = ""
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = self.tokens / elapsed if elapsed > 0 else 0.0
+        parts = [f"{self.tokens} tokens", f"{rate:.0f} tokens/s", f"{elapsed:.1f} s"]
+        return " · ".join(parts + ([self.notice] if self.notice else []))
+
+
+class WidgetView:
+    """A live ipywidgets view: header, frozen blocks plus a live tail, and a status line."""
+
+    def __init__(self, header: str, refresh_rate: float) -> None:
+        import ipywidgets as widgets
+
+        self._widgets = widgets
+        self._renderer = StreamRenderer()
+        self._progress = _Progress()
+        self._lock = threading.Lock()
+        self._tail = widgets.HTMLMath("")
+        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>")
+        self._body = widgets.VBox([self._tail])
+        self._status = widgets.HTML(self._status_html())
+        self._box = widgets.VBox([self._header, self._body, self._status])
+        self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
+        self._ticker = Ticker(refresh_rate, self._refresh)
+
+    def delta(self, text: str) -> None:
+        """Take new answer text; it shows at the next tick."""
+        with self._lock:
+            self._renderer.feed(text)
+            self._progress.tokens += 1
+        self._ticker.poke()
+
+    def notice(self, text: str) -> None:
+        """Show a retry or warning in the status line."""
+        with self._lock:
+            self._progress.notice = text
+        self._ticker.poke()
+
+    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+        """Swap the widget for portable Markdown in place, then show the footer."""
+        self._ticker.stop()
+        _swap(self._handle, markdown, text, metadata)
+        self._close()
+        _footer(footer)
+
+    def abandon(self) -> None:
+        """Remove the view: no answer arrived."""
+        self._ticker.stop()
+        self._handle.update({"text/plain": ""}, raw=True)
+        self._close()
+
+    def _close(self) -> None:
+        for child in (*self._body.children, self._header, self._status, self._body, self._box):
+            child.close()
+
+    def _refresh(self) -> None:
+        with self._lock:
+            frozen, tail = self._renderer.render()
+            status = self._status_html()
+        if frozen is not None:
+            block = self._widgets.HTMLMath(frozen)
+            self._body.children = (*self._body.children[:-1], block, self._tail)
+        if tail != self._tail.value:
+            self._tail.value = tail
+        self._status.value = status
+
+    def _status_html(self) -> str:
+        return f"<small>{html.escape(self._progress.line())}</small>"
+
+
+class MarkdownView:
+    """A `text/markdown` output updated in place, for frontends whose widgets cannot typeset math."""
+
+    def __init__(self, header: str, refresh_rate: float) -> None:
+        self._interval = 1.0 / max(refresh_rate, 0.1)
+        self._parts: list[str] = []
+        self._header = f"**{header}**\n\n"
+        self._last = 0.0
+        self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
+
+    def delta(self, text: str) -> None:
+        """Take new answer text; refresh at most `refresh_rate` times a second."""
+        self._parts.append(text)
+        now = time.perf_counter()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._handle.update({"text/markdown": self._header + to_markdown(tidy_tail("".join(self._parts)))}, raw=True)
+
+    def notice(self, text: str) -> None:
+        """Show a retry or warning under the answer so far."""
+        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts)) + f"\n\n*{text}*"}, raw=True)
+
+    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+        """Replace the live output with the final Markdown, then show the footer."""
+        _swap(self._handle, markdown, text, metadata)
+        _footer(footer)
+
+    def abandon(self) -> None:
+        """Remove the live output: no answer arrived."""
+        self._handle.update({"text/plain": ""}, raw=True)
+
+
+class TextView:
+    """Plain text to stdout, for terminal IPython."""
+
+    def __init__(self, header: str) -> None:
+        print(f"[{header}]")
+
+    def delta(self, text: str) -> None:
+        """Print new text as it arrives."""
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def notice(self, text: str) -> None:
+        """Print a retry or warning on its own line."""
+        print(f"[{text}]", file=sys.stderr, flush=True)
+
+    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+        """End the answer's line and print the footer."""
+        print()
+        print(footer)
+
+    def abandon(self) -> None:
+        """Nothing was printed but the header."""
+
+
+def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict[str, Any]) -> None:
+    data = {"text/plain": text} if markdown is None else {"text/markdown": markdown, "text/plain": text}
+    handle.update(data, metadata=metadata, raw=True)
+
+
+def _footer(footer: str) -> None:
+    escaped = footer.replace("$", "\\$").replace("<", "&lt;")
+    display({"text/markdown": f"<sub>{escaped}</sub>", "text/plain": footer}, raw=True)
+
+
+def pick_mode(setting: str, shell: Any) -> str:
+    """`widget`, `markdown` or `text`: the setting, or what the frontend can show."""
+    if setting != "auto":
+        return setting
+    if getattr(shell, "kernel", None) is None:
+        return "text"
+    import os
+
+    if "__vsc_ipynb_file__" in shell.user_ns or "VSCODE_PID" in os.environ or "google.colab" in sys.modules:
+        return "markdown"
+    return "widget"
+
+
+def open_view(mode: str, header: str, refresh_rate: float) -> View:
+    """Start showing an answer."""
+    if mode == "widget":
+        return WidgetView(header, refresh_rate)
+    if mode == "markdown":
+        return MarkdownView(header, refresh_rate)
+    return TextView(header)

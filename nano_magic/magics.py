@@ -1,0 +1,93 @@
+"""The `%%nano` cell magic and the `%nano` line magic: argument parsing and dispatch only."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .config import NanoSettings
+
+if TYPE_CHECKING:
+    from .chat import Chat
+
+__all__ = ["NanoMagics", "CellFailed", "show_failure"]
+
+_QUOTED = ("model", "system", "thread", "stop", "out", "context")
+
+
+class CellFailed(Exception):
+    """A cell that failed for a reason the user can act on: one message, no traceback."""
+
+
+def show_failure(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+    """Show a CellFailed as its message alone; the cell still counts as failed, so Run All stops."""
+    return [str(value)]
+
+
+@magics_class
+class NanoMagics(Magics, NanoSettings):
+    """`%%nano` asks GPT-4.1 nano (or any OpenAI-compatible model) and streams the answer into the cell."""
+
+    _chat: Chat | None = None
+
+    @property
+    def chat(self) -> Chat:
+        """The conversation engine, created on first use so that `%load_ext` stays light."""
+        from .chat import Chat
+        from .commands import settings_dict
+
+        if self._chat is None:
+            self._chat = Chat()
+        self._chat.api = self.api
+        self._chat.configure(**settings_dict(self))
+        return self._chat
+
+    @magic_arguments()
+    @argument("-m", "--model", help="Model id (default: the backend's, e.g. openai/gpt-4.1-nano).")
+    @argument("-t", "--temperature", type=float, help="Sampling temperature, 0 to 2.")
+    @argument("--top-p", type=float, help="Nucleus sampling, 0 to 1.")
+    @argument("--max-tokens", type=int, help="Longest answer in tokens (> 0).")
+    @argument("-s", "--system", help="System message; it sticks to the thread for later cells.")
+    @argument("--thread", default="default", help="The conversation to continue (default: default).")
+    @argument("--new", action="store_true", help="Start this thread afresh (keeps its system message unless -s is given).")
+    @argument("--once", action="store_true", help="One-shot: no history read or written.")
+    @argument("--api", choices=["chat", "responses"], help="Chat Completions (default) or the Responses API.")
+    @argument("--seed", type=int, help="Seed for sampling, passed through.")
+    @argument("--stop", help="Stop sequence, passed through.")
+    @argument("--json", action="store_true", help="Ask for a JSON object; the parsed value is in _nano.json.")
+    @argument("--format", choices=["markdown", "text", "code"], default="markdown",
+              help="Show the answer as Markdown, as plain text, or put its first code block in a new cell below.")
+    @argument("--out", help="Store the answer text in this variable.")
+    @argument("--context", help="Comma-separated variables to describe to the model (DataFrame: shape, dtypes, head).")
+    @argument("--dry-run", action="store_true", help="Show the exact request (secrets masked) and send nothing.")
+    @argument("--no-stream", action="store_true", help="One non-streamed request.")
+    @cell_magic("nano")
+    def nano_cell(self, line: str, cell: str) -> None:
+        """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.
+
+        The answer is kept in `_nano` (.text, .usage, .cost, .status, .json), and the
+        conversation carries on in the next %%nano cell of the same thread.
+        """
+        from .cell import run_cell
+
+        run_cell(self.shell, self.chat, self, self._parse(line), cell)
+
+    @line_magic("nano")
+    def nano_line(self, line: str) -> None:
+        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, help."""
+        from IPython.display import display
+
+        from .commands import run_command
+
+        text = run_command(line, self.chat, self, self.shell)
+        display({"text/markdown": text, "text/plain": text}, raw=True)
+
+    def _parse(self, line: str) -> Any:
+        args = parse_argstring(self.nano_cell, line)
+        for name in _QUOTED:
+            value = getattr(args, name)
+            if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                setattr(args, name, value[1:-1])
+        return args

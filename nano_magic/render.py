@@ -1,0 +1,310 @@
+"""Markdown with LaTeX to safe HTML, incrementally and mid-stream; and the portable final Markdown.
+
+Math is found by one scanner (`segments`) that both outputs share. pymdownx.arithmatex protects math
+inside Python-Markdown, but it cannot report unclosed math mid-stream, and the final Markdown needs
+the very same spans normalised to `$`; one scanner keeps the live view and the saved answer in agreement.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+import markdown
+import nh3
+
+__all__ = ["Segment", "segments", "to_html", "to_markdown", "tidy_tail", "StreamRenderer"]
+
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.M)
+_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+\S")
+_HALF_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)]?|#{1,6}|>|\|)[ \t]*$")
+_ENV = re.compile(r"\\begin\{([A-Za-z]+\*?)\}")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):")
+_LINK_TARGET = re.compile(r"(\]\(\s*<?)([^\s)>]*)")
+_LINK_DEFINITION = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?)(\S*?)(>?[ \t]*(?:$|[ \t]))", re.M)
+_SAFE_SCHEMES = {"http", "https", "mailto"}
+_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of text: `text`, `code` (a span or fence), `math`, or `open_math` (display math not yet closed)."""
+
+    kind: str
+    source: str
+    tex: str = ""
+    display: bool = False
+
+
+def segments(text: str) -> list[Segment]:
+    """Split Markdown into text, code and math, so that code is never math."""
+    out: list[Segment] = []
+    plain_start = i = 0
+    n = len(text)
+    while i < n:
+        found = _match_at(text, i)
+        if found is None:
+            i += 1
+            continue
+        segment, end = found
+        if plain_start < i:
+            out.append(Segment("text", text[plain_start:i]))
+        out.append(segment)
+        plain_start = i = end
+    if plain_start < n:
+        out.append(Segment("text", text[plain_start:]))
+    return out
+
+
+def _match_at(text: str, i: int) -> tuple[Segment, int] | None:
+    """The code or math segment starting at `i`, if one does."""
+    c = text[i]
+    if c not in "`~$\\":
+        return None
+    at_line_start = i == 0 or text[i - 1] == "\n" or text[text.rfind("\n", 0, i) + 1 : i].strip(" \t") == ""
+    if c in "`~" and at_line_start and (fence := _FENCE.match(text, text.rfind("\n", 0, i) + 1)):
+        return _fenced(text, i, fence.group(1))
+    if c == "`":
+        return _code_span(text, i)
+    if c == "$":
+        return _dollar(text, i)
+    if text.startswith("\\(", i):
+        return _delimited(text, i, "\\(", "\\)", display=False)
+    if text.startswith("\\[", i):
+        return _delimited(text, i, "\\[", "\\]", display=True)
+    if env := _ENV.match(text, i):
+        return _delimited(text, i, env.group(0), f"\\end{{{env.group(1)}}}", display=True, keep=True)
+    if text.startswith("\\$", i):
+        return Segment("text", "\\$"), i + 2
+    return None
+
+
+def _fenced(text: str, i: int, marker: str) -> tuple[Segment, int]:
+    closer = re.compile(rf"^[ \t]*{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$", re.M)
+    line_end = text.find("\n", i)
+    if line_end == -1:
+        return Segment("code", text[i:]), len(text)
+    close = closer.search(text, line_end + 1)
+    end = len(text) if close is None else close.end()
+    return Segment("code", text[i:end]), end
+
+
+def _code_span(text: str, i: int) -> tuple[Segment, int] | None:
+    run = len(text[i:]) - len(text[i:].lstrip("`"))
+    ticks = text[i : i + run]
+    j = i + run
+    while (k := text.find(ticks, j)) != -1:
+        if (k + run >= len(text) or text[k + run] != "`") and text[k - 1] != "`":
+            return Segment("code", text[i : k + run]), k + run
+        j = k + run
+    return Segment("text", ticks), i + run
+
+
+def _dollar(text: str, i: int) -> tuple[Segment, int] | None:
+    if text.startswith("$$", i):
+        return _delimited(text, i, "$$", "$$", display=True)
+    # Pandoc's rule, so that "costs $5 and $10" stays text: no space inside either dollar, no digit after the closer.
+    if i + 1 >= len(text) or text[i + 1] in " \t\n$":
+        return None
+    j = i + 1
+    while (k := text.find("$", j)) != -1:
+        inner = text[i + 1 : k]
+        if "\n\n" in inner or "`" in inner:
+            return None
+        if text[k - 1] not in " \t\n\\" and not (k + 1 < len(text) and text[k + 1].isdigit()):
+            return Segment("math", text[i : k + 1], inner, False), k + 1
+        j = k + 1
+    return None
+
+
+def _delimited(text: str, i: int, opener: str, closer: str, *, display: bool, keep: bool = False) -> tuple[Segment, int]:
+    k = text.find(closer, i + len(opener))
+    if k == -1:
+        return (Segment("open_math", text[i:]) if display else Segment("text", opener)), (len(text) if display else i + len(opener))
+    end = k + len(closer)
+    tex = text[i:end] if keep else text[i + len(opener) : k]
+    return Segment("math", text[i:end], tex, display), end
+
+
+def to_markdown(text: str) -> str:
+    """The final, portable Markdown: math as `$`/`$$`, stray dollars and raw HTML escaped outside code."""
+    out = []
+    for seg in segments(text):
+        if seg.kind == "code":
+            out.append(seg.source)
+        elif seg.kind == "math":
+            out.append(_dollar_math(seg))
+        else:
+            out.append(_escape_text(seg.source))
+    return "".join(out)
+
+
+def _dollar_math(seg: Segment) -> str:
+    tex = seg.tex.strip()
+    return f"$${tex}$$" if seg.display else f"${tex}$"
+
+
+def _escape_text(text: str) -> str:
+    """Escape what Markdown frontends would otherwise run or typeset: raw HTML, bare dollars, unsafe links."""
+    text = re.sub(r"(?<!\\)\$", r"\\$", text).replace("<", "&lt;")
+    text = _LINK_TARGET.sub(lambda m: m.group(1) + _safe_url(m.group(2)), text)
+    return _LINK_DEFINITION.sub(lambda m: m.group(1) + _safe_url(m.group(2)) + m.group(3), text)
+
+
+def _safe_url(url: str) -> str:
+    bare = re.sub(r"[\x00-\x20]", "", html.unescape(url))
+    scheme = _SCHEME.match(bare)
+    return url if scheme is None or scheme.group(1).lower() in _SAFE_SCHEMES else "#"
+
+
+class _Html:
+    """One Python-Markdown converter plus the sanitizer: Markdown source to safe HTML."""
+
+    def __init__(self) -> None:
+        self._md = markdown.Markdown(
+            extensions=["pymdownx.highlight", "pymdownx.superfences", "tables", "sane_lists"],
+            extension_configs={"pymdownx.highlight": {"use_pygments": False}},
+            lazy_ol=False,
+        )
+
+    def convert(self, text: str, live: bool = False) -> str:
+        """Safe HTML for `text`; `live` shows unfinished fences and display math as code."""
+        maths: list[str] = []
+        parts = []
+        for seg in segments(text):
+            if seg.kind == "math":
+                maths.append(_mathjax_source(seg))
+                parts.append(_placeholder(len(maths) - 1, seg.display))
+            elif seg.kind == "open_math":
+                parts.append(f"\n\n```latex\n{seg.source}\n```\n\n")
+            elif seg.kind == "code" and live and _FENCE.match(seg.source) and not _is_closed_fence(seg.source):
+                parts.append(seg.source.rstrip("`~ \t\n") + "\n" + _FENCE.match(seg.source).group(1).strip() + "\n")  # type: ignore[union-attr]
+            elif seg.kind == "text":
+                parts.append(seg.source.replace("$", "\\$") if "$" in seg.source else seg.source)
+            else:
+                parts.append(seg.source)
+        source = _blank_line_before_lists("".join(parts))
+        self._md.reset()
+        cleaned = nh3.clean(self._md.convert(source), attributes=_ATTRIBUTES, url_schemes=_SAFE_SCHEMES)
+        return _PLACEHOLDER.sub(lambda m: html.escape(maths[int(m.group(1))], quote=False), cleaned)
+
+
+_ATTRIBUTES = {
+    "a": {"href", "title"}, "img": {"src", "alt", "title"}, "ol": {"start"},
+    "th": {"align", "style"}, "td": {"align", "style"}, "code": {"class"},
+}
+
+
+def _mathjax_source(seg: Segment) -> str:
+    if seg.source.startswith("\\begin"):
+        return seg.tex
+    return f"\\[{seg.tex}\\]" if seg.display else f"\\({seg.tex}\\)"
+
+
+def _placeholder(index: int, display: bool) -> str:
+    token = f"\ue000{index}\ue001"
+    return f"\n\n{token}\n\n" if display else token
+
+
+def _is_closed_fence(source: str) -> bool:
+    lines = source.rstrip("\n").split("\n")
+    marker = _FENCE.match(lines[0]).group(1)  # type: ignore[union-attr]
+    return len(lines) > 1 and lines[-1].strip().startswith(marker[0] * len(marker))
+
+
+def _blank_line_before_lists(source: str) -> str:
+    """Python-Markdown needs a blank line before a list; models rarely leave one."""
+    lines = source.split("\n")
+    out: list[str] = []
+    in_fence = False
+    for line in lines:
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and _LIST_ITEM.match(line) and out and out[-1].strip() and not _LIST_ITEM.match(out[-1]) and not out[-1].startswith((" ", "\t")):
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
+def to_html(text: str) -> str:
+    """Safe HTML for finished Markdown with LaTeX, math left for MathJax."""
+    return _Html().convert(text)
+
+
+class StreamRenderer:
+    """Renders a growing answer: finished blocks once, and only the tail on each refresh."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._frozen = 0
+        self._html = _Html()
+
+    @property
+    def text(self) -> str:
+        """Everything received so far."""
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def feed(self, delta: str) -> None:
+        """Add received text."""
+        self._parts.append(delta)
+
+    def render(self) -> tuple[str | None, str]:
+        """HTML of the blocks finished since the last call (None if none), and of the live tail."""
+        text = self.text
+        boundary = _last_boundary(text, self._frozen)
+        frozen = None
+        if boundary > self._frozen:
+            frozen = self._html.convert(text[self._frozen : boundary])
+            self._frozen = boundary
+        return frozen, self._html.convert(tidy_tail(text[self._frozen :]), live=True)
+
+
+def _last_boundary(text: str, start: int) -> int:
+    """The start of the last block that begins after a blank line outside code and math."""
+    best = start
+    offset = start
+    for seg in segments(text[start:]):
+        if seg.kind == "text":
+            for m in re.finditer(r"\n[ \t]*\n(?=[^\s])", seg.source):
+                best = offset + m.end()
+        elif seg.kind == "code" and seg.source[:1] in "`~" and _FENCE.match(seg.source) and _is_closed_fence(seg.source):
+            following = offset + len(seg.source)
+            if text.startswith("\n\n", following) and following + 2 < len(text) and not text[following + 2].isspace():
+                best = following + 2
+        offset += len(seg.source)
+    return best
+
+
+def tidy_tail(tail: str) -> str:
+    """Hide half-typed markers on the unfinished last line, so nothing flashes."""
+    head, sep, last = tail.rpartition("\n")
+    if _HALF_MARKER.match(last):
+        return head + sep
+    if last.count("**") % 2:
+        i = last.rfind("**")
+        last = last[:i] + last[i + 2 :]
+    if last.count("`") % 2 and "```" not in last:
+        i = last.rfind("`")
+        last = last[:i] + last[i + 1 :]
+    for seg in _last_line_segments(last):
+        if seg.kind == "text" and (i := _unclosed_inline_math(seg.source)) is not None:
+            last = last[: last.rfind(seg.source) + i]
+            break
+    return head + sep + last
+
+
+def _last_line_segments(line: str) -> Iterator[Segment]:
+    return iter(segments(line)[-1:])
+
+
+def _unclosed_inline_math(text: str) -> int | None:
+    """Where an inline formula starts that has not closed yet, if any."""
+    for opener in ("\\(", "$"):
+        i = text.rfind(opener)
+        if i != -1 and (opener != "$" or (i + 1 < len(text) and text[i + 1] not in " \t$")) and (i == 0 or text[i - 1] != "\\"):
+            return i
+    return None

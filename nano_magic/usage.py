@@ -1,0 +1,81 @@
+"""Token counts reported by the server, and what they cost."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+__all__ = ["PRICES", "Usage", "price_for", "format_usage"]
+
+# US dollars per one million tokens: (input, cached input, output).
+PRICES: dict[str, tuple[float, float, float]] = {
+    "gpt-4.1-nano": (0.10, 0.025, 0.40),
+}
+
+_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens used by one answer, as the server reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    @classmethod
+    def from_chat(cls, data: Mapping[str, Any]) -> Usage:
+        """Read a Chat Completions `usage` object."""
+        details = data.get("prompt_tokens_details") or {}
+        return cls(
+            int(data.get("prompt_tokens") or 0),
+            int(data.get("completion_tokens") or 0),
+            int(details.get("cached_tokens") or 0),
+        )
+
+    @classmethod
+    def from_responses(cls, data: Mapping[str, Any]) -> Usage:
+        """Read a Responses API `usage` object."""
+        details = data.get("input_tokens_details") or {}
+        return cls(
+            int(data.get("input_tokens") or 0),
+            int(data.get("output_tokens") or 0),
+            int(details.get("cached_tokens") or 0),
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+    def cost(self, model: str) -> float | None:
+        """Dollars for these tokens on `model`, or None when the model has no price."""
+        price = price_for(model)
+        if price is None:
+            return None
+        fresh, cached, output = price
+        uncached = max(self.input_tokens - self.cached_tokens, 0)
+        return (uncached * fresh + self.cached_tokens * cached + self.output_tokens * output) / 1e6
+
+    def to_dict(self) -> dict[str, int]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+def price_for(model: str) -> tuple[float, float, float] | None:
+    """The price row for a model id, ignoring a provider prefix and a snapshot date."""
+    name = _SNAPSHOT.sub("", model.rsplit("/", 1)[-1])
+    return PRICES.get(name)
+
+
+def format_usage(usage: Usage | None, model: str) -> str:
+    """One line such as `21 in · 8 out tokens · $0.000005`."""
+    if usage is None:
+        return "usage not reported"
+    cached = f" ({usage.cached_tokens} cached)" if usage.cached_tokens else ""
+    line = f"{usage.input_tokens} in{cached} · {usage.output_tokens} out tokens"
+    cost = usage.cost(model)
+    return line + (f" · ${cost:.6f}" if cost is not None else " · no price for this model")

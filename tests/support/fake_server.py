@@ -1,0 +1,537 @@
+"""Loopback OpenAI-compatible HTTP server for the test-suite.
+
+It answers ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/responses``
+(streamed as server-sent events or as plain JSON), records every request it receives and
+replays queued behaviours to inject faults: HTTP error statuses, errors in the middle of a
+stream, connections cut mid-stream and streams that end without finishing.
+
+    with FakeServer() as server:
+        server.queue(Status(429, headers={"Retry-After": "1"}), Reply("Hi there"))
+        ...  # point the client at server.base_url
+        assert len(server.posts()) == 2
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+MODELS = {
+    "object": "list",
+    "data": [
+        {"id": "fake-model", "object": "model", "owned_by": "test", "shutdown_date": None},
+        {"id": "old-model", "object": "model", "owned_by": "test", "shutdown_date": "2026-10-23"},
+    ],
+}
+NOT_FOUND = {"error": {"message": "not found", "type": "invalid_request_error", "code": None}}
+CHUNK_PATTERN = re.compile(r"\S+\s*|\s+")
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+@dataclass
+class Recorded:
+    """One request received by the server."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict | None
+
+
+@dataclass
+class Reply:
+    """A normal answer."""
+
+    text: str | None = None
+    delay: float | None = None
+    usage: bool = True
+    done: bool = True
+    finish: str = "stop"
+
+
+@dataclass
+class Status:
+    """An error answer sent before any streaming."""
+
+    code: int
+    body: str | bytes | dict = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+@dataclass
+class MidStreamError:
+    """Streams `text`, then an error payload, then ends the body cleanly."""
+
+    text: str
+    message: str = "upstream model crashed"
+
+
+@dataclass
+class Cut:
+    """Streams `text`, then closes the TCP connection without terminating the body."""
+
+    text: str
+
+
+@dataclass
+class NoEnd:
+    """Streams `text`, then ends the body cleanly without any finish marker."""
+
+    text: str
+
+
+Behaviour = Reply | Status | MidStreamError | Cut | NoEnd
+
+
+def split_text(text: str) -> list[str]:
+    """Split text into words that keep their trailing whitespace."""
+    return CHUNK_PATTERN.findall(text)
+
+
+def count_words(value: Any) -> int:
+    """Count whitespace-separated words in message content, however it is nested."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(count_words(item) for item in value)
+    if isinstance(value, dict):
+        return count_words(value.get("content")) + count_words(value.get("text"))
+    return 0
+
+
+def error_body(message: str, kind: str) -> dict[str, Any]:
+    """Build an OpenAI-style error object."""
+    return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def status_payload(status: Status) -> tuple[bytes, str]:
+    """Return the encoded body of a Status and its content type."""
+    if isinstance(status.body, dict):
+        return json.dumps(status.body).encode(), status.content_type or "application/json"
+    data = status.body.encode() if isinstance(status.body, str) else status.body
+    default = "text/html" if data.lstrip().startswith(b"<") else "text/plain"
+    return data, status.content_type or default
+
+
+class ChatApi:
+    """Builds Chat Completions payloads and SSE frames for one request."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        """Remember the request body, its model and the creation time."""
+        self.body = body
+        self.model = body.get("model")
+        self.created = int(time.time())
+
+    def usage(self, completion_tokens: int) -> dict[str, Any]:
+        """Build the usage object."""
+        prompt_tokens = max(1, count_words(self.body.get("messages")))
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+
+    def opening(self) -> list[str]:
+        """Frames sent before the text."""
+        return [self._chunk(self._choices({"role": "assistant", "content": ""}))]
+
+    def delta(self, chunk: str) -> str:
+        """Frame carrying one piece of text."""
+        return self._chunk(self._choices({"content": chunk}))
+
+    def closing(self, reply: Reply, text: str, completion_tokens: int) -> list[str]:
+        """Frames sent after the text of a normal answer."""
+        frames = [self._chunk(self._choices({}, reply.finish))]
+        if reply.usage and (self.body.get("stream_options") or {}).get("include_usage"):
+            frames.append(self._chunk([], self.usage(completion_tokens)))
+        if reply.done:
+            frames.append("data: [DONE]\n\n")
+        return frames
+
+    def error(self, message: str) -> str:
+        """Frame reporting an error mid-stream."""
+        return f"data: {json.dumps(error_body(message, 'server_error'))}\n\n"
+
+    def whole(
+        self, text: str, finish: str | None, usage: bool, completion_tokens: int
+    ) -> dict[str, Any]:
+        """Build a non-streamed chat.completion object."""
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": self.usage(completion_tokens) if usage else None,
+        }
+
+    @staticmethod
+    def _choices(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        """Build the choices list of a streamed chunk."""
+        return [{"index": 0, "delta": delta, "finish_reason": finish}]
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
+        """Frame one chat.completion.chunk."""
+        chunk = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        }
+        return f"data: {json.dumps(chunk)}\n\n"
+
+
+class ResponsesApi:
+    """Builds Responses API payloads and SSE frames for one request."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        """Remember the request body and its model."""
+        self.body = body
+        self.model = body.get("model")
+
+    def usage(self, output_tokens: int) -> dict[str, Any]:
+        """Build the usage object."""
+        words = count_words(self.body.get("instructions")) + count_words(self.body.get("input"))
+        input_tokens = max(1, words)
+        return {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+        }
+
+    def opening(self) -> list[str]:
+        """Frames sent before the text."""
+        response = {"id": "resp_fake", "status": "in_progress", "model": self.model}
+        return [self._event({"type": "response.created", "response": response})]
+
+    def delta(self, chunk: str) -> str:
+        """Frame carrying one piece of text."""
+        payload = {"type": "response.output_text.delta", "delta": chunk, **self._location()}
+        return self._event(payload)
+
+    def closing(self, reply: Reply, text: str, output_tokens: int) -> list[str]:
+        """Frames sent after the text of a normal answer."""
+        response = self.whole(text, reply.finish, reply.usage, output_tokens)
+        return [
+            self._event({"type": "response.output_text.done", "text": text, **self._location()}),
+            self._event({"type": f"response.{response['status']}", "response": response}),
+        ]
+
+    def error(self, message: str) -> str:
+        """Frame reporting an error mid-stream."""
+        return self._event({"type": "error", "message": message, "code": "server_error"})
+
+    def whole(
+        self, text: str, finish: str | None, usage: bool, output_tokens: int
+    ) -> dict[str, Any]:
+        """Build a response object; `finish` None means still in progress."""
+        response: dict[str, Any] = {
+            "id": "resp_fake",
+            "status": "completed",
+            "model": self.model,
+            "output": [
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text}],
+                }
+            ],
+            "usage": self.usage(output_tokens) if usage else None,
+        }
+        if finish is None:
+            response["status"] = "in_progress"
+        elif finish in INCOMPLETE_REASONS:
+            response["status"] = "incomplete"
+            response["incomplete_details"] = {"reason": INCOMPLETE_REASONS[finish]}
+        return response
+
+    @staticmethod
+    def _location() -> dict[str, Any]:
+        """Fields locating the single output text."""
+        return {"output_index": 0, "content_index": 0, "item_id": "msg_fake"}
+
+    @staticmethod
+    def _event(payload: dict[str, Any]) -> str:
+        """Frame one named SSE event."""
+        return f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
+
+
+APIS: dict[str, type[ChatApi] | type[ResponsesApi]] = {
+    "/v1/chat/completions": ChatApi,
+    "/v1/responses": ResponsesApi,
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves one connection, possibly several keep-alive requests."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: LoopbackServer
+
+    def handle(self) -> None:
+        """Serve requests, ignoring clients that hang up mid-response."""
+        try:
+            super().handle()
+        except ConnectionError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+    def do_GET(self) -> None:
+        """Answer the model list; anything else is not found."""
+        self._record(None)
+        if urlsplit(self.path).path == "/v1/models":
+            self._send_json(200, MODELS)
+        else:
+            self._send_json(404, NOT_FOUND)
+
+    def do_POST(self) -> None:
+        """Answer an API call with the next queued behaviour."""
+        body = self._read_body()
+        self._record(body)
+        api_class = APIS.get(urlsplit(self.path).path)
+        if api_class is None:
+            self._send_json(404, NOT_FOUND)
+            return
+        behaviour = self.server.fake._next_behaviour()
+        if isinstance(behaviour, Status):
+            self._send_bytes(behaviour.code, *status_payload(behaviour), behaviour.headers)
+            return
+        api = api_class(body or {})
+        text = self.server.fake.reply if behaviour.text is None else behaviour.text
+        if api.body.get("stream"):
+            self._stream(api, behaviour, text)
+        else:
+            self._answer_whole(api, behaviour, text)
+
+    def _read_body(self) -> dict | None:
+        """Read the request body and parse it as a JSON object."""
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _record(self, body: dict | None) -> None:
+        """Record the current request."""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self.server.fake._record(Recorded(self.command, self.path, headers, body))
+
+    def _stream(self, api: ChatApi | ResponsesApi, behaviour: Behaviour, text: str) -> None:
+        """Stream the answer as chunked server-sent events."""
+        delay = self.server.fake.chunk_delay
+        if isinstance(behaviour, Reply) and behaviour.delay is not None:
+            delay = behaviour.delay
+        chunks = split_text(text)
+        headers = {"Cache-Control": "no-cache", "Transfer-Encoding": "chunked"}
+        self._send_head(200, "text/event-stream", headers)
+        self._send_frames(api.opening())
+        for chunk in chunks:
+            time.sleep(delay)
+            self._send_frames([api.delta(chunk)])
+        if isinstance(behaviour, Cut):
+            self._cut()
+            return
+        if isinstance(behaviour, Reply):
+            self._send_frames(api.closing(behaviour, text, len(chunks)))
+        elif isinstance(behaviour, MidStreamError):
+            self._send_frames([api.error(behaviour.message)])
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _answer_whole(self, api: ChatApi | ResponsesApi, behaviour: Behaviour, text: str) -> None:
+        """Answer with one JSON document; stream faults get their nearest equivalent."""
+        if isinstance(behaviour, MidStreamError):
+            self._send_json(500, error_body(behaviour.message, "server_error"))
+            return
+        finish: str | None = None
+        usage = False
+        if isinstance(behaviour, Reply):
+            finish, usage = behaviour.finish, behaviour.usage
+        payload = api.whole(text, finish, usage, len(split_text(text)))
+        if isinstance(behaviour, Cut):
+            data = json.dumps(payload).encode()
+            self._send_head(200, "application/json", {"Content-Length": str(len(data))})
+            self.wfile.write(data[: len(data) // 2])
+            self._cut()
+        else:
+            self._send_json(200, payload)
+
+    def _send_head(self, code: int, content_type: str, headers: dict[str, str]) -> None:
+        """Send the status line and headers."""
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _send_bytes(
+        self, code: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Send a complete response with a Content-Length."""
+        self._send_head(code, content_type, {**(headers or {}), "Content-Length": str(len(data))})
+        self.wfile.write(data)
+
+    def _send_json(self, code: int, payload: dict[str, Any]) -> None:
+        """Send a complete JSON response."""
+        self._send_bytes(code, json.dumps(payload).encode(), "application/json")
+
+    def _send_frames(self, frames: list[str]) -> None:
+        """Send each SSE frame as its own HTTP chunk, flushed at once."""
+        for frame in frames:
+            data = frame.encode()
+            self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+    def _cut(self) -> None:
+        """Close the TCP connection abruptly."""
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.connection.close()
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """Threading HTTP server that reports its connections to a FakeServer."""
+
+    daemon_threads = True
+
+    def __init__(self, fake: FakeServer) -> None:
+        """Bind to a free loopback port."""
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.fake = fake
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count the accepted connection, then serve it in a thread."""
+        self.fake._opened(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget the connection, then close it."""
+        self.fake._closed(request)
+        super().shutdown_request(request)
+
+
+class FakeServer:
+    """Loopback OpenAI-compatible server that records requests and replays behaviours."""
+
+    reply: str = "Hello from the fake server."
+    chunk_delay: float = 0.0
+
+    def __init__(self) -> None:
+        """Create a stopped server."""
+        self.requests: list[Recorded] = []
+        self.connections = 0
+        self._queue: deque[Behaviour] = deque()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._httpd: LoopbackServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        """API root URL; it stays valid after stop() so tests can hit a dead port."""
+        if self._port is None:
+            raise RuntimeError("FakeServer has not been started")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def start(self) -> FakeServer:
+        """Bind a free loopback port and serve in a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError("FakeServer is already running")
+        self._httpd = LoopbackServer(self)
+        self._port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection."""
+        if self._httpd is None or self._thread is None:
+            return
+        self._httpd.shutdown()
+        with self._lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._httpd.server_close()
+        self._thread.join()
+        self._httpd = self._thread = None
+
+    def queue(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours; each API POST consumes the next one."""
+        with self._lock:
+            self._queue.extend(behaviours)
+
+    def reset(self) -> None:
+        """Clear requests, queue and connection count; restore reply and chunk_delay."""
+        with self._lock:
+            self.requests.clear()
+            self._queue.clear()
+            self.connections = 0
+            self.reply = type(self).reply
+            self.chunk_delay = type(self).chunk_delay
+
+    def posts(self) -> list[Recorded]:
+        """Return only the POST requests."""
+        with self._lock:
+            return [request for request in self.requests if request.method == "POST"]
+
+    def _next_behaviour(self) -> Behaviour:
+        """Pop the next queued behaviour, or a default Reply."""
+        with self._lock:
+            return self._queue.popleft() if self._queue else Reply()
+
+    def _record(self, request: Recorded) -> None:
+        """Record a received request."""
+        with self._lock:
+            self.requests.append(request)
+
+    def _opened(self, connection: socket.socket) -> None:
+        """Count and track an accepted connection."""
+        with self._lock:
+            self.connections += 1
+            self._open.add(connection)
+
+    def _closed(self, connection: socket.socket) -> None:
+        """Stop tracking a finished connection."""
+        with self._lock:
+            self._open.discard(connection)
+
+    def __enter__(self) -> FakeServer:
+        """Start the server for a with-block."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server at the end of a with-block."""
+        self.stop()
