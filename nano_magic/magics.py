@@ -23,7 +23,9 @@ class CellFailed(Exception):
 
 def show_failure(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
     """Show a CellFailed as its message alone; the cell still counts as failed, so Run All stops."""
-    return [str(value)]
+    lines = [str(value)]
+    shell._showtraceback(etype, value, lines)  # the kernel turns this into an error output without a traceback
+    return lines
 
 
 @magics_class

@@ -185,7 +185,7 @@ class _Html:
                 parts.append(seg.source.replace("$", "\\$") if "$" in seg.source else seg.source)
             else:
                 parts.append(seg.source)
-        source = _blank_line_before_lists("".join(parts))
+        source = _prepare_lists("".join(parts))
         self._md.reset()
         cleaned = nh3.clean(self._md.convert(source), attributes=_ATTRIBUTES, url_schemes=_SAFE_SCHEMES)
         return _PLACEHOLDER.sub(lambda m: html.escape(maths[int(m.group(1))], quote=False), cleaned)
@@ -214,18 +214,44 @@ def _is_closed_fence(source: str) -> bool:
     return len(lines) > 1 and lines[-1].strip().startswith(marker[0] * len(marker))
 
 
-def _blank_line_before_lists(source: str) -> str:
-    """Python-Markdown needs a blank line before a list; models rarely leave one."""
-    lines = source.split("\n")
+def _prepare_lists(source: str) -> str:
+    """Python-Markdown wants a blank line before a list and 4-space nesting; models give neither."""
     out: list[str] = []
-    in_fence = False
-    for line in lines:
+    levels: list[int] = []  # the source indent of each open list level
+    fence_shift: int | None = None
+    for line in source.split("\n"):
+        indent = len(line) - len(line.lstrip(" "))
+        if fence_shift is not None:
+            out.append(_shift(line, fence_shift))
+            if _FENCE.match(line):
+                fence_shift = None
+            continue
+        if not line.strip():
+            out.append(line)
+            continue
+        if _LIST_ITEM.match(line):
+            while levels and levels[-1] > indent:
+                levels.pop()
+            if not levels or levels[-1] < indent:
+                levels.append(indent)
+            if out and out[-1].strip() and not levels[:-1] and not _LIST_ITEM.match(out[-1]) and not out[-1].startswith(" "):
+                out.append("")
+            shift = 4 * (len(levels) - 1) - indent
+        elif indent == 0:
+            levels.clear()
+            shift = 0
+        else:
+            shift = 4 * sum(1 for level in levels if level < indent) - indent if levels else 0
         if _FENCE.match(line):
-            in_fence = not in_fence
-        elif not in_fence and _LIST_ITEM.match(line) and out and out[-1].strip() and not _LIST_ITEM.match(out[-1]) and not out[-1].startswith((" ", "\t")):
-            out.append("")
-        out.append(line)
+            fence_shift = shift
+        out.append(_shift(line, shift))
     return "\n".join(out)
+
+
+def _shift(line: str, by: int) -> str:
+    if by >= 0:
+        return " " * by + line
+    return line[min(-by, len(line) - len(line.lstrip(" "))) :]
 
 
 def to_html(text: str) -> str:

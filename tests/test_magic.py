@@ -1,0 +1,217 @@
+"""%%nano and %nano in an in-process IPython shell against the loopback server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.fake_server import Reply
+
+
+def messages(post) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in post.body["messages"]]
+
+
+def test_a_cell_streams_the_answer_and_its_usage(run, fake) -> None:
+    fake.reply = "Entropy never decreases."
+    cell = run("%%nano\nWhat is the second law?")
+    assert not cell.failed
+    assert "Entropy never decreases." in cell.stdout
+    assert "5 in · 3 out tokens" in cell.stdout
+    assert messages(fake.posts()[0]) == [("user", "What is the second law?")]
+
+
+def test_two_cells_make_a_conversation_with_the_system_message(run, fake) -> None:
+    run('%%nano -s "You are terse."\nFirst question')
+    run("%%nano\nSecond question")
+    second = fake.posts()[1]
+    assert messages(second) == [
+        ("system", "You are terse."),
+        ("user", "First question"),
+        ("assistant", fake.reply),
+        ("user", "Second question"),
+    ]
+
+
+def test_rerunning_a_cell_replaces_its_turn(run, fake, ip, monkeypatch) -> None:
+    cell_id = {"value": "cell-a"}
+    monkeypatch.setattr("nano_magic.cell.parent_cell", lambda shell: (cell_id["value"], []))
+    run("%%nano\nFirst")
+    cell_id["value"] = "cell-b"
+    run("%%nano\nSecond")
+    cell_id["value"] = "cell-a"
+    run("%%nano\nFirst, again")
+    assert messages(fake.posts()[2]) == [("user", "First, again")]
+    turns = ip.magics_manager.registry["NanoMagics"].chat.conversation.threads["default"].turns
+    assert [t.prompt for t in turns] == ["First, again", "Second"]
+
+
+def test_deleted_cells_leave_the_thread(run, fake, ip, monkeypatch) -> None:
+    state = {"id": "a", "deleted": []}
+    monkeypatch.setattr("nano_magic.cell.parent_cell", lambda shell: (state["id"], state["deleted"]))
+    run("%%nano\nOne")
+    state.update(id="b", deleted=["a"])
+    run("%%nano\nTwo")
+    assert messages(fake.posts()[1]) == [("user", "Two")]
+
+
+def test_threads_are_isolated(run, fake) -> None:
+    run("%%nano --thread physics\nAbout heat")
+    run("%%nano --thread poetry\nAbout rhyme")
+    run("%%nano --thread physics\nMore heat")
+    assert messages(fake.posts()[1]) == [("user", "About rhyme")]
+    assert [c for _, c in messages(fake.posts()[2])] == ["About heat", fake.reply, "More heat"]
+
+
+def test_once_reads_and_writes_no_history(run, fake, ip) -> None:
+    run("%%nano\nKept")
+    run("%%nano --once\nForgotten")
+    run("%%nano\nNext")
+    assert messages(fake.posts()[1]) == [("user", "Forgotten")]
+    assert [c for _, c in messages(fake.posts()[2])] == ["Kept", fake.reply, "Next"]
+
+
+def test_new_starts_afresh_but_keeps_the_system_message(run, fake) -> None:
+    run("%%nano -s Terse\nOld")
+    run("%%nano --new\nFresh")
+    assert messages(fake.posts()[1]) == [("system", "Terse"), ("user", "Fresh")]
+
+
+def test_every_option_lands_in_its_chat_field(run, fake) -> None:
+    run('%%nano -m fake-model -t 0.3 --top-p 0.8 --max-tokens 20 --seed 4 --stop "END"\nHi')
+    body = fake.posts()[0].body
+    assert (body["model"], body["temperature"], body["top_p"], body["max_completion_tokens"], body["seed"], body["stop"]) == ("fake-model", 0.3, 0.8, 20, 4, "END")
+
+
+def test_every_option_lands_in_its_responses_field(run, fake) -> None:
+    cell = run('%%nano --api responses -s "Be kind" -t 0.3 --top-p 0.8 --max-tokens 20 --seed 4\nHi')
+    body = fake.posts()[0].body
+    assert fake.posts()[0].path.endswith("/responses")
+    assert (body["instructions"], body["temperature"], body["top_p"], body["max_output_tokens"], body["store"]) == ("Be kind", 0.3, 0.8, 20, False)
+    assert body["input"] == [{"role": "user", "content": "Hi"}]
+    assert fake.reply in cell.stdout
+
+
+def test_no_stream_sends_one_plain_request(run, fake) -> None:
+    cell = run("%%nano --no-stream\nHi")
+    assert fake.posts()[0].body["stream"] is False and fake.reply in cell.stdout
+
+
+@pytest.mark.parametrize("line,message", [
+    ("-t 3", "--temperature 3 is out of range"),
+    ("--top-p -1", "--top-p -1 is out of range"),
+    ("--max-tokens 0", "--max-tokens 0 must be greater than 0"),
+    ("--api soap", "argument --api: invalid choice: 'soap'"),
+    ("-t hot", "invalid float value: 'hot'"),
+    ("--context nope", "no variable named 'nope'"),
+    ("--bogus", "unrecognized arguments: --bogus"),
+])
+def test_bad_input_gives_one_line_and_sends_nothing(run, fake, line: str, message: str) -> None:
+    cell = run(f"%%nano {line}\nHello")
+    assert cell.failed and message in cell.shown
+    assert "Traceback" not in cell.shown
+    assert fake.posts() == []
+
+
+def test_an_empty_cell_sends_nothing(run, fake) -> None:
+    cell = run("%%nano\n   \n")
+    assert cell.failed and "The cell is empty" in cell.stderr and fake.posts() == []
+
+
+def test_no_backend_explains_how_to_set_one(run, fake, monkeypatch) -> None:
+    monkeypatch.delenv("NANO_BASE_URL")
+    cell = run("%%nano\nHello")
+    assert cell.failed and "CLOUDFLARE_API_TOKEN" in cell.stdout and "OPENAI_API_KEY" in cell.stdout
+    assert "Traceback" not in cell.shown and fake.posts() == []
+
+
+def test_dry_run_shows_the_request_and_sends_nothing(run, fake, monkeypatch) -> None:
+    monkeypatch.delenv("NANO_BASE_URL")
+    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", "acct42")
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "cf-very-secret-token-1234")
+    cell = run("%%nano --dry-run -t 0.5\nHello")
+    assert "POST https://api.cloudflare.com/client/v4/accounts/acct42/ai/v1/chat/completions" in cell.stdout
+    assert '"model": "openai/gpt-4.1-nano"' in cell.stdout and '"temperature": 0.5' in cell.stdout
+    assert "cf-very-secret-token-1234" not in cell.shown
+    assert fake.posts() == []
+
+
+def test_answer_object_out_variable_and_json(run, fake, ip) -> None:
+    fake.reply = '{"planets": 8, "dwarf": ["Pluto"]}'
+    run("%%nano --json --out raw\nList planets as JSON")
+    answer = ip.user_ns["_nano"]
+    assert answer.json == {"planets": 8, "dwarf": ["Pluto"]} and answer.status == "complete"
+    assert ip.user_ns["raw"] == fake.reply and answer.usage.output_tokens == 4
+    assert fake.posts()[0].body["response_format"] == {"type": "json_object"}
+
+
+def test_json_that_does_not_parse_says_so_and_keeps_the_text(run, fake, ip) -> None:
+    fake.reply = "Sure! planets: 8"
+    cell = run("%%nano --json\nList planets as JSON")
+    assert cell.failed and "not valid JSON" in cell.shown
+    assert ip.user_ns["_nano"].text == "Sure! planets: 8" and ip.user_ns["_nano"].json is None
+
+
+def test_format_code_puts_the_first_code_block_in_the_next_cell(run, fake, ip, monkeypatch) -> None:
+    fake.reply = "Here:\n\n```python\nprint('hi')\n```\n\nand\n\n```python\nprint('no')\n```\n"
+    queued = []
+    monkeypatch.setattr(ip, "set_next_input", lambda text, replace=False: queued.append(text))
+    run("%%nano --format code\nWrite hello")
+    assert queued == ["print('hi')"]
+
+
+def test_context_describes_a_dataframe(run, fake, ip) -> None:
+    import pandas as pd
+
+    ip.user_ns["df"] = pd.DataFrame({"city": ["Oslo", "Lima"] * 10, "temp": range(20)})
+    run("%%nano --context df --dry-run\nWhich city is warmer?")
+    run("%%nano --context df\nWhich city is warmer?")
+    prompt = fake.posts()[0].body["messages"][-1]["content"]
+    assert prompt.startswith("Which city is warmer?")
+    assert "shape: 20 rows × 2 columns" in prompt and "temp: int64" in prompt and "Oslo" in prompt
+    assert prompt.count("\n") < 30
+
+
+def test_line_magic_subcommands(run, fake) -> None:
+    run("%%nano --thread a\nOne")
+    run("%%nano --thread b\nTwo")
+    threads = run("%nano threads").shown
+    assert "`a` | 1" in threads and "`b` | 1" in threads
+    usage = run("%nano usage").shown
+    assert "**total** | | 2 |" in usage
+    history = run("%nano history a").shown
+    assert "**You:**" in history and "One" in history and "[" not in history.split("Thread")[0]
+    run("%nano reset a")
+    assert "`a` | 0" in run("%nano threads").shown
+    models = run("%nano models").shown
+    assert "fake-model" in models and "2026-10-23" in models
+    unknown = run("%nano frobnicate")
+    assert unknown.failed and "Valid: reset, history" in unknown.shown
+
+
+def test_config_sets_and_shows_settings_with_a_masked_key(run, fake, monkeypatch) -> None:
+    monkeypatch.setenv("NANO_API_KEY", "local-secret-key-98765")
+    shown = run("%nano config model=fake-model").shown
+    assert "fake-model" in shown and "…8765" in shown and "local-secret-key-98765" not in shown
+    bad = run("%nano config api=soap")
+    assert bad.failed and "api" in bad.shown
+
+
+def test_a_model_with_a_shutdown_date_warns(run, fake) -> None:
+    run("%nano models")
+    cell = run("%%nano -m old-model\nHi")
+    assert "shutting down on 2026-10-23" in cell.stdout
+
+
+def test_the_chat_api_streams_to_a_callback(fake) -> None:
+    from nano_magic import Chat
+
+    pieces: list[str] = []
+    chat = Chat(system="Be brief.", base_url=fake.base_url)
+    first = chat.ask("Hello", on_delta=pieces.append)
+    second = chat.ask("Again", temperature=0.1)
+    assert "".join(pieces) == first.text == fake.reply and len(pieces) > 1
+    assert second.usage.input_tokens > first.usage.input_tokens
+    assert json.dumps(fake.posts()[1].body["messages"][0]) == json.dumps({"role": "system", "content": "Be brief."})
+    chat.close()
