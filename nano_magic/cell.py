@@ -25,6 +25,7 @@ NOTES = {
     "length": "The answer hit the token limit and is cut short (raise --max-tokens).",
     "content_filter": "The provider's content filter stopped the answer.",
     "stopped": "Stopped by you; the partial answer is kept.",
+    "cut": "The answer is incomplete: it broke off.",
 }
 
 
@@ -116,8 +117,6 @@ def _end(shell: Any, chat: Chat, view: View, answer: Answer | None, args: Namesp
     thread = chat.conversation.threads.get(answer.thread)
     saved = metadata(thread, answer.turn) if thread is not None and answer.turn is not None else {METADATA_KEY: {"once": True, "model": answer.model}}
     notes = [NOTES[answer.status]] if answer.status in NOTES else []
-    if answer.status == "cut" and answer.error:
-        notes.append(answer.error)
     footer = " · ".join([format_usage(answer.usage, answer.model), f"{answer.elapsed:.1f} s", *notes])
     markdown = None if args.format == "text" else to_markdown(answer.text)
     view.finish(markdown, answer.text, saved, footer)
