@@ -1,0 +1,180 @@
+"""End to end in a real JupyterLab and Chromium: a `%%nano` cell streams, typesets, stays safe and saves.
+
+Needs JupyterLab, ipywidgets, Playwright (Python) and a Chromium binary; Playwright never downloads
+a browser here: it launches `NANO_CHROMIUM` (default /usr/bin/chromium). Run it alone with
+
+    python -m pytest tests/test_browser.py -q
+
+and with NANO_SCREENSHOT=1 it also refreshes docs/screenshot.png.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+nbformat = pytest.importorskip("nbformat")
+sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("jupyterlab")
+pytest.importorskip("ipywidgets")
+
+from tests.support.fake_server import FakeServer  # noqa: E402
+from tests.support.jupyter_lab import jupyter_lab, tree_url  # noqa: E402
+
+CHROMIUM = os.environ.get("NANO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+NOTEBOOK = "pythagoras.ipynb"
+PROMPT = "Explain the Pythagorean theorem."
+XSS = '<img src=x onerror="window.__pwned=1">'
+REPLY = (
+    "The **Pythagorean theorem** says that in a right triangle with legs $a$ and $b$ and "
+    "hypotenuse $c$, the squares of the legs add up to the square of the hypotenuse: "
+    "$a^2+b^2=c^2$. Solving for the hypotenuse gives\n\n"
+    "$$c=\\sqrt{a^2+b^2}$$\n\n"
+    "Key facts:\n\n"
+    "- It holds only for right triangles.\n"
+    "- Its converse is true as well.\n"
+    "- The classic example is the 3-4-5 triangle.\n\n"
+    f"A model might even echo raw HTML such as {XSS}, which must stay inert. "
+    "The theorem is named after Pythagoras, though Babylonian scribes used it long before him."
+)
+CHUNK_DELAY = 0.06  # about 85 word chunks: the answer streams for about 5 s
+# trio < 0.24 warns on import when IPython has a custom exception handler, which %load_ext nano_magic
+# installs before httpx (and so trio) is first imported; keep that noise out of the screenshot.
+KERNEL_WARNINGS = "ignore::RuntimeWarning:trio._core._multierror"
+
+KERNEL_IDLE = """name => {
+    const widget = window.jupyterapp?.shell.currentWidget;
+    const kernel = widget?.sessionContext?.session?.kernel;
+    return widget?.context?.path === name && kernel?.connectionStatus === 'connected'
+        && kernel?.status === 'idle';
+}"""
+OUTPUT_STATE = """area => ({
+    length: area.innerText.length,
+    live: area.querySelector('.widget-htmlmath') !== null,
+    final: area.querySelector('.jp-RenderedMarkdown') !== null,
+    liveMath: area.querySelectorAll('.widget-htmlmath mjx-container').length,
+    pwned: typeof window.__pwned,
+})"""
+
+
+def _notebook(path: Path) -> None:
+    """Write an nbformat 4.5 notebook (cell ids included) with the extension and one %%nano cell."""
+    v4 = nbformat.v4
+    notebook = v4.new_notebook(
+        cells=[v4.new_code_cell("%load_ext nano_magic"), v4.new_code_cell(f"%%nano\n{PROMPT}")],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
+    nbformat.validate(notebook)
+    nbformat.write(notebook, path)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A fresh 1100x800 page in the system Chromium, launched headless and offline-friendly."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1100, "height": 800})
+        finally:
+            browser.close()
+
+
+def _sample_stream(output: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Sample the output area every ~300 ms until the live widget is swapped for the final Markdown."""
+    samples = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = output.evaluate(OUTPUT_STATE)
+        samples.append(state)
+        if state["final"] and not state["live"]:
+            return samples
+        time.sleep(0.3)
+    raise AssertionError(f"the answer did not finish in {timeout} s; last state: {samples[-1]}")
+
+
+def _saved_cell(path: Path, timeout: float = 10.0) -> Any:
+    """The %%nano cell of the saved notebook, once the save has written its final outputs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cell = nbformat.read(path, as_version=4).cells[1]
+        if any("text/markdown" in out.get("data", {}) for out in cell.outputs) or time.monotonic() > deadline:
+            return cell
+        time.sleep(0.2)
+
+
+def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> None:
+    """Live growth, typeset math, no script execution, portable saved output, one request."""
+    root = tmp_path / "lab"
+    root.mkdir()
+    _notebook(root / NOTEBOOK)
+    page = chromium
+    with FakeServer() as server:
+        server.reply, server.chunk_delay = REPLY, CHUNK_DELAY
+        env = {"NANO_BASE_URL": server.base_url, "PYTHONWARNINGS": KERNEL_WARNINGS}
+        with jupyter_lab(root, env) as lab_url:
+            page.goto(tree_url(lab_url, NOTEBOOK))
+            page.wait_for_function(KERNEL_IDLE, arg=NOTEBOOK, timeout=60_000)
+            page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+            # Not awaited: the command's promise settles only when every cell has run.
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
+            output = cell.locator(".jp-OutputArea")
+
+            samples = _sample_stream(output)
+            live = [s for s in samples if s["live"]]
+            growth = [s["length"] for s in live]
+            rises = [b for a, b in zip([0, *growth], growth) if b > a]
+            assert len(rises) >= 3, f"the live output grew only at {rises} (samples: {growth})"
+            assert max(s["liveMath"] for s in live) > 0, "the live widget never typeset any math"
+            assert all(s["pwned"] == "undefined" for s in samples), "the XSS payload ran mid-stream"
+
+            final_math = output.locator(".jp-RenderedMarkdown mjx-container")
+            final_math.first.wait_for(timeout=15_000)
+            output.locator('.jp-RenderedMarkdown mjx-container[display="true"]').first.wait_for(timeout=15_000)
+            assert final_math.count() >= 4  # a, b, c, a^2+b^2=c^2 inline; the display formula
+            page.wait_for_function(
+                "cell => !cell.querySelector('.jp-InputPrompt').innerText.includes('*')",
+                arg=cell.element_handle(), timeout=15_000,
+            )
+            assert XSS in output.inner_text(), "the raw HTML should show as text in the final Markdown"
+            assert page.evaluate("typeof window.__pwned") == "undefined", "the XSS payload ran"
+            shot = SCREENSHOT if os.environ.get("NANO_SCREENSHOT") else tmp_path / "screenshot.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot))
+
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+            saved = _saved_cell(root / NOTEBOOK)
+
+        posts = server.posts()
+
+    displays = [out for out in saved.outputs if out.output_type == "display_data"]
+    answers = [out for out in displays if "text/markdown" in out.data and "nano_magic" in out.metadata]
+    assert len(answers) == 1, f"expected one final answer output, got {saved.outputs}"
+    answer = answers[0]
+    assert "$a^2+b^2=c^2$" in answer.data["text/markdown"]
+    assert "$$c=\\sqrt{a^2+b^2}$$" in answer.data["text/markdown"]
+    assert "&lt;img src=x" in answer.data["text/markdown"]
+    assert answer.data["text/plain"] == REPLY
+    turn = answer.metadata["nano_magic"]
+    assert turn["prompt"] == PROMPT
+    assert turn["thread"] == "default"
+    assert not [out for out in saved.outputs if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+
+    assert len(posts) == 1, [post.path for post in posts]
+    assert posts[0].body["messages"][-1]["content"] == PROMPT
