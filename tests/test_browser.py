@@ -118,6 +118,15 @@ def _saved_cell(path: Path, timeout: float = 10.0) -> Any:
         time.sleep(0.2)
 
 
+def _screenshot(page: Any, cell: Any, tmp_path: Path) -> None:
+    """Picture the lab down to just below the answer: docs/screenshot.png with NANO_SCREENSHOT set."""
+    shot = SCREENSHOT if os.environ.get("NANO_SCREENSHOT") else tmp_path / "screenshot.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    box = cell.bounding_box()
+    height = min(800, int(box["y"] + box["height"]) + 24) if box else 800
+    page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 1100, "height": height})
+
+
 def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> None:
     """Live growth, typeset math, no script execution, portable saved output, one request."""
     root = tmp_path / "lab"
@@ -154,12 +163,10 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
             )
             assert XSS in output.inner_text(), "the raw HTML should show as text in the final Markdown"
             assert page.evaluate("typeof window.__pwned") == "undefined", "the XSS payload ran"
-            shot = SCREENSHOT if os.environ.get("NANO_SCREENSHOT") else tmp_path / "screenshot.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shot))
 
             page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
             saved = _saved_cell(root / NOTEBOOK)
+            _screenshot(page, cell, tmp_path)
 
         posts = server.posts()
 
