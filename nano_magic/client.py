@@ -7,7 +7,7 @@ import json
 import random
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
@@ -408,8 +408,3 @@ def _message(data: Mapping[str, Any]) -> str:
     if data.get("response", {}).get("error"):
         return _message(data["response"])
     return str(data.get("message") or json.dumps(data)[:300])
-
-
-def with_model(options: Options, model: str) -> Options:
-    """Options with the model filled in."""
-    return replace(options, model=model)

@@ -73,8 +73,9 @@ def reset(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> st
 def history(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
     """The conversation as Markdown."""
     only = rest[0] if rest else None
-    text = chat.conversation.to_markdown(only, render=to_markdown)
-    return text or "No conversation yet."
+    text = chat.conversation.to_markdown(only, render=to_markdown) or "No conversation yet."
+    dropped = chat.conversation.dropped
+    return text + (f"\n\n*{dropped} turns left the history because their cells were deleted.*" if dropped else "")
 
 
 def threads(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY"]
+__all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export"]
 
 METADATA_KEY = "nano_magic"
 FORMAT_VERSION = 1
@@ -75,6 +75,7 @@ class Conversation:
 
     def __init__(self, threads: Iterable[Thread] = ()) -> None:
         self.threads: dict[str, Thread] = {t.name: t for t in threads}
+        self.dropped = 0  # turns removed because their cells were deleted
 
     def thread(self, name: str) -> Thread:
         """The thread called `name`, created empty if new."""
@@ -95,6 +96,7 @@ class Conversation:
             kept = [t for t in thread.turns if t.cell_id not in gone]
             removed += len(thread.turns) - len(kept)
             thread.turns = kept
+        self.dropped += removed
         return removed
 
     def to_dict(self, only: str | None = None) -> dict[str, Any]:

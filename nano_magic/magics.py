@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
@@ -46,7 +47,7 @@ class NanoMagics(Magics, NanoSettings):
         self._chat.configure(**settings_dict(self))
         return self._chat
 
-    @magic_arguments()
+    @magic_arguments(name="%nano")
     @argument("-m", "--model", help="Model id (default: the backend's, e.g. openai/gpt-4.1-nano).")
     @argument("-t", "--temperature", type=float, help="Sampling temperature, 0 to 2.")
     @argument("--top-p", type=float, help="Nucleus sampling, 0 to 1.")
@@ -87,7 +88,11 @@ class NanoMagics(Magics, NanoSettings):
         display({"text/markdown": text, "text/plain": text}, raw=True)
 
     def _parse(self, line: str) -> Any:
-        args = parse_argstring(self.nano_cell, line)
+        try:
+            args = parse_argstring(self.nano_cell, line)
+        except UsageError as exc:
+            usage = "usage: " + " ".join(self.nano_cell.parser.format_usage().split()).removeprefix(":: ")
+            raise UsageError(f"{exc}\n{usage}") from None
         for name in _QUOTED:
             value = getattr(args, name)
             if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":

@@ -54,6 +54,7 @@ def test_deleted_cells_leave_the_thread(run, fake, ip, monkeypatch) -> None:
     state.update(id="b", deleted=["a"])
     run("%%nano\nTwo")
     assert messages(fake.posts()[1]) == [("user", "Two")]
+    assert "1 turns left the history because their cells were deleted" in run("%nano history").shown
 
 
 def test_threads_are_isolated(run, fake) -> None:
@@ -105,7 +106,7 @@ def test_no_stream_sends_one_plain_request(run, fake) -> None:
     ("--api soap", "argument --api: invalid choice: 'soap'"),
     ("-t hot", "invalid float value: 'hot'"),
     ("--context nope", "no variable named 'nope'"),
-    ("--bogus", "unrecognized arguments: --bogus"),
+    ("--bogus", "unrecognized arguments: --bogus\nusage: %%nano [-m MODEL]"),
 ])
 def test_bad_input_gives_one_line_and_sends_nothing(run, fake, line: str, message: str) -> None:
     cell = run(f"%%nano {line}\nHello")
@@ -215,3 +216,12 @@ def test_the_chat_api_streams_to_a_callback(fake) -> None:
     assert second.usage.input_tokens > first.usage.input_tokens
     assert json.dumps(fake.posts()[1].body["messages"][0]) == json.dumps({"role": "system", "content": "Be brief."})
     chat.close()
+
+
+def test_markdown_display_streams_and_saves_the_final_markdown(run, fake, ip) -> None:
+    ip.magics_manager.registry["NanoMagics"].display = "markdown"
+    fake.reply = "Area is $\\pi r^2$ for $5."
+    cell = run("%%nano\nArea?")
+    final = [o for o in cell.outputs if "nano_magic" in o.metadata]
+    assert final and final[-1].data["text/markdown"] == "Area is $\\pi r^2$ for \\$5."
+    assert final[-1].metadata["nano_magic"]["prompt"] == "Area?"
