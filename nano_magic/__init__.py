@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["Answer", "Chat", "NanoMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -18,6 +19,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
     ipython.register_magics(NanoMagics(shell=ipython))
     ipython.set_custom_exc((CellFailed,), show_failure)
+    # trio < 0.24 warns on import whenever IPython has a custom exception handler, such as ours.
+    warnings.filterwarnings("ignore", "IPython detected, but you already have a custom exception handler", RuntimeWarning)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

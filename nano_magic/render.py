@@ -182,7 +182,7 @@ class _Html:
             elif seg.kind == "code" and live and _FENCE.match(seg.source) and not _is_closed_fence(seg.source):
                 parts.append(seg.source.rstrip("`~ \t\n") + "\n" + _FENCE.match(seg.source).group(1).strip() + "\n")  # type: ignore[union-attr]
             elif seg.kind == "text":
-                parts.append(seg.source.replace("$", "\\$") if "$" in seg.source else seg.source)
+                parts.append(seg.source.replace("<", "&lt;").replace("$", "\\$"))  # raw HTML shows as text, as when saved
             else:
                 parts.append(seg.source)
         source = _prepare_lists("".join(parts))

@@ -31,6 +31,7 @@ def test_a_notebook_of_nano_cells_saves_portable_answers(fake, tmp_path: Path) -
     assert saved["cell_id"] == nb.cells[1].id
     assert third[0].metadata["nano_magic"]["thread"] == "other"
     for cell in nb.cells[1:]:
+        assert not any(o.output_type == "stream" for o in cell.outputs), "nothing but the answer and its footer"
         assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs)
         assert any("tokens" in o.get("data", {}).get("text/plain", "") for o in cell.outputs)
     assert roles(fake.posts()[1]) == [("system", "Be terse."), ("user", "First"), ("assistant", fake.reply), ("user", "Second")]
