@@ -69,6 +69,8 @@ def validate(options: Options) -> None:
         raise ValueError(f"--max-tokens {o.max_tokens} must be greater than 0.")
     if o.api not in ("chat", "responses"):
         raise ValueError(f"--api {o.api} is unknown: use chat or responses.")
+    if o.api == "responses" and (o.seed is not None or o.stop is not None):
+        raise ValueError("--seed and --stop exist only in Chat Completions: drop them or use --api chat.")
 
 
 class Chat:

@@ -137,7 +137,7 @@ def _chat_body(model: str, system: str | None, messages: list[dict[str, str]], o
 
 def _responses_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "input": messages, "stream": o.stream, "store": False}
-    _put(body, instructions=system, temperature=o.temperature, top_p=o.top_p, max_output_tokens=o.max_tokens, seed=o.seed, stop=o.stop)
+    _put(body, instructions=system, temperature=o.temperature, top_p=o.top_p, max_output_tokens=o.max_tokens)
     if o.json:
         body["text"] = {"format": {"type": "json_object"}}
     return body

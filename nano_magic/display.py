@@ -115,8 +115,11 @@ class WidgetView:
         self._close()
 
     def _close(self) -> None:
-        for child in (*self._body.children, self._header, self._status, self._body, self._box):
-            child.close()
+        """Close every model, layouts and styles included, so that no dead widget state is saved."""
+        for widget in (*self._body.children, self._header, self._status, self._body, self._box):
+            for model in (getattr(widget, "style", None), widget.layout, widget):
+                if model is not None:
+                    model.close()
 
     def _refresh(self) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import nbformat
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from tests.support.fake_server import Reply
+from tests.support.fake_server import Cut, Reply, Status
 from tests.support.notebooks import CellIdClient, answers, notebook, run_notebook
 
 
@@ -122,3 +123,18 @@ def test_a_failed_cell_stops_run_all_without_a_traceback(fake, tmp_path: Path) -
         run_notebook(nb, tmp_path)
     assert "--temperature 5 is out of range" in str(info.value)
     assert nb.cells[2].outputs == [] and fake.posts() == []
+
+
+def test_a_saved_notebook_never_holds_the_key(fake, tmp_path: Path, monkeypatch) -> None:
+    secret = "sk-saved-notebook-leak-4b8e1f0a9d"
+    monkeypatch.setenv("NANO_API_KEY", secret)
+    fake.queue(Status(401, {"error": {"message": f"Incorrect API key provided: {secret}"}}), Cut("Part "), Reply())
+    nb = notebook("%load_ext nano_magic", "%nano config", "%%nano --dry-run\nHi", "%%nano\nA", "%%nano\nB", "%%nano\nC", "%nano history")
+    run_notebook(nb, tmp_path, allow_errors=True)
+    path = tmp_path / "leak.ipynb"
+    nbformat.write(nb, path)
+    saved = path.read_text()
+    assert secret not in saved
+    shown = json.dumps(json.loads(saved), ensure_ascii=False)
+    assert "refused the key from NANO_API_KEY" in shown and "…0a9d" in shown
+    assert all(p.headers["authorization"] == f"Bearer {secret}" for p in fake.posts())

@@ -86,7 +86,7 @@ def test_every_option_lands_in_its_chat_field(run, fake) -> None:
 
 
 def test_every_option_lands_in_its_responses_field(run, fake) -> None:
-    cell = run('%%nano --api responses -s "Be kind" -t 0.3 --top-p 0.8 --max-tokens 20 --seed 4\nHi')
+    cell = run('%%nano --api responses -s "Be kind" -t 0.3 --top-p 0.8 --max-tokens 20\nHi')
     body = fake.posts()[0].body
     assert fake.posts()[0].path.endswith("/responses")
     assert (body["instructions"], body["temperature"], body["top_p"], body["max_output_tokens"], body["store"]) == ("Be kind", 0.3, 0.8, 20, False)
@@ -106,6 +106,7 @@ def test_no_stream_sends_one_plain_request(run, fake) -> None:
     ("--api soap", "argument --api: invalid choice: 'soap'"),
     ("-t hot", "invalid float value: 'hot'"),
     ("--context nope", "no variable named 'nope'"),
+    ("--api responses --seed 3", "--seed and --stop exist only in Chat Completions"),
     ("--bogus", "unrecognized arguments: --bogus\nusage: %%nano [-m MODEL]"),
 ])
 def test_bad_input_gives_one_line_and_sends_nothing(run, fake, line: str, message: str) -> None:
@@ -225,3 +226,11 @@ def test_markdown_display_streams_and_saves_the_final_markdown(run, fake, ip) ->
     final = [o for o in cell.outputs if "nano_magic" in o.metadata]
     assert final and final[-1].data["text/markdown"] == "Area is $\\pi r^2$ for \\$5."
     assert final[-1].metadata["nano_magic"]["prompt"] == "Area?"
+
+
+def test_format_text_saves_preformatted_text_only(run, fake, ip) -> None:
+    ip.magics_manager.registry["NanoMagics"].display = "markdown"
+    fake.reply = "Plain *text* $x$"
+    cell = run("%%nano --format text\nHi")
+    final = [o for o in cell.outputs if "nano_magic" in o.metadata][-1]
+    assert final.data == {"text/plain": "Plain *text* $x$"}
