@@ -62,7 +62,7 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
             print(chat.prepare(prompt, options, thread=thread, cell_id=cell_id).describe())
             return None
         return _ask(shell, chat, settings, args, prompt, options, cell_id)
-    except NoBackend as exc:
+    except (NoBackend, NanoError) as exc:
         raise CellFailed(str(exc)) from None
 
 

@@ -11,8 +11,10 @@ from typing import Any, Callable
 from IPython.core.error import UsageError
 
 from .chat import Chat
+from .client import NanoError
 from .config import NanoSettings, NoBackend, mask
 from .conversation import read_notebook_or_export
+from .magics import CellFailed
 from .render import to_markdown
 from .usage import Usage
 
@@ -48,7 +50,10 @@ def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> st
     command = COMMANDS.get(name)
     if command is None:
         raise UsageError(f"%nano {name}: unknown subcommand. Valid: {', '.join(COMMANDS)}.")
-    return command(rest, chat, settings, shell)
+    try:
+        return command(rest, chat, settings, shell)
+    except (NanoError, NoBackend) as exc:
+        raise CellFailed(str(exc)) from None
 
 
 def _thread_flag(rest: list[str]) -> tuple[str | None, list[str]]:

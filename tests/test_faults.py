@@ -103,6 +103,13 @@ def test_an_unreachable_server_is_a_plain_sentence(run, fake, monkeypatch) -> No
     assert cell.failed and "Could not reach http://127.0.0.1:9/v1" in cell.stdout and "Traceback" not in cell.shown
 
 
+def test_an_unreachable_server_without_a_model_and_models_listing(run, fake, monkeypatch) -> None:
+    monkeypatch.setenv("NANO_BASE_URL", "http://127.0.0.1:9/v1")
+    for source in ("%%nano\nHello", "%%nano --dry-run\nHello", "%nano models"):
+        cell = run(source)
+        assert cell.failed and "Could not reach http://127.0.0.1:9/v1" in cell.stdout and "Traceback" not in cell.shown
+
+
 def test_length_and_content_filter_add_a_note(run, fake, ip) -> None:
     fake.queue(Reply(finish="length"), Reply(finish="content_filter"))
     assert "hit the token limit" in run("%%nano\nHello").stdout
