@@ -26,6 +26,8 @@ _LINK_TARGET = re.compile(r"(\]\(\s*<?)([^\s)>]*)")
 _LINK_DEFINITION = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?)(\S*?)(>?[ \t]*(?:$|[ \t]))", re.M)
 _SAFE_SCHEMES = {"http", "https", "mailto"}
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+_SPECIAL = re.compile(r"[`~$\\]")
+_BACKTICKS = re.compile("`+")
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,8 @@ def segments(text: str) -> list[Segment]:
     """Split Markdown into text, code and math, so that code is never math."""
     out: list[Segment] = []
     plain_start = i = 0
-    n = len(text)
-    while i < n:
+    while (special := _SPECIAL.search(text, i)) is not None:
+        i = special.start()
         found = _match_at(text, i)
         if found is None:
             i += 1
@@ -53,7 +55,7 @@ def segments(text: str) -> list[Segment]:
             out.append(Segment("text", text[plain_start:i]))
         out.append(segment)
         plain_start = i = end
-    if plain_start < n:
+    if plain_start < len(text):
         out.append(Segment("text", text[plain_start:]))
     return out
 
@@ -92,7 +94,7 @@ def _fenced(text: str, i: int, marker: str) -> tuple[Segment, int]:
 
 
 def _code_span(text: str, i: int) -> tuple[Segment, int] | None:
-    run = len(text[i:]) - len(text[i:].lstrip("`"))
+    run = _BACKTICKS.match(text, i).end() - i  # type: ignore[union-attr]
     ticks = text[i : i + run]
     j = i + run
     while (k := text.find(ticks, j)) != -1:
