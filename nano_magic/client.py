@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from .config import Backend, mask
 from .usage import Usage
@@ -258,6 +258,11 @@ class Client:
                 return
             sse = EventSource(response).iter_sse()
             yield from responses_events(sse) if request.api == "responses" else chat_events(sse)
+            for _ in sse:  # read to the end of the body, so that the connection goes back to the pool
+                pass
+        except SSEError:
+            kind = response.headers.get("content-type", "no content type")
+            raise NanoError(f"The server did not stream server-sent events (it sent {kind}); try --no-stream.") from None
         except httpx.TransportError as exc:
             raise StreamError(self._scrub(f"The connection was cut mid-answer ({_reason(exc)}).")) from None
         finally:

@@ -71,20 +71,35 @@ class _Progress:
 
 
 class WidgetView:
-    """A live ipywidgets view: header, frozen blocks plus a live tail, and a status line."""
+    """A live ipywidgets view: header, frozen blocks plus a live tail, and a status line.
+
+    Each refresh sends one message (the tail) and the status line at most twice a second. Frozen
+    blocks share one layout and one style, and go into pages of PAGE_SIZE, so that no update
+    grows with the length of the answer.
+    """
+
+    PAGE_SIZE = 16
+    MIN_BLOCK_CHARS = 400
+    STATUS_INTERVAL = 0.5
 
     def __init__(self, header: str, refresh_rate: float) -> None:
         import ipywidgets as widgets
+        from ipywidgets.widgets.widget_string import HTMLMathStyle, HTMLStyle
 
         self._widgets = widgets
-        self._renderer = StreamRenderer()
+        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)
         self._progress = _Progress()
         self._lock = threading.Lock()
-        self._tail = widgets.HTMLMath("")
-        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>")
-        self._body = widgets.VBox([self._tail])
-        self._status = widgets.HTML(self._status_html())
-        self._box = widgets.VBox([self._header, self._body, self._status])
+        self._shared = {"layout": widgets.Layout()}
+        self._style = HTMLMathStyle()
+        self._text_style = HTMLStyle()
+        self._tail = widgets.HTMLMath("", style=self._style, **self._shared)
+        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, **self._shared)
+        self._status = widgets.HTML(self._status_html(), style=self._text_style, **self._shared)
+        self._body = widgets.VBox([self._tail], **self._shared)
+        self._box = widgets.VBox([self._header, self._body, self._status], **self._shared)
+        self._pages: list[Any] = []
+        self._status_due = 0.0
         self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
         self._ticker = Ticker(refresh_rate, self._refresh)
 
@@ -99,6 +114,7 @@ class WidgetView:
         """Show a retry or warning in the status line."""
         with self._lock:
             self._progress.notice = text
+            self._status_due = 0.0
         self._ticker.poke()
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
@@ -114,23 +130,35 @@ class WidgetView:
         self._handle.update({"text/plain": ""}, raw=True)
         self._close()
 
-    def _close(self) -> None:
-        """Close every model, layouts and styles included, so that no dead widget state is saved."""
-        for widget in (*self._body.children, self._header, self._status, self._body, self._box):
-            for model in (getattr(widget, "style", None), widget.layout, widget):
-                if model is not None:
-                    model.close()
-
     def _refresh(self) -> None:
         with self._lock:
             frozen, tail = self._renderer.render()
             status = self._status_html()
         if frozen is not None:
-            block = self._widgets.HTMLMath(frozen)
-            self._body.children = (*self._body.children[:-1], block, self._tail)
+            self._freeze(frozen)
         if tail != self._tail.value:
             self._tail.value = tail
-        self._status.value = status
+        now = time.perf_counter()
+        if now >= self._status_due:
+            self._status_due = now + self.STATUS_INTERVAL
+            self._status.value = status
+
+    def _freeze(self, block_html: str) -> None:
+        """Add finished blocks as a widget of their own, never to be sent again."""
+        block = self._widgets.HTMLMath(block_html, style=self._style, **self._shared)
+        if self._pages and len(self._pages[-1].children) < self.PAGE_SIZE:
+            self._pages[-1].children = (*self._pages[-1].children, block)
+        else:
+            self._pages.append(self._widgets.VBox([block], **self._shared))
+            self._body.children = (*self._pages, self._tail)
+
+    def _close(self) -> None:
+        """Close every model, the shared layout and style included, so that no dead widget state is saved."""
+        blocks = [block for page in self._pages for block in page.children]
+        for widget in (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box):
+            widget.close()
+        for model in (self._style, self._text_style, self._shared["layout"]):
+            model.close()
 
     def _status_html(self) -> str:
         return f"<small>{html.escape(self._progress.line())}</small>"

@@ -262,19 +262,16 @@ def to_html(text: str) -> str:
 
 
 class StreamRenderer:
-    """Renders a growing answer: finished blocks once, and only the tail on each refresh."""
+    """Renders a growing answer: finished blocks once, and only the tail on each refresh.
 
-    def __init__(self) -> None:
+    Only the text after the last frozen block is kept, so each refresh costs the size of the tail,
+    not of the answer. `min_block_chars` gathers small finished blocks into fewer, larger groups.
+    """
+
+    def __init__(self, min_block_chars: int = 0) -> None:
         self._parts: list[str] = []
-        self._frozen = 0
+        self._min = min_block_chars
         self._html = _Html()
-
-    @property
-    def text(self) -> str:
-        """Everything received so far."""
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
 
     def feed(self, delta: str) -> None:
         """Add received text."""
@@ -282,20 +279,20 @@ class StreamRenderer:
 
     def render(self) -> tuple[str | None, str]:
         """HTML of the blocks finished since the last call (None if none), and of the live tail."""
-        text = self.text
-        boundary = _last_boundary(text, self._frozen)
+        tail = "".join(self._parts)
+        boundary = _last_boundary(tail)
         frozen = None
-        if boundary > self._frozen:
-            frozen = self._html.convert(text[self._frozen : boundary])
-            self._frozen = boundary
-        return frozen, self._html.convert(tidy_tail(text[self._frozen :]), live=True)
+        if boundary and boundary >= self._min:
+            frozen = self._html.convert(tail[:boundary])
+            tail = tail[boundary:]
+        self._parts = [tail]
+        return frozen, self._html.convert(tidy_tail(tail), live=True)
 
 
-def _last_boundary(text: str, start: int) -> int:
+def _last_boundary(text: str) -> int:
     """The start of the last block that begins after a blank line outside code and math."""
-    best = start
-    offset = start
-    for seg in segments(text[start:]):
+    best = offset = 0
+    for seg in segments(text):
         if seg.kind == "text":
             for m in re.finditer(r"\n[ \t]*\n(?=[^\s])", seg.source):
                 best = offset + m.end()

@@ -201,3 +201,20 @@ def test_one_connection_pool_serves_many_requests() -> None:
     for _ in range(3):
         list(client.stream(build_request(LOCAL, "m", None, [], Options())))
     assert len(seen) == 3 and client._http.is_closed is False
+
+
+def test_a_finished_stream_leaves_its_connection_for_the_next_request() -> None:
+    from tests.support.fake_server import FakeServer
+
+    with FakeServer() as server:
+        backend = Backend("OpenAI-compatible server", server.base_url, "m")
+        client = Client(backend)
+        for api in ("chat", "responses", "chat"):
+            list(client.stream(build_request(backend, "m", None, [{"role": "user", "content": "hi"}], Options(api=api))))
+        assert server.connections == 1
+        client.close()
+
+
+def test_a_server_that_does_not_stream_is_a_plain_message() -> None:
+    with pytest.raises(NanoError, match="did not stream server-sent events .*application/json"):
+        collect(b'{"ok": true}', headers={"content-type": "application/json"})
