@@ -12,13 +12,22 @@ __all__ = ["Row", "median", "percentile", "emit", "print_table", "cpu", "ms", "s
 
 @dataclass
 class Row:
-    """One line of the table: what was measured, our figure, the baseline's, their ratio, the target."""
+    """One line of the table: what was measured, our figure, the baseline's, their ratio, the target.
+
+    `met` says whether our figure reaches the target (None: no target); it is shown, never asserted.
+    """
 
     what: str
     ours: str
     baseline: str
     ratio: str
     target: str
+    met: bool | None = None
+
+    def cells(self) -> list[str]:
+        """The five printed cells; the target carries a met / MISSED mark."""
+        mark = {True: " (met)", False: " (MISSED)", None: ""}[self.met]
+        return [self.what, self.ours, self.baseline, self.ratio, self.target + mark]
 
 
 def median(values: list[float]) -> float:
@@ -64,7 +73,7 @@ def emit(rows: list[Row]) -> None:
 def print_table(rows: list[Row]) -> None:
     """A plain-text table with one line per row, columns padded to fit."""
     header = Row("what", "ours", "baseline (same run)", "ratio", "target")
-    lines = [list(asdict(r).values()) for r in [header, *rows]]
+    lines = [row.cells() for row in [header, *rows]]
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
     for n, line in enumerate(lines):
         print(" | ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())

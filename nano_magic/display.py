@@ -73,14 +73,14 @@ class _Progress:
 class WidgetView:
     """A live ipywidgets view: header, frozen blocks plus a live tail, and a status line.
 
-    Each refresh sends one message (the tail) and the status line at most twice a second. Frozen
+    Each refresh sends one message (the tail), and the status line goes at most once a second. Frozen
     blocks share one layout and one style, and go into pages of PAGE_SIZE, so that no update
     grows with the length of the answer.
     """
 
     PAGE_SIZE = 16
     MIN_BLOCK_CHARS = 400
-    STATUS_INTERVAL = 0.5
+    STATUS_INTERVAL = 1.0
 
     def __init__(self, header: str, refresh_rate: float) -> None:
         import ipywidgets as widgets

@@ -25,6 +25,7 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):")
 _LINK_TARGET = re.compile(r"(\]\(\s*<?)([^\s)>]*)")
 _LINK_DEFINITION = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?)(\S*?)(>?[ \t]*(?:$|[ \t]))", re.M)
 _SAFE_SCHEMES = {"http", "https", "mailto"}
+MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 _SPECIAL = re.compile(r"[`~$\\]")
 _BACKTICKS = re.compile("`+")
@@ -327,9 +328,16 @@ def _last_line_segments(line: str) -> Iterator[Segment]:
 
 
 def _unclosed_inline_math(text: str) -> int | None:
-    """Where an inline formula starts that has not closed yet, if any."""
+    """Where a formula starts that is still being typed, if any: a short stretch after `\\(` or `$`.
+
+    A dollar before a digit is taken for currency, and a long stretch for text, so that neither hides the line.
+    """
     for opener in ("\\(", "$"):
         i = text.rfind(opener)
-        if i != -1 and (opener != "$" or (i + 1 < len(text) and text[i + 1] not in " \t$")) and (i == 0 or text[i - 1] != "\\"):
-            return i
+        if i == -1 or (i and text[i - 1] == "\\") or len(text) - i > MAX_PENDING_MATH:
+            continue
+        after = text[i + len(opener) : i + len(opener) + 1]
+        if opener == "$" and (not after or after in " \t$" or after.isdigit()):
+            continue
+        return i
     return None

@@ -155,6 +155,15 @@ def test_half_typed_markers_do_not_flash() -> None:
         assert "**" not in visible and "$" not in visible and not visible.strip().endswith(("-", "1", "1.", "#"))
 
 
+def test_currency_and_long_text_after_a_dollar_are_not_held_back() -> None:
+    for partial, shown in (("It costs $3 and a batch of ten", "It costs $3 and a batch of ten"),
+                           ("Price: $" + "x" * 60, "Price: $" + "x" * 60), ("Area $\\pi r", "Area")):
+        renderer = StreamRenderer()
+        renderer.feed(partial)
+        _, tail = renderer.render()
+        assert re.sub(r"<[^>]+>", "", tail).replace("\\$", "$").strip() == shown
+
+
 def test_finished_blocks_are_rendered_once() -> None:
     renderer = StreamRenderer()
     renderer.feed("First paragraph.\n\nSecond")
