@@ -9,7 +9,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from .chat import Answer, Chat, Interrupted, validate
-from .client import Delta, Event, NanoError, Options, Retry
+from .client import NanoError, Options
 from .config import NoBackend
 from .context import describe
 from .conversation import METADATA_KEY, metadata
@@ -90,7 +90,7 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
         answer = chat.ask(
             prompt, view.delta, thread=args.thread, system=args.system, new=args.new, once=args.once,
             cell_id=cell_id, execution_count=getattr(shell, "execution_count", None),
-            on_event=lambda event: _on_event(view, event), **options.__dict__,
+            on_retry=lambda retry: view.notice(str(retry)), **options.__dict__,
         )
     except Interrupted as stop:
         _end(shell, chat, view, stop.answer, args)
@@ -102,11 +102,6 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
     if answer.error:
         raise CellFailed(answer.error)
     return answer
-
-
-def _on_event(view: View, event: Event) -> None:
-    if isinstance(event, Retry):
-        view.notice(str(event))
 
 
 def _end(shell: Any, chat: Chat, view: View, answer: Answer | None, args: Namespace) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from .client import Client, Delta, Event, Finish, NanoError, Options, Request, StreamError, UsageReport, build_request
+from .client import Client, Delta, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
 from .config import Backend, resolve_backend
 from .conversation import Conversation, Thread, Turn
 from .usage import Usage
@@ -189,7 +189,7 @@ class Chat:
         once: bool = False,
         cell_id: str | None = None,
         execution_count: int | None = None,
-        on_event: Callable[[Event], None] | None = None,
+        on_retry: Callable[[Retry], None] | None = None,
         **options: Any,
     ) -> Answer:
         """Send `text`, stream the answer to `on_delta`, and record the turn."""
@@ -211,8 +211,8 @@ class Chat:
                     answer.usage = event.usage
                 elif isinstance(event, Finish):
                     answer.finish_reason = event.reason
-                if on_event is not None:
-                    on_event(event)
+                elif on_retry is not None:
+                    on_retry(event)
         except KeyboardInterrupt:
             self._finish(answer, parts, started, "stopped", target, text, opts, cell_id, execution_count, once)
             raise Interrupted(answer if parts else None) from None

@@ -66,28 +66,28 @@ class Request:
         return f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delta:
     """A piece of answer text."""
 
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finish:
     """Why the model stopped: stop, length, content_filter, ..."""
 
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UsageReport:
     """Token counts from the server."""
 
     usage: Usage
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Retry:
     """A failed attempt that will be retried after `wait` seconds."""
 

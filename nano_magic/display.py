@@ -37,7 +37,8 @@ class Ticker:
 
     def poke(self) -> None:
         """Ask for a refresh at the next tick."""
-        self._dirty.set()
+        if not self._dirty.is_set():  # cheaper than set(), which takes a lock, on every token
+            self._dirty.set()
 
     def stop(self) -> None:
         """Stop ticking; a refresh in progress finishes first."""
