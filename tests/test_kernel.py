@@ -138,3 +138,15 @@ def test_a_saved_notebook_never_holds_the_key(fake, tmp_path: Path, monkeypatch)
     shown = json.dumps(json.loads(saved), ensure_ascii=False)
     assert "refused the key from NANO_API_KEY" in shown and "…0a9d" in shown
     assert all(p.headers["authorization"] == f"Bearer {secret}" for p in fake.posts())
+
+
+def test_the_extension_loads_from_ipython_configuration(fake) -> None:
+    km, kc = start_new_kernel(kernel_name="python3", extra_arguments=["--InteractiveShellApp.extensions=nano_magic"])
+    try:
+        outputs: list = []
+        reply = kc.execute_interactive("%%nano --once\nHi", timeout=60, output_hook=outputs.append)
+        assert reply["content"]["status"] == "ok"
+        assert any("nano_magic" in m["content"].get("metadata", {}) for m in outputs if m["msg_type"] == "update_display_data")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

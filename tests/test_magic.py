@@ -234,3 +234,17 @@ def test_format_text_saves_preformatted_text_only(run, fake, ip) -> None:
     cell = run("%%nano --format text\nHi")
     final = [o for o in cell.outputs if "nano_magic" in o.metadata][-1]
     assert final.data == {"text/plain": "Plain *text* $x$"}
+
+
+def test_frontends_without_widget_math_stream_markdown(ip, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from nano_magic.display import pick_mode
+
+    kernel_shell = SimpleNamespace(kernel=object(), user_ns={})
+    assert pick_mode("auto", kernel_shell) == "widget"
+    assert pick_mode("auto", SimpleNamespace(kernel=object(), user_ns={"__vsc_ipynb_file__": "/x.ipynb"})) == "markdown"
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", SimpleNamespace())
+    assert pick_mode("auto", kernel_shell) == "markdown"
+    assert pick_mode("text", kernel_shell) == "text"
+    assert pick_mode("auto", ip) == "text"  # terminal IPython has no kernel
