@@ -194,8 +194,12 @@ def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str
 
 
 def _current_notebook(shell: Any) -> Path | None:
+    """The open notebook as the frontend names it; a path relative to the server root is tried by its name here."""
     name = shell.user_ns.get("__vsc_ipynb_file__") or os.environ.get("JPY_SESSION_NAME")
-    return Path(name) if name else None
+    if not name:
+        return None
+    path = Path(name)
+    return path if path.is_file() else Path(path.name)
 
 
 def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
