@@ -118,18 +118,18 @@ def build_request(backend: Backend, model: str, system: str | None, messages: li
     if options.api == "responses":
         body = _responses_body(model, system, messages, options)
         return Request(f"{backend.base_url}/responses", body, backend)
-    body = _chat_body(model, system, messages, options, local=backend.key_source in (None, "NANO_API_KEY"))
+    body = _chat_body(model, system, messages, options, compatible=backend.compatible)
     return Request(f"{backend.base_url}/chat/completions", body, backend)
 
 
-def _chat_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options, local: bool) -> dict[str, Any]:
+def _chat_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options, compatible: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": ([{"role": "system", "content": system}] if system else []) + messages}
     body["stream"] = o.stream
     if o.stream:
         body["stream_options"] = {"include_usage": True}
     _put(body, temperature=o.temperature, top_p=o.top_p, max_completion_tokens=o.max_tokens, seed=o.seed, stop=o.stop)
-    if local and o.max_tokens is not None:
-        body["max_tokens"] = o.max_tokens  # local servers (llama.cpp, transformers) ignore max_completion_tokens
+    if compatible and o.max_tokens is not None:
+        body["max_tokens"] = o.max_tokens  # llama.cpp and other servers ignore max_completion_tokens
     if o.json:
         body["response_format"] = {"type": "json_object"}
     return body

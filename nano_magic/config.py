@@ -14,6 +14,7 @@ __all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "S
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
 GATEWAY_URL = "https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/openai"
 OPENAI_URL = "https://api.openai.com/v1"
+COMPATIBLE = "OpenAI-compatible server"
 
 SETUP_HELP = """\
 nano_magic has no backend yet. Set one of these, then run the cell again:
@@ -57,6 +58,11 @@ class Backend:
     api_key: str | None = field(default=None, repr=False)
     key_source: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def compatible(self) -> bool:
+        """A server of the user's own, which may lag behind OpenAI's newer request fields."""
+        return self.name == COMPATIBLE
 
     def headers(self) -> dict[str, str]:
         """Request headers, secrets included: never print these, use `masked_headers`."""
@@ -109,7 +115,7 @@ def _from_base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> Backe
     if not url:
         return None
     key = env.get("NANO_API_KEY")
-    return Backend("OpenAI-compatible server", url.rstrip("/"), env.get("NANO_MODEL"), key, "NANO_API_KEY" if key else None)
+    return Backend(COMPATIBLE, url.rstrip("/"), env.get("NANO_MODEL"), key, "NANO_API_KEY" if key else None)
 
 
 def _from_cloudflare(env: Mapping[str, str]) -> Backend | None:

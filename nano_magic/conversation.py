@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export"]
 
@@ -134,7 +134,7 @@ class Conversation:
         """Take over every thread of `other`."""
         self.threads.update(other.threads)
 
-    def to_markdown(self, only: str | None = None, render: Any = str) -> str:
+    def to_markdown(self, only: str | None = None, render: Callable[[str], str] = str) -> str:
         """A readable transcript; `render` turns an answer into portable Markdown."""
         parts = []
         for thread in self.threads.values():
