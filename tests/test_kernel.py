@@ -76,7 +76,7 @@ def test_interrupt_stops_the_stream_keeps_the_partial_answer_and_the_kernel_goes
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle" and msg["parent_header"].get("msg_id") == msg_id:
                 break
         assert reply["content"]["status"] == "error"
-        assert stopped_after < 0.5 + 0.5  # half a second, plus slack for message delivery on a loaded machine
+        assert stopped_after < 0.5
         finals = [m for m in outputs if m["msg_type"] == "update_display_data" and "nano_magic" in m["content"]["metadata"]]
         assert finals, "the widget was swapped for the final answer"
         saved = finals[-1]["content"]["metadata"]["nano_magic"]
