@@ -175,6 +175,13 @@ def test_context_describes_a_dataframe(run, fake, ip) -> None:
     assert prompt.count("\n") < 30
 
 
+def test_context_fences_hold_values_that_contain_fences(run, fake, ip) -> None:
+    ip.user_ns["notes"] = "see ```python\nx = 1\n``` above"
+    run("%%nano --context notes\nExplain")
+    prompt = fake.posts()[0].body["messages"][-1]["content"]
+    assert "````text\n'see ```python" in prompt and prompt.endswith("above'\n````")
+
+
 def test_line_magic_subcommands(run, fake) -> None:
     run("%%nano --thread a\nOne")
     run("%%nano --thread b\nTwo")
