@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from traitlets import CFloat, CInt, Enum, Unicode
+from traitlets import CFloat, CInt, Enum, Unicode, validate
 from traitlets.config import Configurable
 
 __all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "SETUP_HELP"]
@@ -30,6 +30,13 @@ class NoBackend(Exception):
     """No credentials or base URL were found."""
 
 
+class Secret(str):
+    """A string whose repr is masked, so that `%config NanoMagics` never prints the key."""
+
+    def __repr__(self) -> str:
+        return repr(mask(self))
+
+
 class NanoSettings(Configurable):
     """The settings of `%%nano`, set with `%config NanoMagics.<name> = ...` or `%nano config`."""
 
@@ -43,9 +50,9 @@ class NanoSettings(Configurable):
     refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams.").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
 
-    def overrides(self) -> dict[str, Any]:
-        """The backend settings that were set explicitly."""
-        return {name: getattr(self, name) for name in ("model", "base_url", "api_key")}
+    @validate("api_key")
+    def _secret(self, proposal: Any) -> Secret | None:
+        return None if proposal["value"] is None else Secret(proposal["value"])
 
 
 @dataclass(frozen=True)

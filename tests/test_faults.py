@@ -127,6 +127,9 @@ FAULTS = [
 def test_no_output_ever_shows_the_key(run, fake, monkeypatch) -> None:
     monkeypatch.setenv("NANO_API_KEY", SECRET)
     seen = [run("%%nano --dry-run\nHi").shown, run("%nano config").shown]
+    run(f"%config NanoMagics.api_key = '{SECRET}'")
+    seen.append(run("%config NanoMagics").shown)
+    assert "…5b1d" in seen[-1]
     for fault in FAULTS:
         fake.queue(fault)
         seen.append(run("%%nano\nHello").shown)
