@@ -65,6 +65,8 @@ class _Progress:
         self.notice = ""
 
     def line(self) -> str:
+        if not self.tokens:
+            return self.notice or "waiting for the first token…"
         elapsed = time.perf_counter() - self.started
         rate = self.tokens / elapsed if elapsed > 0 else 0.0
         parts = [f"{self.tokens} tokens", f"{rate:.0f} tokens/s", f"{elapsed:.1f} s"]
