@@ -82,8 +82,7 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
     model = chat.model_for(options)
     if shutdown := chat.shutdown_date(model):
         print(f"Warning: the server lists {model} as shutting down on {shutdown}; choose another with -m.")
-    thread = chat.conversation.threads.get(args.thread)
-    turn = len(thread.before(cell_id)) + 1 if thread and not (args.new or args.once) else 1
+    turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
     view = open_view(pick_mode(settings.display, shell), header, settings.refresh_rate)
     try:

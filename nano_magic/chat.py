@@ -155,23 +155,11 @@ class Chat:
         """The shutdown date the server listed for `model`, if the list was already fetched."""
         return next((m.get("shutdown_date") for m in self._models or [] if m.get("id") == model), None)
 
-    def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None, once: bool = False) -> Request:
-        """The request a prompt would send, given its thread."""
+    def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None) -> Request:
+        """The request a prompt would send, given the thread as it sees it."""
         validate(options)
-        history = [] if once else thread.before(cell_id)
-        messages = thread.messages(history) + [{"role": "user", "content": text}]
+        messages = thread.messages(thread.before(cell_id)) + [{"role": "user", "content": text}]
         return build_request(self.backend, self.model_for(options), thread.system, messages, options)
-
-    def thread_for(self, name: str, *, system: str | None = None, new: bool = False, once: bool = False) -> Thread:
-        """The thread a prompt belongs to; a throwaway copy for `once`."""
-        if once:
-            return self.scratch_thread(name, system=system, new=True)
-        thread = self.conversation.thread(name)
-        if new:
-            thread.turns.clear()
-        if system is not None:
-            thread.system = system
-        return thread
 
     def scratch_thread(self, name: str, *, system: str | None = None, new: bool = False) -> Thread:
         """A copy of a thread as a prompt would see it, leaving the real one untouched."""
@@ -192,15 +180,21 @@ class Chat:
         on_retry: Callable[[Retry], None] | None = None,
         **options: Any,
     ) -> Answer:
-        """Send `text`, stream the answer to `on_delta`, and record the turn."""
+        """Send `text`, stream the answer to `on_delta`, and record the turn once any text arrived."""
         opts = Options(**{"api": self.api, **options})
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
-        target = self.thread_for(thread, system=system, new=new, once=once)
-        request = self.prepare(text, opts, thread=target, cell_id=cell_id, once=once)
+        seen = self.scratch_thread(thread, system=system, new=new or once)
+        request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
         answer = Answer(model=request.body["model"], thread=thread, request=request)
         started = time.perf_counter()
         parts: list[str] = []
+
+        def settle(status: str) -> Answer:
+            answer.text, answer.status, answer.elapsed = "".join(parts), status, time.perf_counter() - started
+            self._settle(answer, text, opts, seen, cell_id, execution_count, once)
+            return answer
+
         try:
             for event in self.client.stream(request):
                 if isinstance(event, Delta):
@@ -214,33 +208,31 @@ class Chat:
                 elif on_retry is not None:
                     on_retry(event)
         except KeyboardInterrupt:
-            self._finish(answer, parts, started, "stopped", target, text, opts, cell_id, execution_count, once)
+            settle("stopped")
             raise Interrupted(answer if parts else None) from None
         except StreamError as exc:
-            self._finish(answer, parts, started, "cut", target, text, opts, cell_id, execution_count, once)
-            answer.error = str(exc)
+            settle("cut").error = str(exc)
             exc.answer = answer if parts else None  # type: ignore[attr-defined]
             raise
-        status = STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete")
-        return self._finish(answer, parts, started, status, target, text, opts, cell_id, execution_count, once)
+        return settle(STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
 
-    def _finish(self, answer: Answer, parts: list[str], started: float, status: str, thread: Thread, prompt: str,
-                options: Options, cell_id: str | None, execution_count: int | None, once: bool) -> Answer:
-        """Fill in the answer and, when any text arrived, record its turn."""
-        answer.text = "".join(parts)
-        answer.status = status
-        answer.elapsed = time.perf_counter() - started
+    def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
+                execution_count: int | None, once: bool) -> None:
+        """Account for the answer and, once any text arrived, write its turn into the real thread."""
         if answer.usage is not None:
-            self.ledger.append(("(one-shot)" if once else thread.name, answer.model, answer.usage))
-        if options.json and status == "complete":
+            self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, answer.usage))
+        if options.json and answer.status == "complete":
             answer.json, answer.error = _parse_json(answer.text)
-        if parts:
-            self.last = answer
-            if not once:
-                usage = answer.usage.to_dict() if answer.usage else None
-                turn = Turn(prompt, answer.text, answer.model, options.changed(), usage, status, cell_id, execution_count)
-                answer.turn = thread.record(turn)
-        return answer
+        if not answer.text:
+            return
+        self.last = answer
+        if once:
+            return
+        thread = self.conversation.thread(seen.name)
+        thread.system, thread.turns = seen.system, seen.turns
+        usage = answer.usage.to_dict() if answer.usage else None
+        turn = Turn(prompt, answer.text, answer.model, options.changed(), usage, answer.status, cell_id, execution_count)
+        answer.turn = thread.record(turn)
 
 
 def _parse_json(text: str) -> tuple[Any, str | None]:

@@ -329,23 +329,24 @@ def _retry_reason(status: int) -> str:
 
 def _retry_after(headers: httpx.Headers) -> float | None:
     """The server's requested wait: `retry-after-ms`, then `Retry-After` in seconds or as an HTTP date."""
-    if ms := headers.get("retry-after-ms"):
-        try:
-            return min(max(float(ms) / 1000, 0.0), MAX_WAIT)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+    seconds = _seconds(headers.get("retry-after-ms"), scale=1000)
+    if seconds is None:
+        seconds = _seconds(headers.get("retry-after"))
+    return None if seconds is None else min(max(seconds, 0.0), MAX_WAIT)
+
+
+def _seconds(value: str | None, scale: float = 1.0) -> float | None:
+    """A header's number of seconds (or milliseconds, with `scale`), or the time until its HTTP date."""
     if not value:
         return None
     try:
-        return min(max(float(value), 0.0), MAX_WAIT)
+        return float(value) / scale
     except ValueError:
         pass
     try:
-        when = parsedate_to_datetime(value)
+        return parsedate_to_datetime(value).timestamp() - time.time()
     except (TypeError, ValueError):
         return None
-    return min(max(when.timestamp() - time.time(), 0.0), MAX_WAIT)
 
 
 def _backoff(attempt: int) -> float:

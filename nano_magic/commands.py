@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,30 +100,42 @@ def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
     return f"System message of `{thread.name}`: {thread.system or '(none)'}"
 
 
+@dataclass
+class _Spend:
+    """Requests, tokens and dollars added up."""
+
+    requests: int = 0
+    tokens: Usage = field(default_factory=Usage)
+    dollars: float = 0.0
+    unpriced: bool = False
+
+    def add(self, model: str, used: Usage) -> None:
+        cost = used.cost(model)
+        self.requests += 1
+        self.tokens = self.tokens + used
+        self.dollars += cost or 0.0
+        self.unpriced = self.unpriced or cost is None
+
+    def cells(self) -> str:
+        money = f"\\${self.dollars:.6f}" + (" (some models unpriced)" if self.unpriced else "")
+        return f"{self.requests} | {self.tokens.input_tokens} | {self.tokens.output_tokens} | {money} |"
+
+
 def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
     """Tokens and cost per thread in this session."""
-    per_thread: dict[str, list[Any]] = {}
-    for thread, model, used in chat.ledger:
-        row = per_thread.setdefault(thread, [0, Usage(), 0.0, False])
-        row[0] += 1
-        row[1] = row[1] + used
-        cost = used.cost(model)
-        row[2] += cost or 0.0
-        row[3] = row[3] or cost is None
-    if not per_thread:
+    if not chat.ledger:
         return "No tokens used yet in this session."
+    per_thread: dict[str, _Spend] = {}
+    total = _Spend()
+    for thread, model, used in chat.ledger:
+        per_thread.setdefault(thread, _Spend()).add(model, used)
+        total.add(model, used)
     lines = ["| thread | turns | requests | input tokens | output tokens | cost |", "| --- | --- | --- | --- | --- | --- |"]
-    total = [0, Usage(), 0.0, False]
-    for name, (requests, used, cost, unpriced) in per_thread.items():
+    for name, spend in per_thread.items():
         turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else 0
-        lines.append(f"| `{name}` | {turns} | {requests} | {used.input_tokens} | {used.output_tokens} | {_money(cost, unpriced)} |")
-        total = [total[0] + requests, total[1] + used, total[2] + cost, total[3] or unpriced]
-    lines.append(f"| **total** | | {total[0]} | {total[1].input_tokens} | {total[1].output_tokens} | {_money(total[2], total[3])} |")
+        lines.append(f"| `{name}` | {turns} | {spend.cells()}")
+    lines.append(f"| **total** | | {total.cells()}")
     return "\n".join(lines)
-
-
-def _money(cost: float, unpriced: bool) -> str:
-    return f"\\${cost:.6f}" + (" (some models unpriced)" if unpriced else "")
 
 
 def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
@@ -136,7 +149,7 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
             setattr(settings, key, None if value in ("", "None") else value)
         except Exception as exc:  # traitlets raises TraitError with the allowed values
             raise UsageError(f"%nano config {key}: {str(exc).splitlines()[0]}") from None
-    chat.configure(**settings_dict(settings))
+    chat.configure(**settings.connection())
     try:
         backend = chat.backend
     except NoBackend as exc:
@@ -147,12 +160,6 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
         *((n, str(getattr(settings, n))) for n in ("max_retries", "connect_timeout", "read_timeout", "refresh_rate", "display")),
     ]
     return "| setting | value |\n| --- | --- |\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
-
-
-def settings_dict(settings: NanoSettings) -> dict[str, Any]:
-    """The settings a Chat needs."""
-    names = ("model", "base_url", "api_key", "max_retries", "connect_timeout", "read_timeout")
-    return {n: getattr(settings, n) for n in names}
 
 
 def models(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from traitlets import CFloat, CInt, Enum, Unicode, validate
@@ -49,6 +49,11 @@ class NanoSettings(Configurable):
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
     refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams.").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
+
+    def connection(self) -> dict[str, Any]:
+        """The settings that say where and how a Chat connects."""
+        names = ("model", "base_url", "api_key", "max_retries", "connect_timeout", "read_timeout")
+        return {name: getattr(self, name) for name in names}
 
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
@@ -111,9 +116,9 @@ def resolve_backend(settings: Mapping[str, Any], env: Mapping[str, str] | None =
     if backend is None:
         raise NoBackend(SETUP_HELP)
     if settings.get("api_key"):
-        backend = Backend(backend.name, backend.base_url, backend.model, settings["api_key"], "NanoMagics.api_key", backend.extra_headers)
+        backend = replace(backend, api_key=settings["api_key"], key_source="NanoMagics.api_key")
     if settings.get("model"):
-        backend = Backend(backend.name, backend.base_url, settings["model"], backend.api_key, backend.key_source, backend.extra_headers)
+        backend = replace(backend, model=settings["model"])
     return backend
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import sys
 import threading
 import time
@@ -93,14 +94,14 @@ class WidgetView:
         self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)
         self._progress = _Progress()
         self._lock = threading.Lock()
-        self._shared = {"layout": widgets.Layout()}
+        self._layout = widgets.Layout()
         self._style = HTMLMathStyle()
         self._text_style = HTMLStyle()
-        self._tail = widgets.HTMLMath("", style=self._style, **self._shared)
-        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, **self._shared)
-        self._status = widgets.HTML(self._status_html(), style=self._text_style, **self._shared)
-        self._body = widgets.VBox([self._tail], **self._shared)
-        self._box = widgets.VBox([self._header, self._body, self._status], **self._shared)
+        self._tail = widgets.HTMLMath("", style=self._style, layout=self._layout)
+        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
+        self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
+        self._body = widgets.VBox([self._tail], layout=self._layout)
+        self._box = widgets.VBox([self._header, self._body, self._status], layout=self._layout)
         self._pages: list[Any] = []
         self._status_due = 0.0
         self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
@@ -148,11 +149,11 @@ class WidgetView:
 
     def _freeze(self, block_html: str) -> None:
         """Add finished blocks as a widget of their own, never to be sent again."""
-        block = self._widgets.HTMLMath(block_html, style=self._style, **self._shared)
+        block = self._widgets.HTMLMath(block_html, style=self._style, layout=self._layout)
         if self._pages and len(self._pages[-1].children) < self.PAGE_SIZE:
             self._pages[-1].children = (*self._pages[-1].children, block)
         else:
-            self._pages.append(self._widgets.VBox([block], **self._shared))
+            self._pages.append(self._widgets.VBox([block], layout=self._layout))
             self._body.children = (*self._pages, self._tail)
 
     def _close(self) -> None:
@@ -160,7 +161,7 @@ class WidgetView:
         blocks = [block for page in self._pages for block in page.children]
         for widget in (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box):
             widget.close()
-        for model in (self._style, self._text_style, self._shared["layout"]):
+        for model in (self._style, self._text_style, self._layout):
             model.close()
 
     def _status_html(self) -> str:
@@ -239,8 +240,6 @@ def pick_mode(setting: str, shell: Any) -> str:
         return setting
     if getattr(shell, "kernel", None) is None:
         return "text"
-    import os
-
     if "__vsc_ipynb_file__" in shell.user_ns or "VSCODE_PID" in os.environ or "google.colab" in sys.modules:
         return "markdown"
     return "widget"

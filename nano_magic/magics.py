@@ -39,12 +39,11 @@ class NanoMagics(Magics, NanoSettings):
     def chat(self) -> Chat:
         """The conversation engine, created on first use so that `%load_ext` stays light."""
         from .chat import Chat
-        from .commands import settings_dict
 
         if self._chat is None:
             self._chat = Chat()
         self._chat.api = self.api
-        self._chat.configure(**settings_dict(self))
+        self._chat.configure(**self.connection())
         return self._chat
 
     @magic_arguments(name="%nano")

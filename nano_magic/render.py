@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from functools import lru_cache
 
 import markdown
 import nh3
@@ -263,9 +263,14 @@ def _shift(line: str, by: int) -> str:
     return line[min(-by, len(line) - len(line.lstrip(" "))) :]
 
 
+@lru_cache(maxsize=1)
+def _converter() -> _Html:
+    return _Html()
+
+
 def to_html(text: str) -> str:
-    """Safe HTML for finished Markdown with LaTeX, math left for MathJax."""
-    return _Html().convert(text)
+    """Safe HTML for finished Markdown with LaTeX, math left for MathJax (one thread at a time)."""
+    return _converter().convert(text)
 
 
 class StreamRenderer:
@@ -322,15 +327,10 @@ def tidy_tail(tail: str) -> str:
     if last.count("`") % 2 and "```" not in last:
         i = last.rfind("`")
         last = last[:i] + last[i + 1 :]
-    for seg in _last_line_segments(last):
-        if seg.kind == "text" and (i := _unclosed_inline_math(seg.source)) is not None:
-            last = last[: last.rfind(seg.source) + i]
-            break
+    final = segments(last)[-1:]
+    if final and final[0].kind == "text" and (i := _unclosed_inline_math(final[0].source)) is not None:
+        last = last[: len(last) - len(final[0].source) + i]
     return head + sep + last
-
-
-def _last_line_segments(line: str) -> Iterator[Segment]:
-    return iter(segments(line)[-1:])
 
 
 def _unclosed_inline_math(text: str) -> int | None:

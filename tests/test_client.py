@@ -218,3 +218,15 @@ def test_a_finished_stream_leaves_its_connection_for_the_next_request() -> None:
 def test_a_server_that_does_not_stream_is_a_plain_message() -> None:
     with pytest.raises(NanoError, match="did not stream server-sent events .*application/json"):
         collect(b'{"ok": true}', headers={"content-type": "application/json"})
+
+
+def test_retry_after_as_an_http_date_is_the_time_until_then() -> None:
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+
+    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=5), usegmt=True)
+    replies = iter([httpx.Response(503, headers={"Retry-After": when}), httpx.Response(200, headers={"content-type": "text/event-stream"}, content=cloudflare_stream())])
+    waits: list[float] = []
+    client = Client(LOCAL, transport=httpx.MockTransport(lambda r: next(replies)), max_retries=1, sleep=waits.append)
+    list(client.stream(build_request(LOCAL, "m", None, [], Options())))
+    assert len(waits) == 1 and 3.5 < waits[0] <= 5.0

@@ -47,6 +47,14 @@ def test_failing_every_time_stops_after_the_bounded_attempts(retrying, run, fake
     assert "Traceback" not in cell.shown and turns(retrying) == []
 
 
+def test_a_failed_new_or_system_change_leaves_the_thread_as_it_was(run, fake, ip) -> None:
+    run("%%nano -s Tutor\nFirst")
+    fake.queue(Status(500, {"detail": "down"}))
+    assert run('%%nano --new -s "Pirate"\nSecond').failed
+    assert [(t.prompt, t.status) for t in turns(ip)] == [("First", "complete")]
+    assert ip.magics_manager.registry["NanoMagics"].chat.conversation.threads["default"].system == "Tutor"
+
+
 def test_401_names_the_setting_never_the_key(run, fake, monkeypatch) -> None:
     monkeypatch.setenv("NANO_API_KEY", SECRET)
     fake.queue(Status(401, {"error": {"message": "Incorrect API key provided"}}))
