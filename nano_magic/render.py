@@ -25,7 +25,6 @@ __all__ = ["to_html", "to_markdown", "tidy_tail", "StreamRenderer", "escape_mark
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
-MAX_DISPLAY_LINES = 100  # a display formula longer than this is text: it keeps each search for a closer short
 
 _HALF_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)]?|#{1,6}|>|\|)[ \t]*$")
 _ENV = re.compile(r"\\begin\{([A-Za-z]+\*?)\}")
@@ -68,14 +67,19 @@ def _safe_link(url: str) -> bool:
 
 
 def _bounded(rule: Callable[[StateBlock, int, int, bool], bool], opener: str) -> Callable[[StateBlock, int, int, bool], bool]:
-    """A display-math block rule that only looks for its closer up to a blank line, the container's end or a cap."""
+    """A display-math block rule that looks for its closer only up to a blank line, the container's end or the next
+    line that opens the same way; so each line is searched by at most two openers, and math never spans a blank line."""
 
     def bounded(state: StateBlock, start: int, end: int, silent: bool) -> bool:
-        if not state.src.startswith(opener, state.bMarks[start] + state.tShift[start]):
+        first = state.bMarks[start] + state.tShift[start]
+        if not state.src.startswith(opener, first):
             return False
-        stop, limit = start + 1, min(end, start + MAX_DISPLAY_LINES)
-        while stop < limit and not state.isEmpty(stop) and state.sCount[stop] >= state.blkIndent:
+        head = state.src[first : state.src.find("}", first) + 1] if opener == "\\begin{" else opener
+        stop = start + 1
+        while stop < end and not state.isEmpty(stop) and state.sCount[stop] >= state.blkIndent:
             stop += 1
+            if state.src.startswith(head, state.bMarks[stop - 1] + state.tShift[stop - 1]):
+                break
         return rule(state, start, stop, silent)
 
     return bounded
@@ -226,15 +230,61 @@ class _MathWriter:
 
     @staticmethod
     def text(text: str, node: RenderTreeNode, context: RenderContext) -> str:
-        text = text.replace("$", "\\$")  # mdformat doubled every backslash already, so each `$` here is a real one
+        text = text.replace("$", "\\$").replace("~~", "\\~~")  # mdformat doubled every backslash, so these are real
         following = node.next_sibling
         if text.endswith("\\\\") and following is not None and following.type in (*_MATH, "code_inline"):
             # JupyterLab's math pass takes a backslash before "$" or "`" as an escape, whatever precedes it.
             text = text[:-2] + "&#92;"
         return text
 
-    RENDERERS = {"math_inline": inline, "math_inline_double": display, "math_block": display, "amsmath": display}
+    @staticmethod
+    def plain(node: RenderTreeNode, context: RenderContext) -> str:
+        # mdformat's text renderer costs ~40 µs a node even with nothing to escape; skip it when that is so.
+        if _NOTHING_TO_ESCAPE.fullmatch(node.content):
+            return node.content
+        from mdformat.renderer import DEFAULT_RENDERERS
+
+        return DEFAULT_RENDERERS["text"](node, context)
+
+    @staticmethod
+    def strikethrough(node: RenderTreeNode, context: RenderContext) -> str:
+        return "~~" + "".join(child.render(context) for child in node.children) + "~~"
+
+    @staticmethod
+    def list_item(node: RenderTreeNode, context: RenderContext) -> str:
+        # mdformat's own asks the whole list whether it is tight for every item (quadratic): ask once per list.
+        tight = context.env.setdefault("tight_lists", {})
+        if id(node.parent) not in tight:
+            items = node.parent.children  # type: ignore[union-attr]
+            tight[id(node.parent)] = all(p.hidden for item in items for p in item.children if p.type == "paragraph")
+        text = ("\n" if tight[id(node.parent)] else "\n\n").join(child.render(context) for child in node.children)
+        return text if text.strip() else ""
+
+    RENDERERS = {
+        "math_inline": inline, "math_inline_double": display, "math_block": display, "amsmath": display,
+        "text": plain, "s": strikethrough, "list_item": list_item,
+    }
     POSTPROCESSORS = {"text": text}
+
+
+_NOTHING_TO_ESCAPE = re.compile(r"(?: ?[^\s\\*_\[\]<>`&!~#$|])* ?")
+
+
+def _joined(tokens: list[Token]) -> list[Token]:
+    """Runs of text and soft line breaks as one text token each, as mdformat writes them the same: fewer nodes."""
+    from markdown_it.token import Token
+
+    for block in tokens:
+        if block.children and any(child.type == "softbreak" for child in block.children):
+            children: list[Token] = []
+            for child in block.children:
+                if child.type in ("text", "softbreak") and children and children[-1].type == "text":
+                    extra = "\n" if child.type == "softbreak" else child.content
+                    children[-1] = Token("text", "", 0, content=children[-1].content + extra)
+                else:
+                    children.append(child if child.type != "softbreak" else Token("text", "", 0, content="\n"))
+            block.children = children
+    return tokens
 
 
 def _inert_tex(tex: str) -> str:
@@ -244,13 +294,38 @@ def _inert_tex(tex: str) -> str:
     return re.sub(r"(?<!\\)\$", r"\\$", tex)
 
 
+@lru_cache(maxsize=1)
+def _tree_class() -> type[RenderTreeNode]:
+    from mdformat.renderer import RenderTreeNode
+
+    class Tree(RenderTreeNode):
+        """mdformat's tree, with each node's next sibling found in constant time.
+
+        mdformat's text renderer asks every text node for it, and the stock lookup searches the parent's children,
+        which makes a paragraph of many short pieces quadratic.
+        """
+
+        @property
+        def next_sibling(self) -> Tree | None:
+            parent = self.parent
+            if parent is None:
+                return None
+            index = parent.__dict__.get("sibling_index")
+            if index is None:
+                index = parent.__dict__["sibling_index"] = {id(child): i for i, child in enumerate(parent.children)}
+            following = index[id(self)] + 1
+            return parent.children[following] if following < len(parent.children) else None
+
+    return Tree
+
+
 def _markdown(tokens: list[Token]) -> str:
     import mdformat.plugins
     from mdformat.renderer import MDRenderer
 
-    extensions = [_MathWriter, mdformat.plugins.PARSER_EXTENSIONS["tables"], mdformat.plugins.PARSER_EXTENSIONS["gfm"]]
+    extensions = [_MathWriter, mdformat.plugins.PARSER_EXTENSIONS["tables"]]
     options = {**_parser().options, "parser_extension": extensions, "mdformat": {"wrap": "keep", "number": False}}
-    return MDRenderer().render(tokens, options, {}).rstrip("\n")
+    return MDRenderer().render_tree(_tree_class()(_joined(tokens)), options, {}).rstrip("\n")
 
 
 def to_markdown(text: str) -> str:
@@ -292,11 +367,18 @@ class StreamRenderer:
 
     Only the text after the last frozen block is kept, so each refresh costs the size of the tail,
     not of the answer. `min_block_chars` gathers small finished blocks into fewer, larger groups.
+    A single block can grow without end (a 400-row table, a list with no blank line): once the tail
+    passes LIVE_TAIL_CHARS it is rendered again only after it grows by a quarter, so the work over a
+    whole answer stays linear in its length.
     """
+
+    LIVE_TAIL_CHARS = 2_000
 
     def __init__(self, min_block_chars: int = 0) -> None:
         self._parts: list[str] = []
         self._min = min_block_chars
+        self._shown: str | None = None
+        self._shown_chars = 0
 
     def feed(self, delta: str) -> None:
         """Add received text."""
@@ -305,6 +387,9 @@ class StreamRenderer:
     def render(self) -> tuple[str | None, str]:
         """HTML of the blocks finished since the last call (None if none), and of the live tail."""
         tail = "".join(self._parts)
+        self._parts = [tail]
+        if self._shown is not None and self.LIVE_TAIL_CHARS < len(tail) < self._shown_chars * 5 // 4:
+            return None, self._shown
         tokens = _tokens(tail)
         boundary = _last_boundary(tail, tokens)
         frozen = None
@@ -312,8 +397,9 @@ class StreamRenderer:
             frozen = to_html(tail[:boundary])
             tail = tail[boundary:]
             tokens = _tokens(tail)
-        self._parts = [tail]
-        return frozen, _live_html(tail, tokens)
+            self._parts = [tail]
+        self._shown, self._shown_chars = _live_html(tail, tokens), len(tail)
+        return frozen, self._shown
 
 
 def _line_starts(text: str) -> list[int]:
