@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from IPython.display import DisplayHandle, display
 
-from .render import StreamRenderer, to_markdown, tidy_tail
+from .render import StreamRenderer, escape_markdown, to_markdown, tidy_tail
 
 __all__ = ["View", "WidgetView", "MarkdownView", "TextView", "Ticker", "pick_mode", "open_view"]
 
@@ -91,7 +91,8 @@ class WidgetView:
         from ipywidgets.widgets.widget_string import HTMLMathStyle, HTMLStyle
 
         self._widgets = widgets
-        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)
+        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone
+        self._pending: list[str] = []  # deltas not yet given to the renderer, guarded by the lock
         self._progress = _Progress()
         self._lock = threading.Lock()
         self._layout = widgets.Layout()
@@ -110,7 +111,7 @@ class WidgetView:
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
         with self._lock:
-            self._renderer.feed(text)
+            self._pending.append(text)
             self._progress.tokens += 1
         self._ticker.poke()
 
@@ -135,9 +136,13 @@ class WidgetView:
         self._close()
 
     def _refresh(self) -> None:
+        """Take the new deltas under the lock and render outside it, so that `delta` never waits for a render."""
         with self._lock:
-            frozen, tail = self._renderer.render()
+            pending, self._pending = self._pending, []
             status = self._status_html()
+        for text in pending:
+            self._renderer.feed(text)
+        frozen, tail = self._renderer.render()
         if frozen is not None:
             self._freeze(frozen)
         if tail != self._tail.value:
@@ -174,7 +179,7 @@ class MarkdownView:
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
         self._parts: list[str] = []
-        self._header = f"**{header}**\n\n"
+        self._header = f"**{escape_markdown(header)}**\n\n"
         self._last = 0.0
         self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
@@ -188,7 +193,7 @@ class MarkdownView:
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
-        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts)) + f"\n\n*{text}*"}, raw=True)
+        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts)) + f"\n\n*{escape_markdown(text)}*"}, raw=True)
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Replace the live output with the final Markdown, then show the footer."""
@@ -230,8 +235,7 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
 
 
 def _footer(footer: str) -> None:
-    escaped = footer.replace("$", "\\$").replace("<", "&lt;")
-    display({"text/markdown": f"<sub>{escaped}</sub>", "text/plain": footer}, raw=True)
+    display({"text/markdown": f"<sub>{escape_markdown(footer)}</sub>", "text/plain": footer}, raw=True)
 
 
 def pick_mode(setting: str, shell: Any) -> str:

@@ -83,8 +83,8 @@ class NanoMagics(Magics, NanoSettings):
 
         from .commands import run_command
 
-        text = run_command(line, self.chat, self, self.shell)
-        display({"text/markdown": text, "text/plain": text}, raw=True)
+        shown = run_command(line, self.chat, self, self.shell)
+        display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
 
     def _parse(self, line: str) -> Any:
         try:

@@ -336,3 +336,44 @@ def test_markdown_table_cells_are_escaped() -> None:
     assert_inert_markdown(table)
     cells = [t.children[0].content for t in REREAD.parse(table) if t.type == "inline" and t.children]
     assert cells == ["name", "value", "a|b", "<img src=x onerror=alert(1)>", "$5", "line break"]
+
+
+HOSTILE_NAME = '<img src=x onerror="window.__pwned=1"> [x](javascript:alert(1)) `| $5 and $6 |`'
+
+
+def _shown(cell) -> tuple[str, str]:  # noqa: ANN001 - a tests.conftest.CellRun
+    assert not cell.failed, cell.shown
+    return cell.outputs[-1].data["text/markdown"], cell.outputs[-1].data["text/plain"]
+
+
+def test_history_threads_and_export_escape_a_shared_notebooks_metadata(run, tmp_path) -> None:
+    import nbformat
+
+    saved = {"thread": HOSTILE_NAME, "system": f"Be {IMG}", "prompt": f"Tell me\n# {IMG}", "answer": f"Sure {IMG}",
+             "model": f"m{IMG}", "turn": 0}
+    output = nbformat.v4.new_output("display_data", data={"text/plain": "x"}, metadata={"nano_magic": saved})
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%%nano\nTell me", outputs=[output])])
+    nbformat.write(notebook, tmp_path / "shared.ipynb")
+    assert "Loaded 1 turns" in run(f"%nano load {tmp_path / 'shared.ipynb'}").shown
+    for command in ("history", "threads", f"export {tmp_path / 'out.md'}"):
+        markdown, text = _shown(run(f"%nano {command}"))
+        assert_inert_markdown(markdown)
+        assert "\\" not in text.replace("\\$", "")
+    markdown, text = _shown(run("%nano threads"))
+    assert HOSTILE_NAME in text and f"Be {IMG}" in text
+    history_markdown, history_text = _shown(run("%nano history"))
+    assert f"# {IMG}" in history_text and f"m{IMG}:" in history_text
+    exported = (tmp_path / "out.md").read_text()
+    assert_inert_markdown(exported)
+    assert exported.count("\n# ") == 0 and exported.startswith("# Thread: ")  # the prompt's "#" is not a heading
+
+
+def test_models_escape_what_the_server_lists(run, fake, monkeypatch) -> None:
+    from tests.support import fake_server
+
+    monkeypatch.setattr(fake_server, "MODELS", {"object": "list", "data": [{"id": HOSTILE_NAME, "owned_by": IMG}]})
+    markdown, text = _shown(run("%nano models"))
+    assert_inert_markdown(markdown)
+    rows = [t for t in REREAD.parse(markdown) if t.type == "inline"]
+    assert [r.content for r in rows][:3] == ["model", "owner", "shutdown date"] and len(rows) == 6
+    assert HOSTILE_NAME in text and IMG in text
