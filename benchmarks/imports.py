@@ -19,7 +19,7 @@ import sys
 from benchmarks.table import Row, emit, median
 
 CHILDREN = 7
-HEAVY = ("ipywidgets", "markdown", "httpx")
+HEAVY = ("ipywidgets", "markdown_it", "mdformat", "mdit_py_plugins", "nh3", "httpx")
 CHILD = f"""
 import json, sys, time
 wall, cpu = time.perf_counter(), time.process_time()
