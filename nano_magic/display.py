@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from IPython.display import DisplayHandle, display
 
-from .render import StreamRenderer, escape_markdown, to_markdown, tidy_tail
+from .render import MarkdownStream, StreamRenderer, escape_markdown
 
 __all__ = ["View", "WidgetView", "MarkdownView", "TextView", "Ticker", "pick_mode", "open_view"]
 
@@ -178,22 +178,22 @@ class MarkdownView:
 
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
-        self._parts: list[str] = []
+        self._stream = MarkdownStream()
         self._header = f"**{escape_markdown(header)}**\n\n"
         self._last = 0.0
         self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
     def delta(self, text: str) -> None:
         """Take new answer text; refresh at most `refresh_rate` times a second."""
-        self._parts.append(text)
+        self._stream.feed(text)
         now = time.perf_counter()
         if now - self._last >= self._interval:
             self._last = now
-            self._handle.update({"text/markdown": self._header + to_markdown(tidy_tail("".join(self._parts)))}, raw=True)
+            self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
-        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts)) + f"\n\n*{escape_markdown(text)}*"}, raw=True)
+        self._handle.update({"text/markdown": self._header + self._stream.render() + f"\n\n*{escape_markdown(text)}*"}, raw=True)
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Replace the live output with the final Markdown, then show the footer."""

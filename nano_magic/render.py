@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from markdown_it.token import Token
     from mdformat.renderer import RenderContext, RenderTreeNode
 
-__all__ = ["to_html", "to_markdown", "tidy_tail", "StreamRenderer", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
+__all__ = ["to_html", "to_markdown", "tidy_tail", "StreamRenderer", "MarkdownStream", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
@@ -362,14 +362,14 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 # --- Streaming -----------------------------------------------------------------------------------------------
 
 
-class StreamRenderer:
-    """Renders a growing answer: finished blocks once, and only the tail on each refresh.
+class _Stream:
+    """A growing answer cut into finished blocks and a live tail, for a view that redraws only the tail.
 
-    Only the text after the last frozen block is kept, so each refresh costs the size of the tail,
+    Only the text after the last finished block is kept, so each refresh costs the size of the tail,
     not of the answer. `min_block_chars` gathers small finished blocks into fewer, larger groups.
     A single block can grow without end (a 400-row table, a list with no blank line): once the tail
-    passes LIVE_TAIL_CHARS it is rendered again only after it grows by a quarter, so the work over a
-    whole answer stays linear in its length.
+    passes LIVE_TAIL_CHARS it is redrawn only after it grows by a quarter, so the work over a whole
+    answer stays linear in its length.
     """
 
     LIVE_TAIL_CHARS = 2_000
@@ -377,29 +377,63 @@ class StreamRenderer:
     def __init__(self, min_block_chars: int = 0) -> None:
         self._parts: list[str] = []
         self._min = min_block_chars
-        self._shown: str | None = None
-        self._shown_chars = 0
+        self._drawn_chars = 0
 
     def feed(self, delta: str) -> None:
         """Add received text."""
         self._parts.append(delta)
 
-    def render(self) -> tuple[str | None, str]:
-        """HTML of the blocks finished since the last call (None if none), and of the live tail."""
+    def _advance(self) -> tuple[str | None, str, list[Token]] | None:
+        """The blocks finished since the last call, the tail and its tokens; None while an oversized tail waits."""
         tail = "".join(self._parts)
         self._parts = [tail]
-        if self._shown is not None and self.LIVE_TAIL_CHARS < len(tail) < self._shown_chars * 5 // 4:
-            return None, self._shown
+        if self._drawn_chars and self.LIVE_TAIL_CHARS < len(tail) < self._drawn_chars * 5 // 4:
+            return None
         tokens = _tokens(tail)
         boundary = _last_boundary(tail, tokens)
-        frozen = None
+        finished = None
         if boundary >= max(self._min, 1):
-            frozen = to_html(tail[:boundary])
-            tail = tail[boundary:]
+            finished, tail = tail[:boundary], tail[boundary:]
             tokens = _tokens(tail)
             self._parts = [tail]
-        self._shown, self._shown_chars = _live_html(tail, tokens), len(tail)
-        return frozen, self._shown
+        self._drawn_chars = len(tail)
+        return finished, tail, tokens
+
+
+class StreamRenderer(_Stream):
+    """The live HTML of a growing answer: finished blocks once, and only the tail on each refresh."""
+
+    def __init__(self, min_block_chars: int = 0) -> None:
+        super().__init__(min_block_chars)
+        self._shown = ""
+
+    def render(self) -> tuple[str | None, str]:
+        """HTML of the blocks finished since the last call (None if none), and of the live tail."""
+        advanced = self._advance()
+        if advanced is None:
+            return None, self._shown
+        finished, tail, tokens = advanced
+        self._shown = _live_html(tail, tokens)
+        return (None if finished is None else to_html(finished)), self._shown
+
+
+class MarkdownStream(_Stream):
+    """The Markdown of a growing answer, for a frontend that shows `text/markdown`: finished blocks written once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written: list[str] = []
+        self._tail = ""
+
+    def render(self) -> str:
+        """The whole answer so far as Markdown, half-typed markers on the last line hidden."""
+        advanced = self._advance()
+        if advanced is not None:
+            finished, tail, tokens = advanced
+            if finished is not None:
+                self._written.append(to_markdown(finished))
+            self._tail = to_markdown(tidy_tail(tail, tokens))
+        return "\n\n".join([*self._written, self._tail])
 
 
 def _line_starts(text: str) -> list[int]:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from nano_magic.render import StreamRenderer, escape_markdown, markdown_table, to_html, to_markdown
+from nano_magic.render import MarkdownStream, StreamRenderer, escape_markdown, markdown_table, to_html, to_markdown
 
 DELIMITERS = [
     ("$a_1$", "\\(a_1\\)", "$a_1$"),
@@ -377,3 +377,13 @@ def test_models_escape_what_the_server_lists(run, fake, monkeypatch) -> None:
     rows = [t for t in REREAD.parse(markdown) if t.type == "inline"]
     assert [r.content for r in rows][:3] == ["model", "owner", "shutdown date"] and len(rows) == 6
     assert HOSTILE_NAME in text and IMG in text
+
+
+def test_the_markdown_stream_writes_what_the_final_markdown_says() -> None:
+    stream = MarkdownStream()
+    for i in range(0, len(LONG), 9):
+        stream.feed(LONG[i : i + 9])
+        shown = stream.render()
+        assert_inert_markdown(shown)
+        assert "**" not in shown.splitlines()[-1] or shown.splitlines()[-1].count("**") % 2 == 0
+    assert REREAD.render(stream.render()) == REREAD.render(to_markdown(LONG))
