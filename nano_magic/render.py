@@ -179,7 +179,7 @@ def _html_renderer() -> Any:
             source = f"\\({tex}\\)"
         else:
             source = f"\\[{tex}\\]"
-        return f"<div>{source}</div>\n" if token.block else f"<span>{source}</span>"
+        return f"<div>{source}</div>\n" if token.block else source
 
     def text(tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
         # MathJax scans text nodes for delimiters; a `$` or `\` in its own element cannot start a formula.
