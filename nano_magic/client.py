@@ -15,6 +15,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from .config import Backend, mask
+from .errors import NanoError, StreamError
 from .usage import Usage
 
 __all__ = [
@@ -101,14 +102,6 @@ class Retry:
 
 
 Event = Union[Delta, Finish, UsageReport, Retry]
-
-
-class NanoError(Exception):
-    """A failure explained in one plain sentence."""
-
-
-class StreamError(NanoError):
-    """The answer broke off after it had started."""
 
 
 def build_request(backend: Backend, model: str, system: str | None, messages: list[dict[str, str]], options: Options) -> Request:

@@ -12,10 +12,9 @@ from typing import Any, Callable
 from IPython.core.error import UsageError
 
 from .chat import Chat
-from .client import NanoError
-from .config import NanoSettings, NoBackend, mask
+from .config import NanoSettings, mask
 from .conversation import read_notebook_or_export
-from .magics import CellFailed
+from .errors import CellFailed, NanoError, NoBackend
 from .render import to_markdown
 from .usage import Usage
 

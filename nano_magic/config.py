@@ -9,6 +9,8 @@ from typing import Any, Mapping
 from traitlets import CFloat, CInt, Enum, Unicode, validate
 from traitlets.config import Configurable
 
+from .errors import NoBackend
+
 __all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "SETUP_HELP"]
 
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
@@ -24,10 +26,6 @@ nano_magic has no backend yet. Set one of these, then run the cell again:
   Any OpenAI-compatible server: NANO_BASE_URL (and NANO_API_KEY, NANO_MODEL if it needs them)
 In a notebook: %env OPENAI_API_KEY=... or %config NanoMagics.base_url = "http://localhost:8000/v1"\
 """
-
-
-class NoBackend(Exception):
-    """No credentials or base URL were found."""
 
 
 class Secret(str):
