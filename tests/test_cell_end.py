@@ -86,13 +86,19 @@ def shown(messages: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def failure_lines(messages: list[dict[str, Any]]) -> list[str]:
+    """What the cell says went wrong: its error output, or IPython's UsageError line on stderr."""
+    lines = [line for traceback in errors(messages) for line in traceback]
+    return lines + [m["content"]["text"].rstrip("\n") for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+
+
 def check_one_line(messages: list[dict[str, Any]], expected: str) -> None:
-    """Exactly one error output, a single line containing `expected`, and no traceback or stray text anywhere."""
-    assert [len(t) for t in errors(messages)] == [1], errors(messages)
-    assert expected in errors(messages)[0][0]
-    assert "\n" not in errors(messages)[0][0]
+    """One line containing `expected`, and no traceback or stray text anywhere."""
+    lines = failure_lines(messages)
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert expected in lines[0]
     assert "Traceback" not in shown(messages)
-    assert not [m for m in messages if m["msg_type"] == "stream"], "nothing printed besides the one line"
+    assert not [m for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"], "nothing printed besides the one line"
 
 
 def check_clean_and_working(kernel: Kernel, fake: FakeServer) -> None:

@@ -216,7 +216,7 @@ def test_a_finished_stream_leaves_its_connection_for_the_next_request() -> None:
 
 
 def test_a_server_that_does_not_stream_is_a_plain_message() -> None:
-    with pytest.raises(NanoError, match="did not stream server-sent events .*application/json"):
+    with pytest.raises(NanoError, match=r"answered with a JSON object \(application/json\) instead of a stream of server-sent events"):
         collect(b'{"ok": true}', headers={"content-type": "application/json"})
 
 
