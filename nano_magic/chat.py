@@ -234,6 +234,7 @@ class Chat:
         if not answer.text:
             return
         self.last = answer
+        self.conversation.forget_cell(cell_id, keep=None if once else seen.name)
         if once:
             return
         thread = self.conversation.thread(seen.name)
