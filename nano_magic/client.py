@@ -15,10 +15,12 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from .config import Backend, mask
+from .schema import OutputSchema
+from .tools import ToolCall, Toolbox
 from .usage import Usage
 
 __all__ = [
-    "Client", "Options", "Request", "Delta", "Finish", "UsageReport", "Retry", "Event",
+    "Client", "Options", "Request", "Delta", "Refusal", "ToolCall", "Finish", "UsageReport", "Retry", "Event",
     "NanoError", "StreamError", "build_request", "chat_events", "responses_events",
 ]
 
@@ -40,6 +42,8 @@ class Options:
     json: bool = False
     stream: bool = True
     api: str = "chat"
+    tool_choice: str | None = None
+    max_steps: int = 8
 
     def changed(self) -> dict[str, Any]:
         """The options that differ from the defaults."""
@@ -74,6 +78,13 @@ class Delta:
 
 
 @dataclass(slots=True)
+class Refusal:
+    """A piece of the model's refusal to answer in the schema."""
+
+    text: str
+
+
+@dataclass(slots=True)
 class Finish:
     """Why the model stopped: stop, length, content_filter, ..."""
 
@@ -100,7 +111,7 @@ class Retry:
         return f"{self.reason}, retrying in {self.wait:.0f} s ({self.attempt}/{self.attempts})"
 
 
-Event = Union[Delta, Finish, UsageReport, Retry]
+Event = Union[Delta, Refusal, ToolCall, Finish, UsageReport, Retry]
 
 
 class NanoError(Exception):
@@ -111,18 +122,40 @@ class StreamError(NanoError):
     """The answer broke off after it had started."""
 
 
-def build_request(backend: Backend, model: str, system: str | None, messages: list[dict[str, str]], options: Options) -> Request:
-    """The request for a conversation, in the dialect of `options.api`."""
+def build_request(
+    backend: Backend, model: str, system: str | None, messages: list[dict[str, Any]], options: Options,
+    tools: Toolbox | None = None, schema: OutputSchema | None = None,
+) -> Request:
+    """The request for a conversation, in the dialect of `options.api`, with the tools and the answer schema if any."""
     if options.json:
         system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
     if options.api == "responses":
         body = _responses_body(model, system, messages, options)
-        return Request(f"{backend.base_url}/responses", body, backend)
-    body = _chat_body(model, system, messages, options, compatible=backend.compatible)
-    return Request(f"{backend.base_url}/chat/completions", body, backend)
+        if schema is not None:
+            body["text"] = {"format": schema.responses_format()}
+        url = f"{backend.base_url}/responses"
+    else:
+        body = _chat_body(model, system, messages, options, compatible=backend.compatible)
+        if schema is not None:
+            body["response_format"] = schema.chat_format()
+        url = f"{backend.base_url}/chat/completions"
+    if tools:
+        body["tools"] = tools.specs(options.api)
+    if options.tool_choice is not None:
+        body["tool_choice"] = tool_choice(options.tool_choice, options.api)
+    return Request(url, body, backend)
 
 
-def _chat_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options, compatible: bool) -> dict[str, Any]:
+def tool_choice(choice: str, api: str) -> str | dict[str, Any]:
+    """`auto`, `required` and `none` as they are; any other word names the one function the model must call."""
+    if choice in ("auto", "required", "none"):
+        return choice
+    if api == "responses":
+        return {"type": "function", "name": choice}
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _chat_body(model: str, system: str | None, messages: list[dict[str, Any]], o: Options, compatible: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": ([{"role": "system", "content": system}] if system else []) + messages}
     body["stream"] = o.stream
     if o.stream:
@@ -135,7 +168,7 @@ def _chat_body(model: str, system: str | None, messages: list[dict[str, str]], o
     return body
 
 
-def _responses_body(model: str, system: str | None, messages: list[dict[str, str]], o: Options) -> dict[str, Any]:
+def _responses_body(model: str, system: str | None, messages: list[dict[str, Any]], o: Options) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "input": messages, "stream": o.stream, "store": False}
     _put(body, instructions=system, temperature=o.temperature, top_p=o.top_p, max_output_tokens=o.max_tokens)
     if o.json:
@@ -150,6 +183,7 @@ def _put(body: dict[str, Any], **fields: Any) -> None:
 def chat_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
     """Chat Completions SSE events as answer events; raise StreamError if the stream was cut."""
     finished = False
+    calls = _ChatCalls()
     for sse in events:
         if sse.data == "[DONE]":
             return
@@ -159,11 +193,16 @@ def chat_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
         if sse.event == "error" or data.get("error"):
             raise StreamError(f"The server reported an error mid-answer: {_message(data)}")
         for choice in data.get("choices") or []:
-            text = (choice.get("delta") or {}).get("content")
-            if text:
-                yield Delta(text)
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                yield Delta(delta["content"])
+            if delta.get("refusal"):
+                yield Refusal(delta["refusal"])
+            if delta.get("tool_calls"):
+                calls.add(delta["tool_calls"])
             if choice.get("finish_reason"):
                 finished = True
+                yield from calls.done()
                 yield Finish(choice["finish_reason"])
         if data.get("usage"):
             yield UsageReport(Usage.from_chat(data["usage"]))
@@ -171,8 +210,34 @@ def chat_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
         raise StreamError("The stream ended before the answer was finished.")
 
 
+class _ChatCalls:
+    """Tool calls assembled from `delta.tool_calls` fragments, which may interleave by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[ToolCall, list[str]]] = {}
+
+    def add(self, fragments: list[dict[str, Any]]) -> None:
+        for position, fragment in enumerate(fragments):
+            index = fragment.get("index", position)
+            call, pieces = self._calls.setdefault(index, (ToolCall("", "", ""), []))
+            function = fragment.get("function") or {}
+            call.id = call.id or fragment.get("id") or ""
+            call.name = call.name or function.get("name") or ""
+            if function.get("arguments"):
+                pieces.append(function["arguments"])
+
+    def done(self) -> Iterator[ToolCall]:
+        for index in sorted(self._calls):
+            call, pieces = self._calls[index]
+            call.id = call.id or f"call_{index}"  # some local servers send no id, and the results must name one
+            call.arguments = "".join(pieces)
+            yield call
+        self._calls.clear()
+
+
 def responses_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
     """Responses API SSE events as answer events; raise StreamError if the stream was cut."""
+    calls: dict[str, tuple[ToolCall, list[str]]] = {}  # by item id: the call and its argument pieces
     for sse in events:
         data = _json_or_none(sse.data)
         if data is None:
@@ -180,12 +245,30 @@ def responses_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
         kind = sse.event or data.get("type", "")
         if kind == "response.output_text.delta" and data.get("delta"):
             yield Delta(data["delta"])
+        elif kind == "response.refusal.delta" and data.get("delta"):
+            yield Refusal(data["delta"])
+        elif kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
+            item = data["item"]
+            calls[item.get("id") or ""] = (_call_from_item(item), [])
+        elif kind == "response.function_call_arguments.delta" and data.get("item_id") in calls:
+            calls[data["item_id"]][1].append(data.get("delta") or "")
+        elif kind == "response.function_call_arguments.done" and data.get("item_id") in calls:
+            calls[data["item_id"]][1][:] = [data.get("arguments") or ""]
+        elif kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "function_call":
+            item = data["item"]
+            call, pieces = calls.pop(item.get("id") or "", (_call_from_item(item), []))
+            call.arguments = item.get("arguments") or "".join(pieces)
+            yield call
         elif kind in ("response.completed", "response.incomplete"):
             yield from _responses_end(data.get("response") or {})
             return
         elif kind in ("error", "response.failed"):
             raise StreamError(f"The server reported an error mid-answer: {_message(data)}")
     raise StreamError("The stream ended before the answer was finished.")
+
+
+def _call_from_item(item: Mapping[str, Any]) -> ToolCall:
+    return ToolCall(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""), str(item.get("arguments") or ""))
 
 
 def _responses_end(response: Mapping[str, Any]) -> Iterator[Event]:
@@ -198,18 +281,25 @@ def _responses_end(response: Mapping[str, Any]) -> Iterator[Event]:
 def _complete_events(data: Mapping[str, Any], api: str) -> Iterator[Event]:
     """Events for a non-streamed answer."""
     if api == "responses":
-        text = "".join(
-            part.get("text", "") for item in data.get("output") or [] for part in item.get("content") or []
-            if part.get("type") == "output_text"
-        )
-        if text:
-            yield Delta(text)
+        for item in data.get("output") or []:
+            if item.get("type") == "function_call":
+                yield _call_from_item(item)
+            for part in item.get("content") or []:
+                if part.get("type") == "output_text" and part.get("text"):
+                    yield Delta(part["text"])
+                elif part.get("type") == "refusal" and part.get("refusal"):
+                    yield Refusal(part["refusal"])
         yield from _responses_end(data)
         return
     choice = (data.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content")
-    if text:
-        yield Delta(text)
+    message = choice.get("message") or {}
+    if message.get("content"):
+        yield Delta(message["content"])
+    if message.get("refusal"):
+        yield Refusal(message["refusal"])
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        yield ToolCall(str(call.get("id") or ""), str(function.get("name") or ""), str(function.get("arguments") or ""))
     if data.get("usage"):
         yield UsageReport(Usage.from_chat(data["usage"]))
     yield Finish(choice.get("finish_reason") or "stop")

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["OutputSchema", "SchemaError", "strict_shape"]
+__all__ = ["OutputSchema", "SchemaError", "drop_absent", "strict_shape"]
 
 # Keys whose value is one schema, a list of schemas, or a mapping of names to schemas.
 _ONE = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
@@ -125,7 +125,7 @@ class OutputSchema:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SchemaError(f"the answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-        value = _drop_absent(value, self.original, self.original)
+        value = drop_absent(value, self.original)
         if self.target is not None:
             from pydantic import ValidationError
 
@@ -143,8 +143,12 @@ class OutputSchema:
         return value
 
 
-def _drop_absent(value: Any, schema: Any, root: Mapping[str, Any]) -> Any:
+def drop_absent(value: Any, schema: Mapping[str, Any]) -> Any:
     """Remove the nulls that strict mode made the model write for optional fields that never allowed null."""
+    return _drop_absent(value, schema, schema)
+
+
+def _drop_absent(value: Any, schema: Any, root: Mapping[str, Any]) -> Any:
     schema = _resolve(schema, root)
     if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
         required = set(schema.get("required", []))
