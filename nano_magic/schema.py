@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["OutputSchema", "SchemaError", "drop_absent", "strict_shape"]
+__all__ = ["OutputSchema", "SchemaError", "drop_absent", "pydantic_ready", "strict_shape"]
 
 # Keys whose value is one schema, a list of schemas, or a mapping of names to schemas.
 _ONE = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
@@ -101,7 +101,7 @@ class OutputSchema:
             from pydantic import PydanticSchemaGenerationError, TypeAdapter
 
             try:
-                target = TypeAdapter(_pydantic_ready(obj))
+                target = TypeAdapter(pydantic_ready(obj))
                 original = target.json_schema()
             except (PydanticSchemaGenerationError, TypeError) as exc:
                 raise SchemaError(f"{_name(obj)} cannot be described as JSON Schema ({_first_line(exc)}).") from None
@@ -175,9 +175,9 @@ def _resolve(schema: Any, root: Mapping[str, Any]) -> dict[str, Any]:
     return schema if isinstance(schema, dict) else {}
 
 
-def _pydantic_ready(cls: type) -> type:
-    """The class itself, or for a `typing.TypedDict` on Python < 3.12 the same TypedDict rebuilt as pydantic needs it."""
-    if not hasattr(cls, "__required_keys__") or sys.version_info >= (3, 12):
+def pydantic_ready(cls: Any) -> Any:
+    """The type itself, or for a `typing.TypedDict` on Python < 3.12 the same TypedDict rebuilt as pydantic needs it."""
+    if not isinstance(cls, type) or not hasattr(cls, "__required_keys__") or sys.version_info >= (3, 12):
         return cls
     import typing_extensions
     from typing import get_origin, get_type_hints

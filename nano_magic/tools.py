@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from .schema import drop_absent, strict_shape
+from .schema import drop_absent, pydantic_ready, strict_shape
 
 __all__ = ["Tool", "ToolCall", "ToolError", "Toolbox", "tools_from_names", "RESULT_CHARS"]
 
@@ -75,7 +75,7 @@ class Tool:
             default = ... if param.default is inspect.Parameter.empty else param.default
             # Fields get neutral names with the parameter as alias, so that no parameter can clash with pydantic's own names.
             aliases[arg] = f"p{position}"
-            fields[aliases[arg]] = (annotation, Field(default, alias=arg, description=notes.get(arg)))
+            fields[aliases[arg]] = (pydantic_ready(annotation), Field(default, alias=arg, description=notes.get(arg)))
         try:
             model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
             schema = model.model_json_schema()

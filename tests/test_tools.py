@@ -1,0 +1,395 @@
+"""Tools: JSON Schema from callables, and the tool loop over the loopback server in the exact wire shapes of both APIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal, Optional, TypedDict
+
+import pandas as pd
+import pytest
+from pydantic import BaseModel
+
+from nano_magic.chat import Chat, Interrupted
+from nano_magic.tools import Tool, ToolCall, ToolError, Toolbox, tools_from_names
+from tests.support.fake_server import Call, Refuse, Reply, ToolCalls
+
+CALLS: list[tuple[str, dict]] = []
+
+
+def area(r: float) -> float:
+    """Area of a circle of radius r."""
+    CALLS.append(("area", {"r": r}))
+    return round(3.14159 * r * r, 2)
+
+
+def weather(city: str, unit: Literal["C", "F"] = "C") -> dict:
+    """The weather in a city.
+
+    Args:
+        city: the city's name
+        unit: degrees Celsius or Fahrenheit
+    """
+    CALLS.append(("weather", {"city": city, "unit": unit}))
+    return {"city": city, "temperature": 21, "unit": unit}
+
+
+def broken(x: int) -> int:
+    """Always fails."""
+    return x // 0
+
+
+@pytest.fixture(autouse=True)
+def forget_calls():
+    CALLS.clear()
+
+
+@pytest.fixture
+def chat(fake):
+    engine = Chat(base_url=fake.base_url, max_retries=0)
+    yield engine
+    engine.close()
+
+
+def bodies(fake) -> list[dict]:
+    return [p.body for p in fake.posts()]
+
+
+# Schema derivation
+
+
+class Color(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+@dataclass
+class Box:
+    width: int
+    height: int
+
+
+class Span(TypedDict):
+    start: int
+    end: int
+
+
+def everything(count: int, ratio: float, name: str, flag: bool, tags: list[str], scores: dict[str, int],
+               mode: Literal["fast", "slow"], color: Color, maybe: Optional[int], point: Point, box: Box, span: Span,
+               limit: int = 10) -> None:
+    """Every kind of parameter.
+
+    Parameters
+    ----------
+    count : int
+        how many
+    limit : int
+        at most this many
+    """
+
+
+def test_every_parameter_type_is_described() -> None:
+    tool = Tool.from_callable(everything)
+    params = tool.parameters
+    props = params["properties"]
+    assert tool.description == "Every kind of parameter."
+    assert [props[n]["type"] for n in ("count", "ratio", "name", "flag", "tags", "scores")] == [
+        "integer", "number", "string", "boolean", "array", "object"]
+    assert props["tags"]["items"] == {"type": "string"}
+    assert props["scores"]["additionalProperties"] == {"type": "integer"}
+    assert props["mode"]["enum"] == ["fast", "slow"]
+    assert params["$defs"]["Color"]["enum"] == ["red", "blue"]
+    assert {"type": "null"} in props["maybe"]["anyOf"]
+    assert set(params["$defs"]["Point"]["properties"]) == {"x", "y"}
+    assert set(params["$defs"]["Box"]["properties"]) == {"width", "height"}
+    assert set(params["$defs"]["Span"]["properties"]) == {"start", "end"}
+    assert props["count"]["description"] == "how many" and props["limit"]["description"] == "at most this many"
+    assert "limit" not in params["required"] and "count" in params["required"]
+    assert props["limit"]["default"] == 10
+    assert not tool.strict, "a default (and a free-form dict) rule out strict mode"
+
+
+def test_a_fully_typed_tool_is_strict_and_shaped() -> None:
+    def move(point: Point, box: Box, steps: int) -> str:
+        """Move a point.
+
+        Args:
+            steps: how far
+        """
+        return "ok"
+
+    tool = Tool.from_callable(move)
+    assert tool.strict
+    assert tool.chat_spec() == {"type": "function", "function": {
+        "name": "move", "description": "Move a point.", "parameters": tool.parameters, "strict": True}}
+    assert tool.responses_spec() == {"type": "function", "name": "move", "description": "Move a point.",
+                                     "parameters": tool.parameters, "strict": True}
+    for schema in (tool.parameters, *tool.parameters["$defs"].values()):
+        assert schema["additionalProperties"] is False and sorted(schema["required"]) == sorted(schema["properties"])
+    assert tool.parameters["properties"]["steps"]["description"] == "how far"
+
+
+def test_unannotated_parameters_accept_anything_and_make_the_tool_non_strict() -> None:
+    def loose(value, times: int):
+        return value
+
+    tool = Tool.from_callable(loose)
+    assert not tool.strict
+    assert "type" not in tool.parameters["properties"]["value"]
+    box = Toolbox([tool])
+    assert box.run(ToolCall("1", "loose", '{"value": [1, {"a": null}], "times": 2}')).result == '[1,{"a":null}]'
+
+
+def test_names_are_looked_up_in_the_namespace_with_dots() -> None:
+    class Helpers:
+        @staticmethod
+        def stats(xs: list[float]) -> float:
+            """Mean."""
+            return sum(xs) / len(xs)
+
+    found = tools_from_names("area, helpers.stats", {"area": area, "helpers": Helpers})
+    assert [t.name for t in found] == ["area", "helpers_stats"]
+    for bad, message in (("nothing", "no function named 'nothing'"), ("helpers.nope", "no function named 'helpers.nope'"),
+                         ("number", "number is not a function")):
+        with pytest.raises(ToolError, match=message):
+            tools_from_names(bad, {"helpers": Helpers, "number": 3})
+
+    def star(*args: int) -> int:
+        return 0
+
+    with pytest.raises(ToolError, match="named parameters only"):
+        Tool.from_callable(star)
+
+
+def test_results_are_json_or_repr_tables_compact_and_long_results_cut() -> None:
+    def table() -> pd.DataFrame:
+        return pd.DataFrame({"a": range(200), "b": ["x"] * 200})
+
+    def obj() -> object:
+        return threading.Lock
+
+    def long() -> str:
+        return "y" * 5000
+
+    box = Toolbox([table, obj, long, weather], result_chars=300)
+    shown = box.run(ToolCall("1", "table", "{}")).result
+    assert shown.startswith(",a,b\n0,0,x\n1,1,x\n") and "[cut: the result has" in shown
+    full = Toolbox([table]).run(ToolCall("1", "table", "")).result
+    assert full.endswith("49,49,x\n[first 50 of 200 rows]")
+    assert box.run(ToolCall("2", "obj", "{}")).result == repr(threading.Lock)
+    assert box.run(ToolCall("3", "weather", '{"city": "Oslo"}')).result == '{"city":"Oslo","temperature":21,"unit":"C"}'
+    cut = box.run(ToolCall("4", "long", "{}")).result
+    assert cut == "y" * 300 + "\n[cut: the result has 5000 characters; only the first 300 are shown]"
+
+
+# The tool loop over the wire
+
+
+def test_one_call_chat(chat, fake) -> None:
+    fake.queue(ToolCalls([Call("area", '{"r": 3}', id="call_abc")]), Reply("The area is 28.27."))
+    steps = []
+    answer = chat.ask("Area of radius 3?", tools=[area], on_step=steps.append)
+    assert answer.text == "The area is 28.27." and answer.status == "complete"
+    assert CALLS == [("area", {"r": 3.0})]
+    assert [s.result for s in steps] == ["28.27"]
+    first, second = bodies(fake)
+    assert first["tools"] == [Tool.from_callable(area).chat_spec()] and "tool_choice" not in first
+    assert second["messages"] == [
+        {"role": "user", "content": "Area of radius 3?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_abc", "type": "function", "function": {"name": "area", "arguments": '{"r": 3}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": "28.27"},
+    ]
+    assert second["tools"] == first["tools"]
+    assert answer.requests == 2 and len(chat.ledger) == 2, "every request is counted"
+    (_, _, one), (_, _, two) = chat.ledger
+    assert answer.usage == one + two and two.input_tokens > one.input_tokens
+
+
+def test_one_call_responses(chat, fake) -> None:
+    chat.api = "responses"
+    fake.queue(ToolCalls([Call("area", '{"r": 3}', id="call_abc")]), Reply("The area is 28.27."))
+    answer = chat.ask("Area of radius 3?", tools=[area])
+    assert answer.text == "The area is 28.27."
+    first, second = bodies(fake)
+    assert first["tools"] == [Tool.from_callable(area).responses_spec()] and first["store"] is False
+    assert second["input"] == [
+        {"role": "user", "content": "Area of radius 3?"},
+        {"type": "function_call", "call_id": "call_abc", "name": "area", "arguments": '{"r": 3}'},
+        {"type": "function_call_output", "call_id": "call_abc", "output": "28.27"},
+    ]
+    assert "previous_response_id" not in second and second["store"] is False
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_two_parallel_calls_interleaved_in_many_pieces(chat, fake, api) -> None:
+    chat.api = api
+    calls = [Call("weather", '{"city": "Paris", "unit": "F"}', id="c1"), Call("area", '{"r": 1.5}', id="c2")]
+    fake.queue(ToolCalls(calls, pieces=6, interleave=True), Reply("Done."))
+    answer = chat.ask("Weather and area?", tools=[area, weather])
+    assert CALLS == [("weather", {"city": "Paris", "unit": "F"}), ("area", {"r": 1.5})]
+    assert [(c["id"], c["name"], c["arguments"]) for c in answer.steps[0]["calls"]] == [(c.id, c.name, c.arguments) for c in calls]
+    second = bodies(fake)[1]
+    if api == "chat":
+        assistant, *tools = second["messages"][1:]
+        assert [t["function"]["arguments"] for t in assistant["tool_calls"]] == [c.arguments for c in calls]
+        assert tools == [{"role": "tool", "tool_call_id": "c1", "content": '{"city":"Paris","temperature":21,"unit":"F"}'},
+                         {"role": "tool", "tool_call_id": "c2", "content": "7.07"}]
+    else:
+        items = second["input"][1:]
+        assert [i["type"] for i in items] == ["function_call", "function_call", "function_call_output", "function_call_output"]
+        assert [i["call_id"] for i in items] == ["c1", "c2", "c1", "c2"] and items[3]["output"] == "7.07"
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_arguments_split_across_chunks_and_utf8_bytes(chat, fake, api) -> None:
+    chat.api = api
+    arguments = json.dumps({"city": "Zürich – 東京 🌧", "unit": "C"}, ensure_ascii=False)
+    fake.queue(ToolCalls([Call("weather", arguments)], pieces=len(arguments), byte_size=3), Reply("Rainy."))
+    answer = chat.ask("Weather?", tools=[weather])
+    assert CALLS == [("weather", {"city": "Zürich – 東京 🌧", "unit": "C"})]
+    assert answer.steps[0]["calls"][0]["arguments"] == arguments
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_text_alongside_a_call_then_the_answer(chat, fake, api) -> None:
+    chat.api = api
+    seen: list[str] = []
+    fake.queue(ToolCalls([Call("area", '{"r": 2}')], text="Let me compute that."), Reply("It is 12.57."))
+    answer = chat.ask("Area?", seen.append, tools=[area])
+    assert "".join(seen) == "Let me compute that.It is 12.57."
+    assert answer.text == "It is 12.57." and answer.steps[0]["text"] == "Let me compute that."
+    second = bodies(fake)[1]
+    if api == "chat":
+        assert second["messages"][1]["content"] == "Let me compute that."
+    else:
+        assert second["input"][1] == {"role": "assistant", "content": "Let me compute that."}
+    assert chat.ask("And now?").text
+    third = bodies(fake)[2]
+    turn = third["messages" if api == "chat" else "input"]
+    assert turn[:-1] == (second["messages" if api == "chat" else "input"] + [{"role": "assistant", "content": "It is 12.57."}])
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_failures_go_back_to_the_model(chat, fake, api) -> None:
+    chat.api = api
+    fake.queue(ToolCalls([Call("broken", '{"x": 1}'), Call("area", '{"r": '), Call("area", '{"r": "wide"}'),
+                          Call("os_system", '{"cmd": "rm -rf /"}')]), Reply("Sorry."))
+    answer = chat.ask("Try everything", tools=[broken, area])
+    assert CALLS == [], "no function runs unless the cell named it and the arguments fit"
+    errors = [c["error"] for c in answer.steps[0]["calls"]]
+    assert errors == [
+        "ZeroDivisionError: integer division or modulo by zero",
+        "the arguments are not valid JSON (Expecting value at column 7)",
+        "the arguments do not fit the schema (r: Input should be a valid number, unable to parse string as a number)",
+        "there is no tool named 'os_system'; the tools are: broken, area",
+    ]
+    second = bodies(fake)[1]
+    if api == "chat":
+        results = [m["content"] for m in second["messages"] if m["role"] == "tool"]
+    else:
+        results = [i["output"] for i in second["input"] if i.get("type") == "function_call_output"]
+    assert results == [f"Error: {e}" for e in errors]
+    assert answer.text == "Sorry." and answer.status == "complete"
+
+
+def test_the_step_limit_ends_the_turn_and_keeps_a_valid_history(chat, fake) -> None:
+    fake.queue(*[ToolCalls([Call("area", '{"r": 1}', id=f"c{i}")]) for i in range(3)])
+    answer = chat.ask("Loop", tools=[area], max_steps=2)
+    assert len(fake.posts()) == 2 and answer.status == "max_steps"
+    assert len(CALLS) == 1, "the calls of the last allowed request are not run"
+    assert answer.steps[1]["calls"][0]["error"] == "not run: the step limit (--max-steps 2) was reached"
+    chat.ask("Next")
+    messages = bodies(fake)[2]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "user"]
+    assert messages[4] == {"role": "tool", "tool_call_id": "c1", "content": "Error: not run: the step limit (--max-steps 2) was reached"}
+
+
+def test_an_interrupt_during_a_slow_tool_stops_the_turn(chat, fake) -> None:
+    def slow(seconds: float) -> str:
+        """Sleep."""
+        CALLS.append(("slow", {}))
+        time.sleep(seconds)
+        return "rested"
+
+    fake.queue(ToolCalls([Call("slow", '{"seconds": 10}', id="s1"), Call("area", '{"r": 1}', id="s2")]))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted) as stop:
+        chat.ask("Rest", tools=[slow, area])
+    assert time.monotonic() - started < 3
+    answer = stop.value.answer
+    assert answer.status == "stopped" and len(fake.posts()) == 1 and CALLS == [("slow", {})]
+    assert [c["error"] for c in answer.steps[0]["calls"]] == ["not run: the answer was stopped"] * 2
+    chat.ask("Again")
+    tools = [m for m in bodies(fake)[1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tools] == ["s1", "s2"]
+
+
+def test_forced_tool_choice_in_both_shapes(chat, fake) -> None:
+    fake.queue(ToolCalls([Call("area", '{"r": 1}')]), Reply("ok"))
+    chat.ask("Go", tools=[area, weather], tool_choice="area")
+    assert bodies(fake)[0]["tool_choice"] == {"type": "function", "function": {"name": "area"}}
+    chat.api = "responses"
+    fake.queue(Reply("ok"))
+    chat.ask("Go", tools=[area], tool_choice="required", once=True)
+    assert bodies(fake)[2]["tool_choice"] == "required"
+    with pytest.raises(ValueError, match="--tool-choice volume: the cell offers no such tool"):
+        chat.ask("Go", tools=[area], tool_choice="volume")
+    with pytest.raises(ValueError, match="needs functions to choose from"):
+        chat.ask("Go", tool_choice="required")
+    assert len(fake.posts()) == 3
+
+
+def test_non_streamed_calls(chat, fake) -> None:
+    fake.queue(ToolCalls([Call("area", '{"r": 3}', id="n1")]), Reply("28.27"))
+    answer = chat.ask("Area?", tools=[area], stream=False)
+    assert answer.text == "28.27" and CALLS == [("area", {"r": 3.0})]
+    assert bodies(fake)[1]["messages"][2] == {"role": "tool", "tool_call_id": "n1", "content": "28.27"}
+
+
+# Structured output over the wire
+
+
+class Planet(BaseModel):
+    name: str
+    moons: int
+    rings: Optional[bool] = None
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_schema_answer_is_validated_into_the_model(chat, fake, api) -> None:
+    chat.api = api
+    fake.queue(Reply('{"name": "Saturn", "moons": 146, "rings": true}'))
+    answer = chat.ask("Saturn?", schema=Planet)
+    assert answer.json == Planet(name="Saturn", moons=146, rings=True) and answer.error is None
+    body = bodies(fake)[0]
+    field = body["response_format"] if api == "chat" else body["text"]["format"]
+    assert field["type"] == "json_schema" and field.get("json_schema", field)["strict"] is True
+    assert field.get("json_schema", field)["schema"]["required"] == ["name", "moons", "rings"]
+
+
+def test_schema_mismatch_names_the_first_error_and_keeps_the_text(chat, fake) -> None:
+    fake.queue(Reply('{"name": "Mars", "moons": "two", "rings": null}'))
+    answer = chat.ask("Mars?", schema=Planet)
+    assert answer.json is None and answer.text == '{"name": "Mars", "moons": "two", "rings": null}'
+    assert answer.error.startswith("The answer does not fit the schema Planet: moons: Input should be a valid integer")
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_refusal_is_the_answer_with_status_refused(chat, fake, api) -> None:
+    chat.api = api
+    fake.queue(Refuse("I can't help with that."))
+    answer = chat.ask("Something bad", schema=Planet)
+    assert (answer.status, answer.refusal, answer.text, answer.json) == ("refused", "I can't help with that.", "I can't help with that.", None)
