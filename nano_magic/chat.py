@@ -230,7 +230,9 @@ class Chat:
                     break
                 turn.run(calls, toolbox if step < opts.max_steps else None, LIMIT_CALL.format(opts.max_steps))
                 if step == opts.max_steps:
-                    return settle("max_steps")
+                    answer = settle("max_steps")
+                    answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
+                    return answer
                 messages = opening + step_messages(turn.answer.steps, opts.api)
                 request = build_request(self.backend, first.body["model"], seen.system, messages, opts, toolbox, shape)
         except KeyboardInterrupt:

@@ -49,6 +49,7 @@ class NanoSettings(Configurable):
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
     refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams.").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
+    tool_result_chars = CInt(4000, help="Longest tool result sent back to the model, in characters; longer ones are cut with a note.").tag(config=True)
 
     def connection(self) -> dict[str, Any]:
         """The settings that say where and how a Chat connects."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-__all__ = ["describe", "MAX_CHARS"]
+__all__ = ["describe", "fenced", "MAX_CHARS"]
 
 MAX_CHARS = 4000
 
@@ -23,8 +23,13 @@ def _block(name: str, value: Any, limit: int) -> str:
     body = _dataframe(value) if kind.endswith("DataFrame") and hasattr(value, "dtypes") else repr(value)
     if len(body) > limit:
         body = body[:limit] + f"\n… ({len(body) - limit} more characters cut)"
+    return f"Context variable `{name}` ({kind}):\n{fenced(body)}"
+
+
+def fenced(body: str, info: str = "text") -> str:
+    """`body` in a fenced code block whose fence outgrows any run of backticks inside it."""
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", body)), default=0))
-    return f"Context variable `{name}` ({kind}):\n{fence}text\n{body}\n{fence}"
+    return f"{fence}{info}\n{body}\n{fence}"
 
 
 def _dataframe(df: Any) -> str:

@@ -21,6 +21,7 @@ class View(Protocol):
 
     def delta(self, text: str) -> None: ...
     def notice(self, text: str) -> None: ...
+    def step(self, line: str) -> None: ...
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
     def abandon(self) -> None: ...
 
@@ -99,9 +100,11 @@ class WidgetView:
         self._text_style = HTMLStyle()
         self._tail = widgets.HTMLMath("", style=self._style, layout=self._layout)
         self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
+        self._steps = widgets.HTML("", style=self._text_style, layout=self._layout)
+        self._step_lines: list[str] = []
         self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
         self._body = widgets.VBox([self._tail], layout=self._layout)
-        self._box = widgets.VBox([self._header, self._body, self._status], layout=self._layout)
+        self._box = widgets.VBox([self._header, self._steps, self._body, self._status], layout=self._layout)
         self._pages: list[Any] = []
         self._status_due = 0.0
         self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
@@ -121,6 +124,12 @@ class WidgetView:
             self._status_due = 0.0
         self._ticker.poke()
 
+    def step(self, line: str) -> None:
+        """Show a tool call and its result; it shows at the next tick."""
+        with self._lock:
+            self._step_lines.append(html.escape(line))
+        self._ticker.poke()
+
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Swap the widget for portable Markdown in place, then show the footer."""
         self._ticker.stop()
@@ -138,6 +147,9 @@ class WidgetView:
         with self._lock:
             frozen, tail = self._renderer.render()
             status = self._status_html()
+            steps = "<br>".join(f"<code>{line}</code>" for line in self._step_lines)
+        if steps != self._steps.value:
+            self._steps.value = steps
         if frozen is not None:
             self._freeze(frozen)
         if tail != self._tail.value:
@@ -159,7 +171,7 @@ class WidgetView:
     def _close(self) -> None:
         """Close every model, the shared layout and style included, so that no dead widget state is saved."""
         blocks = [block for page in self._pages for block in page.children]
-        for widget in (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box):
+        for widget in (*blocks, *self._pages, self._tail, self._header, self._steps, self._status, self._body, self._box):
             widget.close()
         for model in (self._style, self._text_style, self._layout):
             model.close()
@@ -174,7 +186,8 @@ class MarkdownView:
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
         self._parts: list[str] = []
-        self._header = f"**{header}**\n\n"
+        self._title = self._header = f"**{header}**\n\n"
+        self._steps: list[str] = []
         self._last = 0.0
         self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
@@ -185,6 +198,12 @@ class MarkdownView:
         if now - self._last >= self._interval:
             self._last = now
             self._handle.update({"text/markdown": self._header + to_markdown(tidy_tail("".join(self._parts)))}, raw=True)
+
+    def step(self, line: str) -> None:
+        """Show a tool call and its result above the answer."""
+        self._steps.append(f"- {to_markdown(line)}\n")
+        self._header = self._title + "".join(self._steps) + "\n"
+        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts))}, raw=True)
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
@@ -214,6 +233,10 @@ class TextView:
     def notice(self, text: str) -> None:
         """Print a retry or warning on its own line."""
         print(f"[{text}]", file=sys.stderr, flush=True)
+
+    def step(self, line: str) -> None:
+        """Print a tool call and its result on its own line."""
+        print(line, flush=True)
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """End the answer's line and print the footer."""

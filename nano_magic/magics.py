@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NanoMagics", "CellFailed", "show_failure"]
 
-_QUOTED = ("model", "system", "thread", "stop", "out", "context")
+_QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema")
 
 
 class CellFailed(Exception):
@@ -63,6 +63,12 @@ class NanoMagics(Magics, NanoSettings):
               help="Show the answer as Markdown, as plain text, or put its first code block in a new cell below.")
     @argument("--out", help="Store the answer text in this variable.")
     @argument("--context", help="Comma-separated variables to describe to the model (DataFrame: shape, dtypes, head).")
+    @argument("--tools", help="Comma-separated notebook functions the model may call (dotted names allowed); "
+              "each one's schema comes from its type hints and docstring.")
+    @argument("--tool-choice", help="auto (default), required, none, or the name of the one function the model must call.")
+    @argument("--max-steps", type=int, default=8, help="The most requests one cell sends while the model calls tools (default 8).")
+    @argument("--schema", help="A pydantic model, TypedDict, dataclass or JSON Schema dict the answer must fit; "
+              "the validated value is in _nano.json.")
     @argument("--dry-run", action="store_true", help="Show the exact request (secrets masked) and send nothing.")
     @argument("--no-stream", action="store_true", help="One non-streamed request.")
     @cell_magic("nano")
