@@ -393,3 +393,93 @@ def test_a_refusal_is_the_answer_with_status_refused(chat, fake, api) -> None:
     fake.queue(Refuse("I can't help with that."))
     answer = chat.ask("Something bad", schema=Planet)
     assert (answer.status, answer.refusal, answer.text, answer.json) == ("refused", "I can't help with that.", "I can't help with that.", None)
+
+
+# The magic
+
+
+@pytest.fixture
+def shown_as_markdown(ip):
+    ip.magics_manager.registry["NanoMagics"].display = "markdown"
+    ip.user_ns.update(area=area, weather=weather, Planet=Planet)
+    yield ip
+    for name in ("area", "weather", "Planet"):
+        ip.user_ns.pop(name, None)
+
+
+def final(cell) -> tuple[str, dict]:
+    """The saved answer of a cell: its Markdown and metadata."""
+    saved = [o for o in cell.outputs if "nano_magic" in (o.metadata or {})]
+    assert len(saved) == 1
+    return saved[0].data["text/markdown"], saved[0].metadata["nano_magic"]
+
+
+def test_a_tools_cell_shows_steps_then_the_answer_and_saves_them(shown_as_markdown, run, fake) -> None:
+    fake.queue(ToolCalls([Call("area", '{"r": 3}'), Call("weather", '{"city": "<b>Oslo</b> $5"}')]), Reply("Area 28.27, and mild."))
+    cell = run("%%nano --tools area,weather\nArea of radius 3 and the weather?")
+    assert not cell.failed, cell.shown
+    markdown, saved = final(cell)
+    lines = markdown.splitlines()
+    assert lines[0] == "- → area(r=3) = 28.27"
+    assert lines[1].startswith('- → weather(city="&lt;b>Oslo&lt;/b> \\$5") = {"city":"&lt;b>Oslo&lt;/b> \\$5"')
+    assert markdown.endswith("Area 28.27, and mild.")
+    assert [c["name"] for c in saved["steps"][0]["calls"]] == ["area", "weather"]
+    assert saved["options"]["tools"] == ["area", "weather"]
+    assert "2 requests" in cell.shown
+    assert shown_as_markdown.user_ns["_nano"].steps == saved["steps"]
+
+
+def test_tools_cells_refuse_bad_input_before_sending(shown_as_markdown, run, fake) -> None:
+    for line, message in (("--tools nothing", "--tools: there is no function named 'nothing'."),
+                          ("--tools area --tool-choice volume", "--tool-choice volume: the cell offers no such tool"),
+                          ("--tool-choice required", "needs functions to choose from"),
+                          ("--tools area --max-steps 0", "--max-steps 0 must be at least 1."),
+                          ("--schema Nowhere", "--schema: there is no variable named 'Nowhere'."),
+                          ("--schema area", "--schema area: area is not a pydantic model"),
+                          ("--schema Planet --json", "--json and --schema ask for different things")):
+        cell = run(f"%%nano {line}\nHello")
+        assert cell.failed and message in cell.shown and "Traceback" not in cell.shown, line
+    assert fake.posts() == []
+
+
+def test_dry_run_shows_the_tools_json(shown_as_markdown, run, fake) -> None:
+    cell = run("%%nano --tools area --tool-choice area --dry-run\nArea?")
+    body = json.loads(cell.stdout[cell.stdout.index("{"):])
+    assert body["tools"] == [Tool.from_callable(area).chat_spec()]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "area"}}
+    assert fake.posts() == []
+
+
+def test_a_schema_cell_shows_pretty_json_and_keeps_the_value(shown_as_markdown, run, fake) -> None:
+    fake.queue(Reply('{"name": "Saturn", "moons": 146, "rings": true}'))
+    cell = run("%%nano --schema Planet\nSaturn?")
+    assert not cell.failed
+    markdown, _ = final(cell)
+    assert markdown == '```json\n{\n  "name": "Saturn",\n  "moons": 146,\n  "rings": true\n}\n```'
+    assert shown_as_markdown.user_ns["_nano"].json == Planet(name="Saturn", moons=146, rings=True)
+    assert fake.posts()[0].body["response_format"]["json_schema"]["name"] == "Planet"
+
+
+def test_a_schema_mismatch_is_one_line_and_the_raw_text_stays(shown_as_markdown, run, fake) -> None:
+    fake.queue(Reply('{"name": "Mars", "moons": "two", "rings": null}'))
+    cell = run("%%nano --schema Planet\nMars?")
+    assert cell.failed and "Traceback" not in cell.shown
+    assert "The answer does not fit the schema Planet: moons: Input should be a valid integer" in cell.stdout
+    markdown, saved = final(cell)
+    assert "two" in markdown and saved["answer"] == '{"name": "Mars", "moons": "two", "rings": null}'
+
+
+def test_a_refusal_shows_with_status_refused(shown_as_markdown, run, fake) -> None:
+    fake.queue(Refuse("I can't help with that."))
+    cell = run("%%nano --schema Planet\nSomething bad")
+    markdown, saved = final(cell)
+    assert markdown == "I can't help with that." and saved["status"] == "refused"
+    assert "The model refused." in cell.shown
+
+
+def test_the_step_limit_is_one_line_and_history_shows_steps(shown_as_markdown, run, fake) -> None:
+    fake.queue(*[ToolCalls([Call("area", '{"r": 1}')]) for _ in range(2)])
+    cell = run("%%nano --tools area --max-steps 2\nLoop")
+    assert cell.failed and "Stopped after 2 requests (--max-steps 2)" in cell.stdout and "Traceback" not in cell.shown
+    history = run("%nano history").shown
+    assert "→ area(r=1) = 3.14" in history and "not run: the step limit (--max-steps 2) was reached" in history
