@@ -483,3 +483,53 @@ def test_the_step_limit_is_one_line_and_history_shows_steps(shown_as_markdown, r
     assert cell.failed and "Stopped after 2 requests (--max-steps 2)" in cell.stdout and "Traceback" not in cell.shown
     history = run("%nano history").shown
     assert "→ area(r=1) = 3.14" in history and "not run: the step limit (--max-steps 2) was reached" in history
+
+
+# A real kernel
+
+DEFINITIONS = '''
+from pydantic import BaseModel
+
+def area(r: float) -> float:
+    """Area of a circle of radius r."""
+    return round(3.14159 * r * r, 2)
+
+class Planet(BaseModel):
+    name: str
+    moons: int
+'''
+
+
+def test_a_notebook_with_tools_and_schema_cells_saves_the_steps_and_resumes_after_a_restart(fake, tmp_path) -> None:
+    import nbformat
+
+    from tests.support.notebooks import answers, notebook, run_notebook
+
+    fake.queue(ToolCalls([Call("area", '{"r": 3}', id="call_k1")]), Reply("The area is 28.27."),
+               Reply('{"name": "Mars", "moons": 2}'))
+    first = notebook("%load_ext nano_magic", DEFINITIONS, "%%nano --tools area\nArea of radius 3?",
+                     "%%nano --schema Planet\nMars?", "print(repr(_nano.json))")
+    run_notebook(first, tmp_path)
+    (tools_answer,), (schema_answer,) = answers(first.cells[2]), answers(first.cells[3])
+    assert tools_answer.data["text/markdown"] == "- → area(r=3) = 28.27\n\nThe area is 28.27."
+    assert tools_answer.metadata["nano_magic"]["steps"] == [{"text": "", "calls": [
+        {"id": "call_k1", "name": "area", "arguments": '{"r": 3}', "result": "28.27", "error": None}]}]
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in first.cells[2].outputs)
+    assert any("2 requests" in o.get("data", {}).get("text/plain", "") for o in first.cells[2].outputs)
+    assert schema_answer.data["text/markdown"] == '```json\n{\n  "name": "Mars",\n  "moons": 2\n}\n```'
+    assert first.cells[4].outputs[0].text == "Planet(name='Mars', moons=2)\n"
+    path = tmp_path / "tools.ipynb"
+    nbformat.write(first, path)
+
+    before = len(fake.posts())
+    resumed = notebook("%load_ext nano_magic", f"%nano load {path}", "%%nano\nAnd radius 4?")
+    run_notebook(resumed, tmp_path)
+    (post,) = fake.posts()[before:]
+    assert post.body["messages"][:4] == [
+        {"role": "user", "content": "Area of radius 3?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_k1", "type": "function", "function": {"name": "area", "arguments": '{"r": 3}'}}]},
+        {"role": "tool", "tool_call_id": "call_k1", "content": "28.27"},
+        {"role": "assistant", "content": "The area is 28.27."},
+    ]
+    assert post.body["messages"][-1] == {"role": "user", "content": "And radius 4?"}
