@@ -8,7 +8,10 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 __all__ = ["OutputSchema", "SchemaError", "drop_absent", "pydantic_ready", "strict_shape"]
 
@@ -84,7 +87,7 @@ class OutputSchema:
     schema: dict[str, Any]
     strict: bool = True
     original: dict[str, Any] = field(default_factory=dict, repr=False)
-    target: Any = field(default=None, repr=False)
+    target: TypeAdapter[Any] | None = field(default=None, repr=False)
 
     @classmethod
     def from_object(cls, obj: Any, name: str | None = None) -> OutputSchema:

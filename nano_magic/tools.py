@@ -5,9 +5,12 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .schema import drop_absent, pydantic_ready, strict_shape
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = ["Tool", "ToolCall", "ToolError", "Toolbox", "tools_from_names", "RESULT_CHARS"]
 
@@ -43,7 +46,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     strict: bool
-    arguments: Any = field(repr=False)  # the pydantic model that validates the arguments
+    arguments: type[BaseModel] = field(repr=False)  # validates the arguments
     aliases: dict[str, str] = field(repr=False)  # argument name -> field name of that model
     original: dict[str, Any] = field(repr=False)  # the schema before strict shaping
 
@@ -52,6 +55,13 @@ class Tool:
         """Describe `function`; ToolError when its signature cannot be described."""
         from docstring_parser import parse as parse_docstring
         from pydantic import ConfigDict, Field, PydanticSchemaGenerationError, PydanticUserError, create_model
+        from pydantic.json_schema import GenerateJsonSchema
+
+        class Untitled(GenerateJsonSchema):
+            """No `title` on each property: the name says it, and every request pays for the tokens."""
+
+            def field_title_should_be_set(self, schema: Any) -> bool:
+                return False
 
         name = name or getattr(function, "__name__", None) or type(function).__name__
         if not callable(function):
@@ -78,7 +88,7 @@ class Tool:
             fields[aliases[arg]] = (pydantic_ready(annotation), Field(default, alias=arg, description=notes.get(arg)))
         try:
             model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
-            schema = model.model_json_schema()
+            schema = model.model_json_schema(schema_generator=Untitled)
         except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
             raise ToolError(f"{name} cannot be described: {(str(exc).splitlines() or [''])[0]}") from None
         schema.pop("title", None)
