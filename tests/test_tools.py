@@ -533,3 +533,41 @@ def test_a_notebook_with_tools_and_schema_cells_saves_the_steps_and_resumes_afte
         {"role": "assistant", "content": "The area is 28.27."},
     ]
     assert post.body["messages"][-1] == {"role": "user", "content": "And radius 4?"}
+
+
+def test_a_real_kernel_shows_steps_live_and_an_interrupt_during_a_slow_tool_stops_the_cell(fake) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    fake.queue(ToolCalls([Call("area", '{"r": 3}', id="k1"), Call("slow", "{}", id="k2")]), Reply("Next answer."))
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        kc.execute_interactive("%load_ext nano_magic\n" + DEFINITIONS + "\nimport time\ndef slow() -> str:\n    time.sleep(60)\n    return 'done'",
+                               timeout=60)
+        msg_id = kc.execute("%%nano --tools area,slow\nArea, then rest")
+        messages = []
+        live = None
+        deadline = time.monotonic() + 30
+        while live is None and time.monotonic() < deadline:
+            msg = kc.get_iopub_msg(timeout=10)
+            messages.append(msg)
+            if msg["msg_type"] == "comm_msg" and "→ area(r=3) = 28.27" in json.dumps(msg["content"]["data"], ensure_ascii=False):
+                live = msg
+        assert live is not None, "the step line showed in the live widget while the next tool ran"
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=10)
+        while not (messages[-1]["msg_type"] == "status" and messages[-1]["content"]["execution_state"] == "idle"
+                   and messages[-1]["parent_header"].get("msg_id") == msg_id):
+            messages.append(kc.get_iopub_msg(timeout=10))
+        assert reply["content"]["status"] == "error"
+        finals = [m["content"] for m in messages if m["msg_type"] == "update_display_data" and "nano_magic" in m["content"]["metadata"]]
+        saved = finals[-1]["metadata"]["nano_magic"]
+        assert saved["status"] == "stopped"
+        assert [(c["name"], c["error"]) for c in saved["steps"][0]["calls"]] == [("area", None), ("slow", "not run: the answer was stopped")]
+        assert finals[-1]["data"]["text/markdown"].startswith("- → area(r=3) = 28.27\n- → slow() failed: not run: the answer was stopped")
+        assert kc.execute_interactive("%%nano\nGo on", timeout=60)["content"]["status"] == "ok"
+        tools = [m for m in fake.posts()[-1].body["messages"] if m["role"] == "tool"]
+        assert tools == [{"role": "tool", "tool_call_id": "k1", "content": "28.27"},
+                         {"role": "tool", "tool_call_id": "k2", "content": "Error: not run: the answer was stopped"}]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
