@@ -10,9 +10,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import httpx
 
-from .client import Client, Delta, Finish, NanoError, Options, Refusal, Request, Retry, StreamError, ToolCall, UsageReport, build_request
+from .client import Client, Delta, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
 from .config import Backend, resolve_backend
 from .conversation import Conversation, Thread, Turn, step_messages
+from .errors import InternalError, NanoError, StreamError, unexpected
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
 from .usage import Usage
@@ -241,8 +242,16 @@ class Chat:
         except StreamError as exc:
             answer = settle("cut")
             answer.error = str(exc)
-            exc.answer = answer if answer.text or answer.steps else None  # type: ignore[attr-defined]
+            exc.answer = answer if answer.text or answer.steps else None
             raise
+        except NanoError:
+            raise
+        except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
+            broken = InternalError(unexpected(exc))
+            answer = settle("cut")
+            answer.error = str(broken)
+            broken.answer = answer if answer.text or answer.steps else None
+            raise broken from exc
         if turn.refusal:
             return settle("refused")
         return settle(STATUS_BY_FINISH.get(turn.answer.finish_reason or "stop", "complete"))
@@ -262,6 +271,7 @@ class Chat:
         if not answer.text and not answer.steps:
             return
         self.last = answer
+        self.conversation.forget_cell(cell_id, keep=None if once else seen.name)
         if once:
             return
         thread = self.conversation.thread(seen.name)
