@@ -571,3 +571,12 @@ def test_a_real_kernel_shows_steps_live_and_an_interrupt_during_a_slow_tool_stop
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_terminal_ipython_prints_each_step_on_its_own_line(ip, run, fake) -> None:
+    ip.user_ns["area"] = area
+    fake.queue(ToolCalls([Call("area", '{"r": 3}')]), Reply("28.27 it is."))
+    cell = run("%%nano --tools area\nArea?")
+    ip.user_ns.pop("area")
+    assert "\n→ area(r=3) = 28.27\n28.27 it is." in cell.stdout
+    assert "2 requests" in cell.stdout
