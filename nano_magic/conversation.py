@@ -36,7 +36,9 @@ class Turn:
     def from_dict(cls, data: dict[str, Any]) -> Turn:
         """A turn from saved data, ignoring unknown keys."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        turn = cls(**{k: v for k, v in data.items() if k in names})
+        turn.steps = _steps_from(turn.steps)
+        return turn
 
 
 @dataclass
@@ -160,6 +162,20 @@ class Conversation:
                 listed = "".join(f"- {render(line)}\n" for line in calls) + ("\n" if calls else "")
                 parts.append(f"## Turn {number}{status}\n\n**You:**\n\n{turn.prompt}\n\n**{turn.model or 'Model'}:**\n\n{steps}{listed}{render(turn.answer)}\n")
         return "\n".join(parts)
+
+
+def _steps_from(saved: Any) -> list[dict[str, Any]]:
+    """Saved steps in their shape, whatever a shared notebook's metadata held: each a text and a list of calls."""
+    if not isinstance(saved, list):
+        return []
+    keys = ("id", "name", "arguments", "result")
+    return [
+        {"text": str(step.get("text") or ""), "calls": [
+            {**{k: str(call.get(k) or "") for k in keys}, "error": None if call.get("error") is None else str(call["error"])}
+            for call in step.get("calls") or [] if isinstance(call, dict)
+        ]}
+        for step in saved if isinstance(step, dict) and isinstance(step.get("calls", []), list)
+    ]
 
 
 def step_messages(steps: list[dict[str, Any]], api: str) -> list[dict[str, Any]]:

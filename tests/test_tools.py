@@ -580,3 +580,15 @@ def test_terminal_ipython_prints_each_step_on_its_own_line(ip, run, fake) -> Non
     ip.user_ns.pop("area")
     assert "\n→ area(r=3) = 28.27\n28.27 it is." in cell.stdout
     assert "2 requests" in cell.stdout
+
+
+def test_steps_from_a_shared_notebook_are_reshaped_or_dropped() -> None:
+    from nano_magic.conversation import Turn
+
+    odd = Turn.from_dict({"prompt": "p", "answer": "a", "steps": [
+        "junk", {"text": 3, "calls": [{"id": 1, "name": "<img src=x onerror=alert(1)>", "arguments": None, "error": 5}, "junk"]},
+        {"calls": "not a list"}]})
+    assert odd.steps == [{"text": "3", "calls": [
+        {"id": "1", "name": "<img src=x onerror=alert(1)>", "arguments": "", "result": "", "error": "5"}]}]
+    assert Turn.from_dict({"prompt": "p", "answer": "a", "steps": "junk"}).steps == []
+    assert odd.messages()[1]["tool_calls"][0]["function"]["name"] == "<img src=x onerror=alert(1)>"
