@@ -554,7 +554,7 @@ def test_a_real_kernel_shows_steps_live_and_an_interrupt_during_a_slow_tool_stop
                 live = msg
         assert live is not None, "the step line showed in the live widget while the next tool ran"
         km.interrupt_kernel()
-        reply = kc.get_shell_msg(timeout=10)
+        reply = kc.get_shell_msg(timeout=30)
         while not (messages[-1]["msg_type"] == "status" and messages[-1]["content"]["execution_state"] == "idle"
                    and messages[-1]["parent_header"].get("msg_id") == msg_id):
             messages.append(kc.get_iopub_msg(timeout=10))
