@@ -94,10 +94,10 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
         print(f"Warning: the server lists {model} as shutting down on {shutdown}; choose another with -m.")
     turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
-    view = open_view(pick_mode(settings.display, shell), header, settings.refresh_rate)
     answer: Answer | None = None
     failure: str | None = None
     cause: BaseException | None = None
+    view = open_view(pick_mode(settings.display, shell), header, settings.refresh_rate)
     try:
         answer = chat.ask(
             prompt, view.delta, thread=args.thread, system=args.system, new=args.new, once=args.once,
