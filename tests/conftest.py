@@ -1,4 +1,4 @@
-"""Shared fixtures: the loopback fake server, an in-process IPython shell, the real transformers server."""
+"""Shared fixtures: the loopback fake server, an in-process IPython shell, llama.cpp's server."""
 
 from __future__ import annotations
 
@@ -87,17 +87,17 @@ def run(ip):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight Llama built offline."""
+    """A random-weight Llama as a GGUF file, built offline."""
     from tests.support.tiny_model import build_tiny_model
 
-    cache = Path(os.environ.get("NANO_TEST_MODEL_DIR", tmp_path_factory.mktemp("model") / "tiny-llama"))
-    return build_tiny_model(cache)
+    cache = Path(os.environ.get("NANO_TEST_MODEL_DIR", tmp_path_factory.mktemp("model")))
+    return build_tiny_model(cache / "tiny-llama.gguf")
 
 
 @pytest.fixture(scope="session")
-def transformers_server(tiny_model: Path) -> Iterator[tuple[str, str]]:
-    """`transformers serve` on loopback with the tiny model: (base_url, model id)."""
-    from tests.support.real_server import transformers_serve
+def llama_server(tiny_model: Path) -> Iterator[tuple[str, str]]:
+    """llama.cpp's server (llama-cpp-python) on loopback with the tiny model: (base_url, model id)."""
+    from tests.support.real_server import llama_serve
 
-    with transformers_serve(tiny_model) as found:
+    with llama_serve(tiny_model) as found:
         yield found
