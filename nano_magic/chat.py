@@ -6,16 +6,18 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import httpx
 
-from .client import Client, Delta, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
-from .config import Backend, resolve_backend
+from .client import Client, Delta, Event, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
+from .config import Backend, NoBackend, resolve_backend
 from .conversation import Conversation, Thread, Turn
-from .usage import Usage
+from .guard import Meter, TurnedOff, check_budget, spent, turned_off
+from .replay import DEFAULT_SPEED, ReplayStore, replay_events
+from .usage import Usage, max_output_for
 
-__all__ = ["Answer", "Chat", "Interrupted", "validate"]
+__all__ = ["Answer", "Chat", "Interrupted", "NoSavedAnswer", "validate"]
 
 STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
 
@@ -34,6 +36,7 @@ class Answer:
     json: Any = None
     turn: int | None = None
     elapsed: float = 0.0
+    replayed: bool = False
     request: Request | None = field(default=None, repr=False)
 
     @property
@@ -56,6 +59,16 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, answer: Answer | None) -> None:
         super().__init__("stopped")
         self.answer = answer
+
+
+class NoSavedAnswer(NanoError):
+    """Replay is offline and no saved turn matches the request; nothing was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Replay is offline and no saved answer matches this cell (its prompt, thread, earlier turns, "
+            "model or options differ); nothing was sent. `%nano replay` without --offline lets it go live."
+        )
 
 
 def validate(options: Options) -> None:
@@ -94,6 +107,10 @@ class Chat:
         self.api = api
         self.last: Answer | None = None
         self.ledger: list[tuple[str, str, Usage]] = []
+        self.budget: float | None = None  # dollars this Chat may spend; None: no cap
+        self.replay_store: ReplayStore | None = None
+        self.replay_mode = "off"  # off, on (unmatched requests go live) or offline (they are refused)
+        self.replay_speed = DEFAULT_SPEED
         self._env = env
         self._transport = transport
         self._client: Client | None = None
@@ -115,7 +132,9 @@ class Chat:
 
     @property
     def client(self) -> Client:
-        """The HTTP client, reused across requests for keep-alive."""
+        """The HTTP client, reused across requests for keep-alive; TurnedOff on an exam server."""
+        if turned_off(self._env):
+            raise TurnedOff()
         backend = self.backend
         s = self._settings
         key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
@@ -180,27 +199,76 @@ class Chat:
         on_retry: Callable[[Retry], None] | None = None,
         **options: Any,
     ) -> Answer:
-        """Send `text`, stream the answer to `on_delta`, and record the turn once any text arrived."""
+        """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived."""
         opts = Options(**{"api": self.api, **options})
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
+        validate(opts)
         seen = self.scratch_thread(thread, system=system, new=new or once)
-        request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
-        answer = Answer(model=request.body["model"], thread=thread, request=request)
+        saved = self.saved_answer(text, opts, seen, cell_id, once)
+        if saved is not None:
+            answer = Answer(model=saved.model, thread=thread, replayed=True)
+            events: Iterator[Event] = replay_events(saved, self.replay_speed)
+            meter = None
+        else:
+            request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
+            answer = Answer(model=request.body["model"], thread=thread, request=request)
+            meter = self._meter(request, opts)
+            events = self.client.stream(request)
+        turn = (text, opts, seen, cell_id, execution_count, once)
+        return self._receive(events, answer, turn, on_delta, on_retry, meter, saved.status if saved else None)
+
+    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
+        """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
+        if self.replay_mode == "off" or self.replay_store is None:
+            return None
+        thread = None if once else seen.name
+        found = self.replay_store.find(thread, seen.system, seen.before(cell_id), text, options.changed(), self._known_model(options))
+        if found is None and self.replay_mode == "offline":
+            raise NoSavedAnswer()
+        return found
+
+    def _known_model(self, options: Options) -> str | None:
+        """The model a request would name, when that is known without asking the server; None otherwise."""
+        try:
+            return options.model or self.backend.model
+        except NoBackend:
+            return None
+
+    def _meter(self, request: Request, options: Options) -> Meter | None:
+        """Refuse a request that could pass the budget; otherwise a meter for its running cost."""
+        if self.budget is None:
+            return None
+        from .tokens import estimate_request
+
+        model = request.body["model"]
+        estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
+        so_far = spent(self.ledger)
+        check_budget(self.budget, so_far, estimate)
+        return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
+
+    def _receive(self, events: Iterator[Event], answer: Answer, turn: tuple[Any, ...], on_delta: Callable[[str], None] | None,
+                 on_retry: Callable[[Retry], None] | None, meter: Meter | None, status: str | None) -> Answer:
+        """Stream events into `answer`, stopping at the budget cap; `status` overrides the finish reason (replay)."""
         started = time.perf_counter()
         parts: list[str] = []
 
         def settle(status: str) -> Answer:
             answer.text, answer.status, answer.elapsed = "".join(parts), status, time.perf_counter() - started
-            self._settle(answer, text, opts, seen, cell_id, execution_count, once)
+            self._settle(answer, *turn)
             return answer
 
         try:
-            for event in self.client.stream(request):
+            for event in events:
                 if isinstance(event, Delta):
                     parts.append(event.text)
                     if on_delta is not None:
                         on_delta(event.text)
+                    if meter is not None and meter.add(event.text):
+                        events.close()  # closes the response: the server sees the client go away
+                        answer.usage = meter.usage()
+                        settle("budget").error = meter.message()
+                        return answer
                 elif isinstance(event, UsageReport):
                     answer.usage = event.usage
                 elif isinstance(event, Finish):
@@ -214,12 +282,12 @@ class Chat:
             settle("cut").error = str(exc)
             exc.answer = answer if parts else None  # type: ignore[attr-defined]
             raise
-        return settle(STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
+        return settle(status or STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
 
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
                 execution_count: int | None, once: bool) -> None:
         """Account for the answer and, once any text arrived, write its turn into the real thread."""
-        if answer.usage is not None:
+        if answer.usage is not None and not answer.replayed:
             self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, answer.usage))
         if options.json and answer.status == "complete":
             answer.json, answer.error = _parse_json(answer.text)
