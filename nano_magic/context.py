@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-__all__ = ["describe", "MAX_CHARS"]
+__all__ = ["describe", "fence_for", "MAX_CHARS"]
 
 MAX_CHARS = 4000
 
@@ -23,8 +23,13 @@ def _block(name: str, value: Any, limit: int) -> str:
     body = _dataframe(value) if kind.endswith("DataFrame") and hasattr(value, "dtypes") else repr(value)
     if len(body) > limit:
         body = body[:limit] + f"\n… ({len(body) - limit} more characters cut)"
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", body)), default=0))
+    fence = fence_for(body)
     return f"Context variable `{name}` ({kind}):\n{fence}text\n{body}\n{fence}"
+
+
+def fence_for(body: str) -> str:
+    """A backtick fence longer than any run of backticks in `body`, so that the body cannot close it."""
+    return "`" * max(3, 1 + max((len(run) for run in re.findall("`+", body)), default=0))
 
 
 def _dataframe(df: Any) -> str:
