@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import re
 from argparse import Namespace
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 
 from .chat import Answer, Chat, Interrupted, validate
 from .client import NanoError, Options
-from .config import NoBackend
+from .config import OFF_MESSAGE, NoBackend, turned_off
 from .context import describe
 from .conversation import METADATA_KEY, metadata
 from .display import View, open_view, pick_mode
 from .magics import CellFailed
 from .render import to_markdown
+from .replay import ReplayStore, current_notebook
 from .usage import format_usage
 
-__all__ = ["run_cell", "parent_cell", "options_from"]
+__all__ = ["run_cell", "parent_cell", "options_from", "load_replay"]
 
 _CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 NOTES = {
@@ -26,6 +28,7 @@ NOTES = {
     "content_filter": "The provider's content filter stopped the answer.",
     "stopped": "Stopped by you; the partial answer is kept.",
     "cut": "The answer is incomplete: it broke off.",
+    "budget": "Stopped at the budget cap; the partial answer is kept.",
 }
 
 
@@ -48,6 +51,9 @@ def parent_cell(shell: Any) -> tuple[str | None, list[str]]:
 
 def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Answer | None:
     """Run one cell; UsageError for bad input (nothing sent), CellFailed for a failed answer."""
+    if turned_off():
+        print(OFF_MESSAGE)
+        return None
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
@@ -61,9 +67,23 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
             thread = chat.scratch_thread(args.thread, system=args.system, new=args.new or args.once)
             print(chat.prepare(prompt, options, thread=thread, cell_id=cell_id).describe())
             return None
+        if chat.replay_mode != "off" and chat.replay_store is None:
+            chat.replay_store = load_replay(current_notebook(shell.user_ns), "NanoMagics.replay is on")
         return _ask(shell, chat, settings, args, prompt, options, cell_id)
     except (NoBackend, NanoError) as exc:
         raise CellFailed(str(exc)) from None
+
+
+def load_replay(path: Path | None, what: str) -> ReplayStore:
+    """The saved turns of a notebook or export; UsageError in one line when there are none to read."""
+    if path is None:
+        raise UsageError(f"{what}, but this frontend does not say which notebook is open; give a path: %nano replay PATH.ipynb")
+    if not path.is_file():
+        raise UsageError(f"{what}: {path} does not exist.")
+    try:
+        return ReplayStore.load(path)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{what}: {path} is not a notebook or a nano_magic export ({exc}).") from None
 
 
 def _prompt(shell: Any, args: Namespace, body: str) -> str:
@@ -79,18 +99,19 @@ def _prompt(shell: Any, args: Namespace, body: str) -> str:
 
 
 def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options, cell_id: str | None) -> Answer:
-    model = chat.model_for(options)
+    pending = chat.start(
+        prompt, thread=args.thread, system=args.system, new=args.new, once=args.once, cell_id=cell_id,
+        execution_count=getattr(shell, "execution_count", None), **options.__dict__,
+    )
+    model = pending.answer.model
     if shutdown := chat.shutdown_date(model):
         print(f"Warning: the server lists {model} as shutting down on {shutdown}; choose another with -m.")
     turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
+    header += " · replay" if pending.answer.replayed else ""
     view = open_view(pick_mode(settings.display, shell), header, settings.refresh_rate)
     try:
-        answer = chat.ask(
-            prompt, view.delta, thread=args.thread, system=args.system, new=args.new, once=args.once,
-            cell_id=cell_id, execution_count=getattr(shell, "execution_count", None),
-            on_retry=lambda retry: view.notice(str(retry)), **options.__dict__,
-        )
+        answer = pending.run(view.delta, on_retry=lambda retry: view.notice(str(retry)))
     except Interrupted as stop:
         _end(shell, chat, view, stop.answer, args)
         raise CellFailed(NOTES["stopped"] if stop.answer else "Stopped before any answer arrived.") from None
@@ -111,7 +132,8 @@ def _end(shell: Any, chat: Chat, view: View, answer: Answer | None, args: Namesp
     thread = chat.conversation.threads.get(answer.thread)
     saved = metadata(thread, answer.turn) if thread is not None and answer.turn is not None else {METADATA_KEY: {"once": True, "model": answer.model}}
     notes = [NOTES[answer.status]] if answer.status in NOTES else []
-    footer = " · ".join([format_usage(answer.usage, answer.model), f"{answer.elapsed:.1f} s", *notes])
+    replayed = ["replayed"] if answer.replayed else []
+    footer = " · ".join([*replayed, format_usage(answer.usage, answer.model), f"{answer.elapsed:.1f} s", *notes])
     markdown = None if args.format == "text" else to_markdown(answer.text)
     view.finish(markdown, answer.text, saved, footer)
     shell.user_ns["_nano"] = answer

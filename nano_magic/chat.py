@@ -11,13 +11,13 @@ from typing import Any, Callable, Iterator, Mapping
 import httpx
 
 from .client import Client, Delta, Event, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
-from .config import Backend, NoBackend, resolve_backend
+from .config import Backend, NoBackend, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn
-from .guard import Meter, TurnedOff, check_budget, spent, turned_off
+from .guard import Meter, TurnedOff, check_budget, spent
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .usage import Usage, max_output_for
 
-__all__ = ["Answer", "Chat", "Interrupted", "NoSavedAnswer", "validate"]
+__all__ = ["Answer", "Chat", "Interrupted", "NoSavedAnswer", "Pending", "validate"]
 
 STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
 
@@ -51,6 +51,22 @@ class Answer:
         from .render import to_markdown
 
         return to_markdown(self.text)
+
+
+@dataclass
+class Pending:
+    """An answer ready to stream, live or replayed: nothing is sent until `run`."""
+
+    chat: Chat
+    answer: Answer
+    events: Iterator[Event] = field(repr=False)
+    turn: tuple[Any, ...] = field(repr=False)
+    meter: Meter | None = None
+    status: str | None = None  # a replayed turn keeps its saved status
+
+    def run(self, on_delta: Callable[[str], None] | None = None, on_retry: Callable[[Retry], None] | None = None) -> Answer:
+        """Stream the answer to `on_delta` and record its turn."""
+        return self.chat._receive(self.events, self.answer, self.turn, on_delta, on_retry, self.meter, self.status)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -185,10 +201,17 @@ class Chat:
         kept = self.conversation.threads.get(name) or Thread(name)
         return Thread(name, kept.system if system is None else system, [] if new else list(kept.turns))
 
-    def ask(
+    def ask(self, text: str, on_delta: Callable[[str], None] | None = None, *,
+            on_retry: Callable[[Retry], None] | None = None, **how: Any) -> Answer:
+        """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived.
+
+        `how` takes `start`'s keywords: thread, system, new, once, cell_id, execution_count and the request options.
+        """
+        return self.start(text, **how).run(on_delta, on_retry)
+
+    def start(
         self,
         text: str,
-        on_delta: Callable[[str], None] | None = None,
         *,
         thread: str = "default",
         system: str | None = None,
@@ -196,39 +219,35 @@ class Chat:
         once: bool = False,
         cell_id: str | None = None,
         execution_count: int | None = None,
-        on_retry: Callable[[Retry], None] | None = None,
         **options: Any,
-    ) -> Answer:
-        """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived."""
+    ) -> Pending:
+        """Check and prepare an answer without sending anything: bad input, replay misses and the budget raise here."""
         opts = Options(**{"api": self.api, **options})
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
         validate(opts)
         seen = self.scratch_thread(thread, system=system, new=new or once)
+        turn = (text, opts, seen, cell_id, execution_count, once)
         saved = self.saved_answer(text, opts, seen, cell_id, once)
         if saved is not None:
-            answer = Answer(model=saved.model, thread=thread, replayed=True)
-            events: Iterator[Event] = replay_events(saved, self.replay_speed)
-            meter = None
-        else:
-            request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
-            answer = Answer(model=request.body["model"], thread=thread, request=request)
-            meter = self._meter(request, opts)
-            events = self.client.stream(request)
-        turn = (text, opts, seen, cell_id, execution_count, once)
-        return self._receive(events, answer, turn, on_delta, on_retry, meter, saved.status if saved else None)
+            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), turn, None, saved.status)
+        request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
+        meter = self._meter(request, opts)
+        answer = Answer(model=request.body["model"], thread=thread, request=request)
+        return Pending(self, answer, self.client.stream(request), turn, meter, None)
 
     def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
         """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
         if self.replay_mode == "off" or self.replay_store is None:
             return None
-        thread = None if once else seen.name
-        found = self.replay_store.find(thread, seen.system, seen.before(cell_id), text, options.changed(), self._known_model(options))
+        # One-shot answers are saved without their prompt, so they never match.
+        found = None if once else self.replay_store.find(
+            seen.name, seen.system, seen.before(cell_id), text, options.changed(), self.known_model(options))
         if found is None and self.replay_mode == "offline":
             raise NoSavedAnswer()
         return found
 
-    def _known_model(self, options: Options) -> str | None:
+    def known_model(self, options: Options) -> str | None:
         """The model a request would name, when that is known without asking the server; None otherwise."""
         try:
             return options.model or self.backend.model

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from .client import NanoError
+from .config import OFF_MESSAGE
 from .tokens import Estimate, count_tokens
 from .usage import Usage
 
-__all__ = ["OFF_MESSAGE", "TurnedOff", "OverBudget", "Spent", "Meter", "turned_off", "spent", "check_budget", "budget_from_env"]
+__all__ = ["TurnedOff", "OverBudget", "Spent", "Meter", "spent", "check_budget", "budget_line"]
 
-OFF_MESSAGE = "nano_magic is turned off on this server"
-_TRUE = {"1", "true", "yes", "on"}
 RAISE_HINT = "raise it with %config NanoMagics.budget = <dollars> (or NANO_BUDGET before the kernel starts)"
 
 
@@ -26,22 +24,6 @@ class TurnedOff(NanoError):
 
 class OverBudget(NanoError):
     """A request would pass the budget cap; nothing was sent."""
-
-
-def turned_off(env: Mapping[str, str] | None = None) -> bool:
-    """Whether an instructor switched nano_magic off with `NANO_MAGIC_DISABLED=1`."""
-    value = (os.environ if env is None else env).get("NANO_MAGIC_DISABLED", "")
-    return value.strip().lower() in _TRUE
-
-
-def budget_from_env(env: Mapping[str, str] | None = None) -> float | None:
-    """The cap in `NANO_BUDGET`, or None when it is unset or not a number of dollars."""
-    value = (os.environ if env is None else env).get("NANO_BUDGET", "").strip().lstrip("$")
-    try:
-        cap = float(value)
-    except ValueError:
-        return None
-    return cap if cap >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -60,6 +42,12 @@ def spent(ledger: Iterable[tuple[str, str, Usage]]) -> Spent:
         dollars += cost or 0.0
         unpriced = unpriced or cost is None
     return Spent(dollars, unpriced)
+
+
+def budget_line(cap: float, so_far: Spent) -> str:
+    """What was spent against the cap, for `%nano usage`."""
+    unpriced = "; models without a known price count as $0" if so_far.unpriced else ""
+    return f"Budget: ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{unpriced}."
 
 
 def check_budget(cap: float | None, so_far: Spent, estimate: Estimate) -> None:

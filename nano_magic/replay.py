@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,10 +26,9 @@ from .conversation import METADATA_KEY, Conversation, Turn
 from .tokens import count_tokens
 from .usage import Usage
 
-__all__ = ["DEFAULT_SPEED", "MODES", "ReplayStore", "request_key", "replay_events"]
+__all__ = ["DEFAULT_SPEED", "ReplayStore", "current_notebook", "request_key", "replay_events"]
 
 DEFAULT_SPEED = 80.0  # tokens a second: about the pace of GPT-4.1 nano on a good day
-MODES = ("off", "on", "offline")
 _NOT_READ = ("model", "stream")
 _PIECES = re.compile(r"\s*\S+\s*|\s+")
 _FINISH = {"complete": "stop", "length": "length", "content_filter": "content_filter"}
@@ -44,8 +44,8 @@ def _chain(before: str, turn: Turn) -> str:
     return _digest([before, turn.prompt, turn.answer])
 
 
-def request_key(thread: str | None, system: str | None, earlier: str, prompt: str, options: Mapping[str, Any]) -> str:
-    """The match key of a request; `earlier` is the chained digest of the turns before it; thread None is one-shot."""
+def request_key(thread: str, system: str | None, earlier: str, prompt: str, options: Mapping[str, Any]) -> str:
+    """The match key of a request; `earlier` is the chained digest of the turns before it."""
     read = {k: v for k, v in options.items() if k not in _NOT_READ}
     return _digest([thread, system, earlier, prompt, read])
 
@@ -80,11 +80,20 @@ class ReplayStore:
     def __len__(self) -> int:
         return sum(len(found) for found in self.turns.values())
 
-    def find(self, thread: str | None, system: str | None, earlier: list[Turn], prompt: str,
+    def find(self, thread: str, system: str | None, earlier: list[Turn], prompt: str,
              options: Mapping[str, Any], model: str | None) -> Turn | None:
         """The saved turn for this request, if any; `model` None matches whichever model the turn used."""
         key = request_key(thread, system, earlier_digest(earlier), prompt, options)
         return next((t for t in self.turns.get(key, []) if model is None or t.model == model), None)
+
+
+def current_notebook(namespace: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Path | None:
+    """The open notebook as the frontend names it; a path relative to the server root is tried by its name here."""
+    name = namespace.get("__vsc_ipynb_file__") or (os.environ if env is None else env).get("JPY_SESSION_NAME")
+    if not name:
+        return None
+    path = Path(name)
+    return path if path.is_file() else Path(path.name)
 
 
 def _saved_turn(saved: Any) -> Turn | None:
@@ -106,11 +115,8 @@ def _from_notebook(notebook: Mapping[str, Any]) -> Iterator[tuple[str, Turn]]:
             turn = _saved_turn(saved)
             if turn is None:
                 continue
-            system = saved.get("system") if isinstance(saved.get("system"), str) else None
-            if saved.get("once"):
-                yield request_key(None, system, "", turn.prompt, turn.options), turn
-                continue
             thread = str(saved.get("thread", "default"))
+            system = saved.get("system") if isinstance(saved.get("system"), str) else None
             chain = chains.setdefault(thread, [""])
             index = saved.get("turn")
             index = min(index, len(chain) - 1) if isinstance(index, int) and index >= 0 else len(chain) - 1

@@ -51,7 +51,7 @@ def test_reaching_the_cap_mid_stream_closes_the_stream_and_keeps_the_partial_ans
     answer = ip.user_ns["_nano"]
     assert answer.status == "budget" and answer.text.startswith("word0 word1") and "word399" not in answer.text
     assert [t.status for t in turns(ip)] == ["budget"]
-    usage = run("%nano usage").shown
+    usage = run("%nano usage").shown.replace("\\$", "$")
     assert "of the $0.000020 cap" in usage
     again = run(f"%%nano -m {PRICED} --api {api} --max-tokens 20\nMore")
     assert again.failed and "Budget:" in again.shown and len(fake.posts()) == 1
@@ -60,7 +60,7 @@ def test_reaching_the_cap_mid_stream_closes_the_stream_and_keeps_the_partial_ans
 def test_models_without_a_price_count_as_zero_and_usage_shows_the_cap(run, fake, ip) -> None:
     magics(ip).budget = 0.5
     assert not run("%%nano\nHi").failed  # fake-model has no price
-    usage = run("%nano usage").shown
+    usage = run("%nano usage").shown.replace("\\$", "$")
     assert "$0.000000 of the $0.500000 cap" in usage and "without a known price count as $0" in usage
 
 
@@ -138,7 +138,7 @@ def test_explain_with_no_error_yet_sends_nothing(run, fake, no_error) -> None:
 def test_explain_dry_run_and_format_code(run, fake, ip, no_error, monkeypatch) -> None:
     run("print(undefined_name)")
     dry = run("%nano explain --dry-run")
-    assert "NameError: name 'undefined_name' is not defined" in dry.shown and fake.requests == []
+    assert "NameError: name 'undefined_name' is not defined" in dry.shown and fake.posts() == []
     placed: list[str] = []
     monkeypatch.setattr(ip, "set_next_input", lambda text, replace=False: placed.append(text))
     fake.reply = "It is not defined.\n\n```python\nundefined_name = 1\nprint(undefined_name)\n```\n"
@@ -169,7 +169,7 @@ def test_replay_finds_the_current_notebook_and_answers_without_a_backend(run, fa
     assert "Saved one." in first.stdout and "Saved two." in second.stdout
     assert "replayed" in second.stdout and "9 in · 3 out tokens" in second.stdout
     assert [t.answer for t in turns(ip)] == ["Saved one.", "Saved two."]
-    assert ip.user_ns["_nano"].replayed and run("%nano usage").shown.startswith("No tokens used")
+    assert ip.user_ns["_nano"].replayed and "No tokens used" in run("%nano usage").shown
     assert fake.requests == []
 
 
