@@ -215,3 +215,14 @@ def test_replay_paces_the_answer_by_its_saved_output_tokens() -> None:
     pieces = [e for e in replay_events(turn, 40, sleep=slept.append, clock=lambda: 0.0)]
     assert len([p for p in pieces if hasattr(p, "text")]) == 10
     assert slept[-1] == pytest.approx(1.0) and slept == sorted(slept), "40 tokens at 40 tokens/s end after 1 s"
+
+
+def test_the_python_api_is_turned_off_too(fake, monkeypatch) -> None:
+    from nano_magic import Chat
+    from nano_magic.guard import TurnedOff
+
+    monkeypatch.setenv("NANO_MAGIC_DISABLED", "1")
+    chat = Chat(base_url=fake.base_url)
+    with pytest.raises(TurnedOff, match=OFF_MESSAGE):
+        chat.ask("Hello")
+    assert fake.requests == []
