@@ -232,9 +232,9 @@ class Chat:
         if saved is not None:
             return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), turn, None, saved.status)
         request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
-        meter = self._meter(request, opts)
+        meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
         answer = Answer(model=request.body["model"], thread=thread, request=request)
-        return Pending(self, answer, self.client.stream(request), turn, meter, None)
+        return Pending(self, answer, self.client.stream(request), turn, meter if opts.stream else None, None)
 
     def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
         """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""

@@ -44,10 +44,13 @@ def spent(ledger: Iterable[tuple[str, str, Usage]]) -> Spent:
     return Spent(dollars, unpriced)
 
 
+def _unpriced(any_unpriced: bool) -> str:
+    return "; models without a known price count as $0" if any_unpriced else ""
+
+
 def budget_line(cap: float, so_far: Spent) -> str:
     """What was spent against the cap, for `%nano usage`."""
-    unpriced = "; models without a known price count as $0" if so_far.unpriced else ""
-    return f"Budget: ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{unpriced}."
+    return f"Budget: ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{_unpriced(so_far.unpriced)}."
 
 
 def check_budget(cap: float | None, so_far: Spent, estimate: Estimate) -> None:
@@ -55,7 +58,7 @@ def check_budget(cap: float | None, so_far: Spent, estimate: Estimate) -> None:
     if cap is None or so_far.dollars + (estimate.dollars or 0.0) <= cap:
         return
     cost = f"up to ${estimate.dollars:.6f}" if estimate.dollars is not None else "$0 (its model has no known price)"
-    unpriced = "; models without a known price count as $0" if so_far.unpriced or estimate.dollars is None else ""
+    unpriced = _unpriced(so_far.unpriced or estimate.dollars is None)
     raise OverBudget(
         f"Budget: this request could cost {cost}, and ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{unpriced}; "
         f"{RAISE_HINT}, or lower --max-tokens."

@@ -111,7 +111,8 @@ def _from_notebook(notebook: Mapping[str, Any]) -> Iterator[tuple[str, Turn]]:
     chains: dict[str, list[str]] = {}
     for cell in notebook.get("cells") or []:
         for output in (cell.get("outputs") or []) if isinstance(cell, dict) else []:
-            saved = (output.get("metadata") or {}).get(METADATA_KEY) if isinstance(output, dict) else None
+            meta = output.get("metadata") if isinstance(output, dict) else None
+            saved = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
             turn = _saved_turn(saved)
             if turn is None:
                 continue
