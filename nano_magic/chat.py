@@ -10,14 +10,15 @@ from typing import Any, Callable, Iterator, Mapping
 
 import httpx
 
-from .client import Client, Delta, Event, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
-from .config import Backend, NoBackend, resolve_backend, turned_off
+from .client import Client, Delta, Event, Finish, Options, Request, Retry, UsageReport, build_request
+from .config import Backend, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn
-from .guard import Meter, TurnedOff, check_budget, spent
+from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, StreamError, TurnedOff, unexpected
+from .guard import Meter, check_budget, spent
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .usage import Usage, max_output_for
 
-__all__ = ["Answer", "Chat", "Interrupted", "NoSavedAnswer", "Pending", "validate"]
+__all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
 STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
 
@@ -75,16 +76,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, answer: Answer | None) -> None:
         super().__init__("stopped")
         self.answer = answer
-
-
-class NoSavedAnswer(NanoError):
-    """Replay is offline and no saved turn matches the request; nothing was sent."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "Replay is offline and no saved answer matches this cell (its prompt, thread, earlier turns, "
-            "model or options differ); nothing was sent. `%nano replay` without --offline lets it go live."
-        )
 
 
 def validate(options: Options) -> None:
@@ -299,8 +290,15 @@ class Chat:
             raise Interrupted(answer if parts else None) from None
         except StreamError as exc:
             settle("cut").error = str(exc)
-            exc.answer = answer if parts else None  # type: ignore[attr-defined]
+            exc.answer = answer if parts else None
             raise
+        except NanoError:
+            raise
+        except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
+            broken = InternalError(unexpected(exc))
+            settle("cut").error = str(broken)
+            broken.answer = answer if parts else None
+            raise broken from exc
         return settle(status or STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
 
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
@@ -313,6 +311,7 @@ class Chat:
         if not answer.text:
             return
         self.last = answer
+        self.conversation.forget_cell(cell_id, keep=None if once else seen.name)
         if once:
             return
         thread = self.conversation.thread(seen.name)

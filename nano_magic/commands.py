@@ -13,12 +13,12 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
 
 from .chat import Chat
-from .client import NanoError
-from .config import OFF_MESSAGE, NanoSettings, NoBackend, mask, turned_off
+from .config import NanoSettings, mask, turned_off
 from .conversation import read_notebook_or_export
+from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend
 from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
 from .guard import budget_line, spent
-from .magics import CellFailed, NanoMagics
+from .magics import NanoMagics
 from .render import to_markdown
 from .replay import current_notebook
 from .usage import Usage
@@ -158,7 +158,9 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
     except NoBackend as exc:
         return "```text\n" + str(exc) + "\n```"
     rows = [
-        ("backend", backend.name), ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
+        ("backend", backend.name), ("chosen because", backend.reason),
+        ("ignored", ", ".join(backend.ignored) + " (set, but not used by this backend)" if backend.ignored else "nothing"),
+        ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
         ("API", settings.api), ("key", f"{mask(backend.api_key)} from {backend.key_source}" if backend.api_key else "(none)"),
         *((n, str(getattr(settings, n))) for n in ("max_retries", "connect_timeout", "read_timeout", "refresh_rate", "display")),
     ]

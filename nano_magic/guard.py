@@ -1,29 +1,17 @@
-"""What may be sent: the off switch for exam servers, and the budget that caps a kernel's spending."""
+"""The budget that caps what a kernel spends: the estimate before a request, the running cost while it streams."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable
 
-from .client import NanoError
-from .config import OFF_MESSAGE
+from .errors import OverBudget
 from .tokens import Estimate, count_tokens
 from .usage import Usage
 
-__all__ = ["TurnedOff", "OverBudget", "Spent", "Meter", "spent", "check_budget", "budget_line"]
+__all__ = ["Spent", "Meter", "spent", "check_budget", "budget_line"]
 
 RAISE_HINT = "raise it with %config NanoMagics.budget = <dollars> (or NANO_BUDGET before the kernel starts)"
-
-
-class TurnedOff(NanoError):
-    """`NANO_MAGIC_DISABLED` is set: nothing may be sent."""
-
-    def __init__(self) -> None:
-        super().__init__(OFF_MESSAGE)
-
-
-class OverBudget(NanoError):
-    """A request would pass the budget cap; nothing was sent."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nano_magic.guard import OFF_MESSAGE
+from nano_magic.errors import OFF_MESSAGE
 from nano_magic.replay import ReplayStore, replay_events
 from nano_magic.conversation import Turn
 from tests.support.fake_server import Reply
@@ -219,7 +219,7 @@ def test_replay_paces_the_answer_by_its_saved_output_tokens() -> None:
 
 def test_the_python_api_is_turned_off_too(fake, monkeypatch) -> None:
     from nano_magic import Chat
-    from nano_magic.guard import TurnedOff
+    from nano_magic.errors import TurnedOff
 
     monkeypatch.setenv("NANO_MAGIC_DISABLED", "1")
     chat = Chat(base_url=fake.base_url)
