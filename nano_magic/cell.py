@@ -7,20 +7,23 @@ import signal
 import threading
 from argparse import Namespace
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from IPython.core.error import UsageError
 
 from .chat import Answer, Chat, Interrupted, validate
 from .client import Options
+from .config import turned_off
 from .context import describe
 from .conversation import METADATA_KEY, metadata
 from .display import View, open_view, pick_mode
-from .errors import CellFailed, NanoError, NoBackend, unexpected
+from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend, unexpected
 from .render import to_markdown
+from .replay import ReplayStore, current_notebook
 from .usage import format_usage
 
-__all__ = ["run_cell", "parent_cell", "options_from"]
+__all__ = ["run_cell", "parent_cell", "options_from", "load_replay"]
 
 _CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 NOTES = {
@@ -28,6 +31,7 @@ NOTES = {
     "content_filter": "The provider's content filter stopped the answer.",
     "stopped": "Stopped by you; the partial answer is kept.",
     "cut": "The answer is incomplete: it broke off.",
+    "budget": "Stopped at the budget cap; the partial answer is kept.",
 }
 NOTHING_ARRIVED = "Stopped before any answer arrived."
 LATE_STOP = "Stopped by you as the answer ended; what arrived is kept."
@@ -52,6 +56,9 @@ def parent_cell(shell: Any) -> tuple[str | None, list[str]]:
 
 def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Answer | None:
     """Run one cell; UsageError for bad input (nothing sent), CellFailed (one line) for anything else that goes wrong."""
+    if turned_off():
+        print(OFF_MESSAGE)
+        return None
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
@@ -65,6 +72,8 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
             thread = chat.scratch_thread(args.thread, system=args.system, new=args.new or args.once)
             print(chat.prepare(prompt, options, thread=thread, cell_id=cell_id).describe())
             return None
+        if chat.replay_mode != "off" and chat.replay_store is None:
+            chat.replay_store = load_replay(current_notebook(shell.user_ns), "NanoMagics.replay is on")
         return _ask(shell, chat, settings, args, prompt, options, cell_id)
     except CellFailed:
         raise
@@ -74,6 +83,18 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
         raise CellFailed(NOTHING_ARRIVED) from None
     except Exception as exc:
         raise CellFailed(unexpected(exc)) from exc
+
+
+def load_replay(path: Path | None, what: str) -> ReplayStore:
+    """The saved turns of a notebook or export; UsageError in one line when there are none to read."""
+    if path is None:
+        raise UsageError(f"{what}, but this frontend does not say which notebook is open; give a path: %nano replay PATH.ipynb")
+    if not path.is_file():
+        raise UsageError(f"{what}: {path} does not exist.")
+    try:
+        return ReplayStore.load(path)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{what}: {path} is not a notebook or a nano_magic export ({exc}).") from None
 
 
 def _prompt(shell: Any, args: Namespace, body: str) -> str:
@@ -89,21 +110,22 @@ def _prompt(shell: Any, args: Namespace, body: str) -> str:
 
 
 def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options, cell_id: str | None) -> Answer:
-    model = chat.model_for(options)
+    pending = chat.start(
+        prompt, thread=args.thread, system=args.system, new=args.new, once=args.once, cell_id=cell_id,
+        execution_count=_execution_count(shell), **options.__dict__,
+    )
+    model = pending.answer.model
     if shutdown := chat.shutdown_date(model):
         print(f"Warning: the server lists {model} as shutting down on {shutdown}; choose another with -m.")
     turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
+    header += " · replay" if pending.answer.replayed else ""
     answer: Answer | None = None
     failure: str | None = None
     cause: BaseException | None = None
     view = open_view(pick_mode(settings.display, shell), header, settings.refresh_rate)
     try:
-        answer = chat.ask(
-            prompt, view.delta, thread=args.thread, system=args.system, new=args.new, once=args.once,
-            cell_id=cell_id, execution_count=_execution_count(shell),
-            on_retry=lambda retry: view.notice(str(retry)), **options.__dict__,
-        )
+        answer = pending.run(view.delta, on_retry=lambda retry: view.notice(str(retry)))
         failure = answer.error
     except Interrupted as stop:
         answer, failure = stop.answer, NOTES["stopped"] if stop.answer else NOTHING_ARRIVED
@@ -174,7 +196,8 @@ def _final(chat: Chat, answer: Answer, args: Namespace) -> tuple[str | None, str
     thread = chat.conversation.threads.get(answer.thread)
     saved = metadata(thread, answer.turn) if thread is not None and answer.turn is not None else {METADATA_KEY: {"once": True, "model": answer.model}}
     notes = [NOTES[answer.status]] if answer.status in NOTES else []
-    footer = " · ".join([format_usage(answer.usage, answer.model), f"{answer.elapsed:.1f} s", *notes])
+    replayed = ["replayed"] if answer.replayed else []
+    footer = " · ".join([*replayed, format_usage(answer.usage, answer.model), f"{answer.elapsed:.1f} s", *notes])
     markdown = None if args.format == "text" else to_markdown(answer.text)
     return markdown, answer.text, saved, footer
 

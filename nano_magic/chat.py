@@ -6,17 +6,19 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import httpx
 
-from .client import Client, Delta, Finish, Options, Request, Retry, UsageReport, build_request
-from .config import Backend, resolve_backend
+from .client import Client, Delta, Event, Finish, Options, Request, Retry, UsageReport, build_request
+from .config import Backend, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn
-from .errors import InternalError, NanoError, StreamError, unexpected
-from .usage import Usage
+from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, StreamError, TurnedOff, unexpected
+from .guard import Meter, check_budget, spent
+from .replay import DEFAULT_SPEED, ReplayStore, replay_events
+from .usage import Usage, max_output_for
 
-__all__ = ["Answer", "Chat", "Interrupted", "validate"]
+__all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
 STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
 
@@ -35,6 +37,7 @@ class Answer:
     json: Any = None
     turn: int | None = None
     elapsed: float = 0.0
+    replayed: bool = False
     request: Request | None = field(default=None, repr=False)
 
     @property
@@ -49,6 +52,22 @@ class Answer:
         from .render import to_markdown
 
         return to_markdown(self.text)
+
+
+@dataclass
+class Pending:
+    """An answer ready to stream, live or replayed: nothing is sent until `run`."""
+
+    chat: Chat
+    answer: Answer
+    events: Iterator[Event] = field(repr=False)
+    turn: tuple[Any, ...] = field(repr=False)
+    meter: Meter | None = None
+    status: str | None = None  # a replayed turn keeps its saved status
+
+    def run(self, on_delta: Callable[[str], None] | None = None, on_retry: Callable[[Retry], None] | None = None) -> Answer:
+        """Stream the answer to `on_delta` and record its turn."""
+        return self.chat._receive(self.events, self.answer, self.turn, on_delta, on_retry, self.meter, self.status)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -95,6 +114,10 @@ class Chat:
         self.api = api
         self.last: Answer | None = None
         self.ledger: list[tuple[str, str, Usage]] = []
+        self.budget: float | None = None  # dollars this Chat may spend; None: no cap
+        self.replay_store: ReplayStore | None = None
+        self.replay_mode = "off"  # off, on (unmatched requests go live) or offline (they are refused)
+        self.replay_speed = DEFAULT_SPEED
         self._env = env
         self._transport = transport
         self._client: Client | None = None
@@ -116,7 +139,9 @@ class Chat:
 
     @property
     def client(self) -> Client:
-        """The HTTP client, reused across requests for keep-alive."""
+        """The HTTP client, reused across requests for keep-alive; TurnedOff on an exam server."""
+        if turned_off(self._env):
+            raise TurnedOff()
         backend = self.backend
         s = self._settings
         key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
@@ -167,10 +192,17 @@ class Chat:
         kept = self.conversation.threads.get(name) or Thread(name)
         return Thread(name, kept.system if system is None else system, [] if new else list(kept.turns))
 
-    def ask(
+    def ask(self, text: str, on_delta: Callable[[str], None] | None = None, *,
+            on_retry: Callable[[Retry], None] | None = None, **how: Any) -> Answer:
+        """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived.
+
+        `how` takes `start`'s keywords: thread, system, new, once, cell_id, execution_count and the request options.
+        """
+        return self.start(text, **how).run(on_delta, on_retry)
+
+    def start(
         self,
         text: str,
-        on_delta: Callable[[str], None] | None = None,
         *,
         thread: str = "default",
         system: str | None = None,
@@ -178,30 +210,75 @@ class Chat:
         once: bool = False,
         cell_id: str | None = None,
         execution_count: int | None = None,
-        on_retry: Callable[[Retry], None] | None = None,
         **options: Any,
-    ) -> Answer:
-        """Send `text`, stream the answer to `on_delta`, and record the turn once any text arrived."""
+    ) -> Pending:
+        """Check and prepare an answer without sending anything: bad input, replay misses and the budget raise here."""
         opts = Options(**{"api": self.api, **options})
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
+        validate(opts)
         seen = self.scratch_thread(thread, system=system, new=new or once)
+        turn = (text, opts, seen, cell_id, execution_count, once)
+        saved = self.saved_answer(text, opts, seen, cell_id, once)
+        if saved is not None:
+            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), turn, None, saved.status)
         request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
+        meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
         answer = Answer(model=request.body["model"], thread=thread, request=request)
+        return Pending(self, answer, self.client.stream(request), turn, meter if opts.stream else None, None)
+
+    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
+        """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
+        if self.replay_mode == "off" or self.replay_store is None:
+            return None
+        # One-shot answers are saved without their prompt, so they never match.
+        found = None if once else self.replay_store.find(
+            seen.name, seen.system, seen.before(cell_id), text, options.changed(), self.known_model(options))
+        if found is None and self.replay_mode == "offline":
+            raise NoSavedAnswer()
+        return found
+
+    def known_model(self, options: Options) -> str | None:
+        """The model a request would name, when that is known without asking the server; None otherwise."""
+        try:
+            return options.model or self.backend.model
+        except NoBackend:
+            return None
+
+    def _meter(self, request: Request, options: Options) -> Meter | None:
+        """Refuse a request that could pass the budget; otherwise a meter for its running cost."""
+        if self.budget is None:
+            return None
+        from .tokens import estimate_request
+
+        model = request.body["model"]
+        estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
+        so_far = spent(self.ledger)
+        check_budget(self.budget, so_far, estimate)
+        return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
+
+    def _receive(self, events: Iterator[Event], answer: Answer, turn: tuple[Any, ...], on_delta: Callable[[str], None] | None,
+                 on_retry: Callable[[Retry], None] | None, meter: Meter | None, status: str | None) -> Answer:
+        """Stream events into `answer`, stopping at the budget cap; `status` overrides the finish reason (replay)."""
         started = time.perf_counter()
         parts: list[str] = []
 
         def settle(status: str) -> Answer:
             answer.text, answer.status, answer.elapsed = "".join(parts), status, time.perf_counter() - started
-            self._settle(answer, text, opts, seen, cell_id, execution_count, once)
+            self._settle(answer, *turn)
             return answer
 
         try:
-            for event in self.client.stream(request):
+            for event in events:
                 if isinstance(event, Delta):
                     parts.append(event.text)
                     if on_delta is not None:
                         on_delta(event.text)
+                    if meter is not None and meter.add(event.text):
+                        events.close()  # closes the response: the server sees the client go away
+                        answer.usage = meter.usage()
+                        settle("budget").error = meter.message()
+                        return answer
                 elif isinstance(event, UsageReport):
                     answer.usage = event.usage
                 elif isinstance(event, Finish):
@@ -222,12 +299,12 @@ class Chat:
             settle("cut").error = str(broken)
             broken.answer = answer if parts else None
             raise broken from exc
-        return settle(STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
+        return settle(status or STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
 
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
                 execution_count: int | None, once: bool) -> None:
         """Account for the answer and, once any text arrived, write its turn into the real thread."""
-        if answer.usage is not None:
+        if answer.usage is not None and not answer.replayed:
             self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, answer.usage))
         if options.json and answer.status == "complete":
             answer.json, answer.error = _parse_json(answer.text)

@@ -33,9 +33,10 @@ class NanoMagics(Magics, NanoSettings):
 
         if self._chat is None:
             self._chat = Chat()
-        self._chat.api = self.api
-        self._chat.configure(**self.connection())
-        return self._chat
+        chat = self._chat
+        chat.api, chat.budget, chat.replay_mode, chat.replay_speed = self.api, self.budget, self.replay, self.replay_speed
+        chat.configure(**self.connection())
+        return chat
 
     @magic_arguments(name="%nano")
     @argument("-m", "--model", help="Model id (default: the backend's, e.g. openai/gpt-4.1-nano).")
@@ -69,13 +70,14 @@ class NanoMagics(Magics, NanoSettings):
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
-        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, help."""
+        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, help."""
         from IPython.display import display
 
         from .commands import run_command
 
         text = run_command(line, self.chat, self, self.shell)
-        display({"text/markdown": text, "text/plain": text}, raw=True)
+        if text is not None:
+            display({"text/markdown": text, "text/plain": text}, raw=True)
 
     def _parse(self, line: str) -> Any:
         try:
