@@ -18,8 +18,8 @@ from .config import Backend, mask
 from .usage import Usage
 
 __all__ = [
-    "Client", "Options", "Request", "Delta", "Finish", "UsageReport", "Retry", "Event",
-    "NanoError", "StreamError", "build_request", "chat_events", "responses_events",
+    "Client", "AsyncClient", "Completion", "AttemptFailed", "Options", "Request", "Delta", "Finish", "UsageReport",
+    "Retry", "Event", "NanoError", "StreamError", "build_request", "chat_events", "responses_events", "backoff",
 ]
 
 RETRY_STATUSES = {408, 409, 429}
@@ -264,7 +264,7 @@ class Client:
             kind = response.headers.get("content-type", "no content type")
             raise NanoError(f"The server did not stream server-sent events (it sent {kind}); try --no-stream.") from None
         except httpx.TransportError as exc:
-            raise StreamError(self._scrub(f"The connection was cut mid-answer ({_reason(exc)}).")) from None
+            raise StreamError(_scrub(f"The connection was cut mid-answer ({_reason(exc)}).", self.backend)) from None
         finally:
             response.close()
 
@@ -273,9 +273,9 @@ class Client:
         try:
             response = self._http.get(f"{self.backend.base_url}/models", headers=self.backend.headers())
         except httpx.TransportError as exc:
-            raise NanoError(self._scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.")) from None
+            raise NanoError(_scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.", self.backend)) from None
         if response.status_code >= 400:
-            raise NanoError(self._scrub(describe_status(response, self.backend, "")))
+            raise NanoError(_scrub(describe_status(response, self.backend, ""), self.backend))
         data = response.json()
         return list(data.get("data") or []) if isinstance(data, dict) else []
 
@@ -288,7 +288,7 @@ class Client:
                 response = self._http.send(req, stream=True)
             except httpx.TransportError as exc:
                 failure = f"Could not reach {self.backend.base_url}: {_reason(exc)}."
-                reason, wait = "connection failed", _backoff(attempt)
+                reason, wait = "connection failed", backoff(attempt)
             else:
                 if response.status_code < 400:
                     return response
@@ -296,21 +296,103 @@ class Client:
                 response.close()
                 failure = describe_status(response, self.backend, request.body.get("model", ""))
                 if not _retryable(response.status_code):
-                    raise NanoError(self._scrub(failure))
+                    raise NanoError(_scrub(failure, self.backend))
                 reason = _retry_reason(response.status_code)
                 wait = _retry_after(response.headers)
-                wait = _backoff(attempt) if wait is None else wait
+                wait = backoff(attempt) if wait is None else wait
             if attempt == attempts:
                 suffix = f" (after {attempts + 1} attempts)" if attempts else ""
-                raise NanoError(self._scrub(failure.rstrip(".") + suffix + "."))
+                raise NanoError(_scrub(failure.rstrip(".") + suffix + ".", self.backend))
             yield Retry(reason, attempt + 1, attempts, wait)
             self._sleep(wait)
         raise AssertionError("unreachable")
 
-    def _scrub(self, text: str) -> str:
-        for secret in self.backend.secrets():
-            text = text.replace(secret, mask(secret))
-        return text
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer to one request, with the response headers (rate-limit budget)."""
+
+    text: str
+    usage: Usage | None
+    finish_reason: str | None
+    headers: httpx.Headers
+
+
+class AttemptFailed(NanoError):
+    """One attempt failed; `retryable` says whether another may pass, `retry_after` is the server's requested wait."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None, headers: httpx.Headers | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class AsyncClient:
+    """The async counterpart of Client for many one-shot requests over one connection pool: one attempt per call."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        connections: int = 8,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.backend = backend
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(read_timeout, connect=connect_timeout), limits=limits, transport=transport)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def complete(self, request: Request) -> Completion:
+        """Send `request` once and read its whole answer; AttemptFailed says what went wrong."""
+        try:
+            async with self._http.stream("POST", request.url, json=request.body, headers=self.backend.headers()) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    failure = describe_status(response, self.backend, request.body.get("model", ""))
+                    raise AttemptFailed(_scrub(failure, self.backend), retryable=_retryable(response.status_code),
+                                        status=response.status_code, retry_after=_retry_after(response.headers),
+                                        headers=response.headers)
+                if request.body.get("stream"):
+                    sse = [event async for event in EventSource(response).aiter_sse()]
+                    events = responses_events(sse) if request.api == "responses" else chat_events(sse)
+                else:
+                    await response.aread()
+                    events = _complete_events(response.json(), request.api)
+                return _collect(events, response.headers)
+        except httpx.TransportError as exc:
+            raise AttemptFailed(_scrub(f"The connection failed ({_reason(exc)}).", self.backend), retryable=True) from None
+        except StreamError as exc:
+            raise AttemptFailed(_scrub(str(exc), self.backend), retryable=True) from None
+        except (SSEError, json.JSONDecodeError):
+            raise AttemptFailed("The server did not answer with server-sent events or JSON; try --no-stream.", retryable=False) from None
+
+
+def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
+    parts: list[str] = []
+    completion = Completion("", None, None, headers)
+    for event in events:
+        if isinstance(event, Delta):
+            parts.append(event.text)
+        elif isinstance(event, UsageReport):
+            completion.usage = event.usage
+        elif isinstance(event, Finish):
+            completion.finish_reason = event.reason
+    completion.text = "".join(parts)
+    return completion
+
+
+def _scrub(text: str, backend: Backend) -> str:
+    for secret in backend.secrets():
+        text = text.replace(secret, mask(secret))
+    return text
 
 
 def _retryable(status: int) -> bool:
@@ -349,7 +431,7 @@ def _seconds(value: str | None, scale: float = 1.0) -> float | None:
         return None
 
 
-def _backoff(attempt: int) -> float:
+def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: about 0.5, 1, 2, 4 s, capped at 8 s."""
     return min(0.5 * 2**attempt, 8.0) * random.uniform(0.5, 1.0)
 

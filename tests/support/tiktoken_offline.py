@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.resources
+import importlib.util
 from pathlib import Path
 
 __all__ = ["O200K_URL", "O200K_SHA256", "provide_o200k"]
@@ -18,10 +18,11 @@ def provide_o200k(cache_dir: Path) -> Path | None:
     target = cache_dir / hashlib.sha1(O200K_URL.encode()).hexdigest()
     if target.exists():
         return cache_dir
-    try:
-        packed = importlib.resources.files("bpe_openai.data").joinpath("o200k_base.tiktoken.gz").read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError):
+    spec = importlib.util.find_spec("bpe_openai")  # finds the wheel without importing it
+    packed_path = Path(spec.origin).parent / "data" / "o200k_base.tiktoken.gz" if spec and spec.origin else None
+    if packed_path is None or not packed_path.exists():
         return None
+    packed = packed_path.read_bytes()
     data = gzip.decompress(packed)
     if hashlib.sha256(data).hexdigest() != O200K_SHA256:
         return None  # a different vocabulary: tiktoken would refuse it anyway
