@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from .usage import Usage
 
-__all__ = ["AnswerCache", "default_cache_path", "request_key"]
+__all__ = ["AnswerCache", "request_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -27,17 +25,6 @@ CREATE TABLE IF NOT EXISTS answers (
 """
 _TRANSPORT_ONLY = ("stream", "stream_options")  # how the answer travels, not what it is
 _LOOKUP_CHUNK = 500
-
-
-def default_cache_path() -> Path:
-    """`answers.sqlite3` in the user cache directory (XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA)."""
-    if sys.platform == "win32":
-        root = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        root = Path.home() / "Library" / "Caches"
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "nano_magic" / "answers.sqlite3"
 
 
 def request_key(url: str, body: Mapping[str, Any]) -> str:

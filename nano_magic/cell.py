@@ -46,8 +46,15 @@ def parent_cell(shell: Any) -> tuple[str | None, list[str]]:
     return meta.get("cellId"), list(meta.get("deletedCells") or [])
 
 
-def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Answer | None:
+def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Any:
     """Run one cell; UsageError for bad input (nothing sent), CellFailed for a failed answer."""
+    if args.map:
+        from .map_cell import run_map_cell
+
+        try:
+            return run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api))
+        except (NoBackend, NanoError) as exc:
+            raise CellFailed(str(exc)) from None
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:

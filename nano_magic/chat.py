@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import httpx
 
 from .client import AsyncClient, Client, Delta, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
-from .config import Backend, resolve_backend
+from .config import Backend, default_cache_path, resolve_backend
 from .conversation import Conversation, Thread, Turn
 from .usage import Usage
 
@@ -250,7 +250,6 @@ class Chat:
     def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
                   cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
         from .batch import plan_map
-        from .cache import default_cache_path
 
         opts = Options(**{"api": self.api, **options})
         validate(opts)

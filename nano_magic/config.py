@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 
-from traitlets import CFloat, CInt, Enum, Unicode, validate
+from traitlets import CFloat, CInt, Enum, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
-__all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "SETUP_HELP"]
+__all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "default_cache_path", "SETUP_HELP"]
 
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
 GATEWAY_URL = "https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/openai"
@@ -49,15 +51,45 @@ class NanoSettings(Configurable):
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
     refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams.").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
+    concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
+    confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
+    cache_path = Unicode(help="The SQLite file of --map answers (default: answers.sqlite3 in the user cache directory).").tag(config=True)
 
     def connection(self) -> dict[str, Any]:
         """The settings that say where and how a Chat connects."""
         names = ("model", "base_url", "api_key", "max_retries", "connect_timeout", "read_timeout")
         return {name: getattr(self, name) for name in names}
 
+    @default("cache_path")
+    def _default_cache_path(self) -> str:
+        return str(default_cache_path())
+
+    @validate("concurrency")
+    def _at_least_one(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"NanoMagics.concurrency must be at least 1, not {proposal['value']}.")
+        return proposal["value"]
+
+    @validate("confirm_above")
+    def _not_negative(self, proposal: Any) -> float:
+        if proposal["value"] < 0:
+            raise TraitError(f"NanoMagics.confirm_above must be 0 or more dollars, not {proposal['value']:g}.")
+        return proposal["value"]
+
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
         return None if proposal["value"] is None else Secret(proposal["value"])
+
+
+def default_cache_path() -> Path:
+    """`answers.sqlite3` in the user cache directory (XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA)."""
+    if sys.platform == "win32":
+        root = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Caches"
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "nano_magic" / "answers.sqlite3"
 
 
 @dataclass(frozen=True)

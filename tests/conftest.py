@@ -57,7 +57,7 @@ def _shell():
 
 
 @pytest.fixture
-def ip(_shell, fake: FakeServer):
+def ip(_shell, fake: FakeServer, tmp_path: Path):
     """The in-process IPython shell with nano_magic loaded, fresh state, pointed at the fake server."""
     magics = _shell.magics_manager.registry["NanoMagics"]
     if magics._chat is not None:
@@ -66,6 +66,7 @@ def ip(_shell, fake: FakeServer):
     for name, trait in magics.traits(config=True).items():
         setattr(magics, name, trait.default_value)
     magics.max_retries = 0
+    magics.cache_path = str(tmp_path / "answers.sqlite3")
     for name in ("_nano", "answer", "_nano_test"):
         _shell.user_ns.pop(name, None)
     return _shell
