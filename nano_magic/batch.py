@@ -147,21 +147,22 @@ class MapResult:
         """Dollars for the requests this run sent, or None when the model has no price."""
         return self.usage.cost(self.model)
 
+    @property
+    def done(self) -> int:
+        """Items that have an answer."""
+        return len(self.answers) - int(self.answers.isna().sum())
+
     def summary(self) -> str:
         """One line: how many answered, from the cache, failed; tokens, cost, time and 429s."""
-        total, failed = len(self.answers), len(self.failed)
-        done = total - int(self.answers.isna().sum())
-        head = f"Stopped by you: {done:,} of {total:,} items done" if self.stopped else f"{done:,} of {total:,} items answered"
-        parts = [head + (f" ({self.cached:,} from the cache)" if self.cached else "")]
+        total, failed, done = len(self.answers), len(self.failed), self.done
+        parts = [f"{done:,} of {total:,} items answered" + (f" ({self.cached:,} from the cache)" if self.cached else "")]
         if failed:
             parts.append(f"{failed:,} failed")
         parts.append(f"{self.usage.input_tokens:,} in · {self.usage.output_tokens:,} out tokens")
         if self.cost is not None:
             parts.append(f"${self.cost:.4f}")
-        parts += [f"{self.elapsed:.1f} s", f"{self.throttled:,} × 429"]
+        parts += [f"{self.elapsed:.1f} s", f"{self.throttled:,} × 429"] + (["stopped by you"] if self.stopped else [])
         line = " · ".join(parts)
-        if self.stopped:
-            line += ". The answers so far are kept in the cache: run the cell again to send the rest."
         shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES]]
         more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
         return "\n".join([line, *shown, *more])

@@ -43,9 +43,8 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
         table = result.table.head(SHOWN_ROWS)
         display(table.to_frame() if table.ndim == 1 else table)
     if result.stopped:
-        done = len(result.answers) - int(result.answers.isna().sum())
         where = f" and in {args.out}" if args.out else ""
-        raise CellFailed(f"Stopped by you: {done:,} of {len(result.answers):,} items are done, kept in the cache{where}; "
+        raise CellFailed(f"Stopped by you: {result.done:,} of {len(result.answers):,} items are done, kept in the cache{where}; "
                          "run the cell again to send the rest.")
     return result
 
