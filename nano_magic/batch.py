@@ -258,8 +258,12 @@ async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: L
         await _send(run, client, limiter, job, max_retries)
 
 
-async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float = 10.0, transport: Any = None) -> MapResult:
-    """Send the plan's requests on the running loop; cancelling keeps every finished answer."""
+async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float = 10.0, transport: Any = None,
+                   partial_on_cancel: bool = False) -> MapResult:
+    """Send the plan's requests on the running loop; cancelling keeps every finished answer in the cache.
+
+    A cancelled run raises CancelledError as asyncio expects, or with `partial_on_cancel` returns what is done.
+    """
     concurrency = plan.concurrency
     tally = Tally(len(plan.keys), plan.model, done=plan.cached_rows, cached=plan.cached_rows, concurrency=concurrency)
     bar = open_bar(progress, tally, refresh_rate)
@@ -273,6 +277,8 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
         await asyncio.gather(*workers)
     except asyncio.CancelledError:
         stopped = True
+        if not partial_on_cancel:
+            raise
     finally:
         await asyncio.shield(client.aclose())
         result = _result(plan, run, tally, stopped)
@@ -281,8 +287,11 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
 
 
 def run_map(plan: MapPlan, **run_options: Any) -> MapResult:
-    """`arun_map` on an event loop in a worker thread, so that it works inside a running loop (ipykernel's)."""
-    return _in_thread(lambda: arun_map(plan, **run_options))
+    """`arun_map` on an event loop in a worker thread, so that it works inside a running loop (ipykernel's).
+
+    Ctrl-C (a kernel interrupt) cancels the requests in flight and returns the result so far, with `stopped` set.
+    """
+    return _in_thread(lambda: arun_map(plan, partial_on_cancel=True, **run_options))
 
 
 def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -108,7 +108,7 @@ class TextBar:
 
         self._tally = tally
         self._bar = tqdm(total=tally.total, file=sys.stderr, mininterval=1.0 / min(refresh_rate, 10.0), dynamic_ncols=True,
-                         bar_format="{bar:20} {postfix}", leave=False)
+                         bar_format="{bar:20} {desc}", leave=False)
         self._ticker = Ticker(min(refresh_rate, 10.0), self._refresh)
 
     def poke(self) -> None:
@@ -123,7 +123,7 @@ class TextBar:
 
     def _refresh(self) -> None:
         self._bar.n = self._tally.done + self._tally.failed
-        self._bar.set_postfix_str(self._tally.line(), refresh=True)
+        self._bar.set_description_str(self._tally.line(), refresh=True)
 
 
 class _Silent:

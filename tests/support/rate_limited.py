@@ -199,3 +199,23 @@ class RateLimitedServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+
+
+def main() -> None:
+    """`python -m tests.support.rate_limited --rate N`: serve until stdin closes, after printing the base URL."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--cut-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    with RateLimitedServer(args.rate, error_rate=args.error_rate, cut_rate=args.cut_rate, latency=args.latency) as server:
+        print(server.base_url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
