@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 import math
 import random
-import socket
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Callable
 
-from tests.support.fake_server import ChatApi, Reply, split_text
+from tests.support.fake_server import ChatApi, Handler, Reply, split_text
 
 __all__ = ["RateLimitedServer", "go_duration", "echo"]
 
@@ -70,32 +69,22 @@ class _Bucket:
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Loopback
+class _Handler(Handler):
+    """The fake server's handler, answering chat completions under the rate limit."""
 
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except ConnectionError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
+    server: _Loopback  # type: ignore[assignment]
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         owner = self.server.owner
-        admitted, headers, fault = owner._admit()
+        admitted, left, headers, fault = owner._admit()
         if not admitted:
-            wait = (1 - float(headers.pop("_left"))) / owner.rate
+            wait = (1 - left) / owner.rate
             headers |= {"retry-after-ms": str(max(math.ceil(wait * 1000), 1)), "Retry-After": str(max(math.ceil(wait), 1))}
-            self._send(429, {"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}, headers)
+            self._json(429, {"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}, headers)
             return
-        headers.pop("_left")
         if fault == "500":
-            self._send(500, {"error": {"message": "The server had an error while processing your request.", "type": "server_error"}}, headers)
+            self._json(500, {"error": {"message": "The server had an error while processing your request.", "type": "server_error"}}, headers)
             return
         prompt = body["messages"][-1]["content"]
         text = owner.answer(prompt)
@@ -104,35 +93,21 @@ class _Handler(BaseHTTPRequestHandler):
         api = ChatApi(body)
         pieces = split_text(text)
         if not body.get("stream"):
-            self._send(200, api.whole(text, "stop", True, len(pieces)), headers)
+            self._json(200, api.whole(text, "stop", True, len(pieces)), headers)
             owner._completed(prompt)
             return
-        self.send_response(200)
-        for name, value in {**headers, "Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}.items():
-            self.send_header(name, value)
-        self.end_headers()
+        self._send_head(200, "text/event-stream", {**headers, "Transfer-Encoding": "chunked"})
         if fault == "cut":
-            self._frames([*api.opening(), *(api.delta(p) for p in pieces[: max(len(pieces) // 2, 1)])])
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._send_frames(["".join([*api.opening(), *(api.delta(p) for p in pieces[: max(len(pieces) // 2, 1)])])])
+            self._cut()
             return
-        self._frames([*api.opening(), *(api.delta(p) for p in pieces), *api.closing(Reply(), text, len(pieces))])
+        self._send_frames(["".join([*api.opening(), *(api.delta(p) for p in pieces), *api.closing(Reply(), text, len(pieces))])])
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
         owner._completed(prompt)
 
-    def _send(self, code: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(data))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _frames(self, frames: list[str]) -> None:
-        data = "".join(frames).encode()
-        self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+    def _json(self, code: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        self._send_bytes(code, json.dumps(payload).encode(), "application/json", headers)
 
 
 class _Loopback(ThreadingHTTPServer):
@@ -170,19 +145,19 @@ class RateLimitedServer:
         with self._lock:
             return [prompt for prompt, n in Counter(self.completed).items() if n > 1]
 
-    def _admit(self) -> tuple[bool, dict[str, Any], str | None]:
+    def _admit(self) -> tuple[bool, float, dict[str, str], str | None]:
         with self._lock:
             self.requests += 1
             admitted, left = self._bucket.take()
-            headers: dict[str, Any] = {**self._bucket.headers(left), "_left": left}
+            headers = self._bucket.headers(left)
             if not admitted:
                 self.throttled += 1
-                return False, headers, None
+                return False, left, headers, None
             draw = self._random.random()
             fault = "500" if draw < self.error_rate else "cut" if draw < self.error_rate + self.cut_rate else None
             self.errors += fault == "500"
             self.cuts += fault == "cut"
-            return True, headers, fault
+            return True, left, headers, fault
 
     def _completed(self, prompt: str) -> None:
         with self._lock:
