@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+import signal
+import threading
 from argparse import Namespace
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 from IPython.core.error import UsageError
 
 from .chat import Answer, Chat, Interrupted, validate
-from .client import NanoError, Options
-from .config import NoBackend
+from .client import Options
 from .context import describe
 from .conversation import METADATA_KEY, metadata
 from .display import View, open_view, pick_mode
-from .magics import CellFailed
+from .errors import CellFailed, NanoError, NoBackend, unexpected
 from .render import to_markdown
 from .usage import format_usage
 
@@ -27,6 +29,9 @@ NOTES = {
     "stopped": "Stopped by you; the partial answer is kept.",
     "cut": "The answer is incomplete: it broke off.",
 }
+NOTHING_ARRIVED = "Stopped before any answer arrived."
+LATE_STOP = "Stopped by you as the answer ended; what arrived is kept."
+T = TypeVar("T")
 
 
 def options_from(args: Namespace, default_api: str) -> Options:
@@ -47,30 +52,42 @@ def parent_cell(shell: Any) -> tuple[str | None, list[str]]:
 
 
 def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Any:
-    """Run one cell; UsageError for bad input (nothing sent), CellFailed for a failed answer."""
+    """Run one cell; UsageError for bad input (nothing sent), CellFailed (one line) for anything else that goes wrong."""
     if args.map:
         from .map_cell import run_map_cell
 
-        try:
-            return run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api))
-        except (NoBackend, NanoError) as exc:
-            raise CellFailed(str(exc)) from None
+        return _in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
         validate(options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    cell_id, deleted = parent_cell(shell)
-    chat.conversation.drop_cells(deleted)
-    try:
+
+    def ask() -> Answer | None:
+        cell_id, deleted = parent_cell(shell)
+        chat.conversation.drop_cells(deleted)
         if args.dry_run:
             thread = chat.scratch_thread(args.thread, system=args.system, new=args.new or args.once)
             print(chat.prepare(prompt, options, thread=thread, cell_id=cell_id).describe())
             return None
         return _ask(shell, chat, settings, args, prompt, options, cell_id)
+
+    return _in_one_line(ask)
+
+
+def _in_one_line(work: Callable[[], T]) -> T:
+    """Run the cell's work; whatever goes wrong becomes a UsageError or a one-line CellFailed."""
+    try:
+        return work()
+    except (CellFailed, UsageError):
+        raise
     except (NoBackend, NanoError) as exc:
         raise CellFailed(str(exc)) from None
+    except KeyboardInterrupt:
+        raise CellFailed(NOTHING_ARRIVED) from None
+    except Exception as exc:
+        raise CellFailed(unexpected(exc)) from exc
 
 
 def _prompt(shell: Any, args: Namespace, body: str) -> str:
@@ -92,35 +109,92 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
     turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
     view = open_view(pick_mode(settings.display, shell), header, settings.refresh_rate)
+    answer: Answer | None = None
+    failure: str | None = None
+    cause: BaseException | None = None
     try:
         answer = chat.ask(
             prompt, view.delta, thread=args.thread, system=args.system, new=args.new, once=args.once,
-            cell_id=cell_id, execution_count=getattr(shell, "execution_count", None),
+            cell_id=cell_id, execution_count=_execution_count(shell),
             on_retry=lambda retry: view.notice(str(retry)), **options.__dict__,
         )
+        failure = answer.error
     except Interrupted as stop:
-        _end(shell, chat, view, stop.answer, args)
-        raise CellFailed(NOTES["stopped"] if stop.answer else "Stopped before any answer arrived.") from None
+        answer, failure = stop.answer, NOTES["stopped"] if stop.answer else NOTHING_ARRIVED
+    except KeyboardInterrupt:
+        failure = NOTHING_ARRIVED
     except NanoError as exc:
-        _end(shell, chat, view, getattr(exc, "answer", None), args)
-        raise CellFailed(str(exc)) from None
-    _end(shell, chat, view, answer, args)
-    if answer.error:
-        raise CellFailed(answer.error)
+        answer, failure, cause = exc.answer, str(exc), exc.__cause__
+    except Exception as exc:
+        failure, cause = unexpected(exc), exc
+    return _end_cell(shell, chat, view, args, answer, failure, cause)
+
+
+def _end_cell(shell: Any, chat: Chat, view: View, args: Namespace, answer: Answer | None, failure: str | None,
+              cause: BaseException | None) -> Answer:
+    """The one place a cell ends: the final output (or nothing), the refresh thread joined, one line if it failed."""
+    with _interrupts_held() as interrupted:
+        try:
+            trouble = _settle_view(shell, chat, view, args, answer)
+        finally:
+            view.close()
+    if interrupted and not trouble:
+        trouble = LATE_STOP
+    if failure or trouble or answer is None:
+        raise CellFailed(failure or trouble or NOTHING_ARRIVED) from cause
     return answer
 
 
-def _end(shell: Any, chat: Chat, view: View, answer: Answer | None, args: Namespace) -> None:
-    """Swap in the final output and store the answer where the user can reach it."""
+def _settle_view(shell: Any, chat: Chat, view: View, args: Namespace, answer: Answer | None) -> str | None:
+    """Swap in the final output, or remove the view when no text arrived; a line saying what went wrong, if anything did."""
     if answer is None:
         view.abandon()
+        return None
+    try:
+        _keep(shell, answer, args)
+        view.finish(*_final(chat, answer, args))
+        return None
+    except (Exception, KeyboardInterrupt) as exc:
+        trouble = LATE_STOP if isinstance(exc, KeyboardInterrupt) else unexpected(exc)
+    try:
+        view.finish(None, answer.text, {}, "")  # the plain text, at least
+    except (Exception, KeyboardInterrupt):
+        view.abandon()
+    return trouble
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C and kernel interrupts while the cell ends, so that no view is left half-swapped."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield held
         return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _execution_count(shell: Any) -> int | None:
+    """The running cell's `In[n]`, as IPython records it for this execution (None when it is not stored)."""
+    running = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    return running.execution_count if running is not None else getattr(shell, "execution_count", None)
+
+
+def _final(chat: Chat, answer: Answer, args: Namespace) -> tuple[str | None, str, dict[str, Any], str]:
+    """The final output: Markdown (or None for plain text), text, the saved metadata and the footer line."""
     thread = chat.conversation.threads.get(answer.thread)
     saved = metadata(thread, answer.turn) if thread is not None and answer.turn is not None else {METADATA_KEY: {"once": True, "model": answer.model}}
     notes = [NOTES[answer.status]] if answer.status in NOTES else []
     footer = " · ".join([format_usage(answer.usage, answer.model), f"{answer.elapsed:.1f} s", *notes])
     markdown = None if args.format == "text" else to_markdown(answer.text)
-    view.finish(markdown, answer.text, saved, footer)
+    return markdown, answer.text, saved, footer
+
+
+def _keep(shell: Any, answer: Answer, args: Namespace) -> None:
+    """Store the answer where the user can reach it."""
     shell.user_ns["_nano"] = answer
     if args.out:
         shell.user_ns[args.out] = answer.text

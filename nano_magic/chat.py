@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httpx
 
-from .client import AsyncClient, Client, Delta, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
+from .client import AsyncClient, Client, Delta, Finish, Options, Request, Retry, UsageReport, build_request
 from .config import Backend, default_cache_path, resolve_backend
 from .conversation import Conversation, Thread, Turn
+from .errors import InternalError, NanoError, StreamError, unexpected
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -227,8 +228,15 @@ class Chat:
             raise Interrupted(answer if parts else None) from None
         except StreamError as exc:
             settle("cut").error = str(exc)
-            exc.answer = answer if parts else None  # type: ignore[attr-defined]
+            exc.answer = answer if parts else None
             raise
+        except NanoError:
+            raise
+        except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
+            broken = InternalError(unexpected(exc))
+            settle("cut").error = str(broken)
+            broken.answer = answer if parts else None
+            raise broken from exc
         return settle(STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
 
     def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
@@ -266,6 +274,7 @@ class Chat:
         if not answer.text:
             return
         self.last = answer
+        self.conversation.forget_cell(cell_id, keep=None if once else seen.name)
         if once:
             return
         thread = self.conversation.thread(seen.name)

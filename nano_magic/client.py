@@ -15,6 +15,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from .config import Backend, mask
+from .errors import NanoError, StreamError
 from .usage import Usage
 
 __all__ = [
@@ -101,14 +102,6 @@ class Retry:
 
 
 Event = Union[Delta, Finish, UsageReport, Retry]
-
-
-class NanoError(Exception):
-    """A failure explained in one plain sentence."""
-
-
-class StreamError(NanoError):
-    """The answer broke off after it had started."""
 
 
 def build_request(backend: Backend, model: str, system: str | None, messages: list[dict[str, str]], options: Options) -> Request:
@@ -251,19 +244,25 @@ class Client:
     def stream(self, request: Request) -> Iterator[Event]:
         """Send `request` and yield its events; retries show up as Retry events before any text."""
         response = yield from self._open(request)
+        finished = False
         try:
             if not request.body.get("stream"):
                 response.read()
-                yield from _complete_events(response.json(), request.api)
+                key = "output" if request.api == "responses" else "choices"
+                yield from _complete_events(_answer_object(response, self.backend, key), request.api)
                 return
             sse = EventSource(response).iter_sse()
-            yield from responses_events(sse) if request.api == "responses" else chat_events(sse)
+            for event in responses_events(sse) if request.api == "responses" else chat_events(sse):
+                finished = finished or isinstance(event, Finish)
+                yield event
             for _ in sse:  # read to the end of the body, so that the connection goes back to the pool
                 pass
         except SSEError:
-            kind = response.headers.get("content-type", "no content type")
-            raise NanoError(f"The server did not stream server-sent events (it sent {kind}); try --no-stream.") from None
+            response.read()
+            raise NanoError(_scrub(describe_body(response, self.backend, "a stream of server-sent events"), self.backend)) from None
         except httpx.TransportError as exc:
+            if finished:
+                return  # the model said it was done; only the close was unclean
             raise StreamError(_scrub(f"The connection was cut mid-answer ({_reason(exc)}).", self.backend)) from None
         finally:
             response.close()
@@ -274,22 +273,26 @@ class Client:
             response = self._http.get(f"{self.backend.base_url}/models", headers=self.backend.headers())
         except httpx.TransportError as exc:
             raise NanoError(_scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.", self.backend)) from None
+        if response.is_redirect:
+            raise NanoError(_scrub(describe_redirect(response, self.backend, "/models"), self.backend))
         if response.status_code >= 400:
             raise NanoError(_scrub(describe_status(response, self.backend, ""), self.backend))
-        data = response.json()
-        return list(data.get("data") or []) if isinstance(data, dict) else []
+        return list(_answer_object(response, self.backend, "data")["data"] or [])
 
     def _open(self, request: Request) -> Iterator[Event]:
         """Open the response, retrying what may pass; a generator so that retries are visible."""
-        attempts = self.max_retries
+        attempts = max(self.max_retries, 0)
         for attempt in range(attempts + 1):
             try:
                 req = self._http.build_request("POST", request.url, json=request.body, headers=request.backend.headers())
                 response = self._http.send(req, stream=True)
             except httpx.TransportError as exc:
-                failure = f"Could not reach {self.backend.base_url}: {_reason(exc)}."
+                failure = _transport_failure(exc, self.backend.base_url, self._http.timeout)
                 reason, wait = "connection failed", backoff(attempt)
             else:
+                if response.is_redirect:
+                    response.close()
+                    raise NanoError(_scrub(describe_redirect(response, self.backend, request.url.removeprefix(self.backend.base_url)), self.backend))
                 if response.status_code < 400:
                     return response
                 response.read()
@@ -305,7 +308,7 @@ class Client:
                 raise NanoError(_scrub(failure.rstrip(".") + suffix + ".", self.backend))
             yield Retry(reason, attempt + 1, attempts, wait)
             self._sleep(wait)
-        raise AssertionError("unreachable")
+        raise NanoError("No request was attempted.")  # not reached: the last attempt returns or raises
 
 
 @dataclass(slots=True)
@@ -352,27 +355,49 @@ class AsyncClient:
 
     async def complete(self, request: Request) -> Completion:
         """Send `request` once and read its whole answer; AttemptFailed says what went wrong."""
+        backend = self.backend
         try:
-            async with self._http.stream("POST", request.url, json=request.body, headers=self.backend.headers()) as response:
+            async with self._http.stream("POST", request.url, json=request.body, headers=backend.headers()) as response:
+                if response.is_redirect:
+                    path = request.url.removeprefix(backend.base_url)
+                    raise AttemptFailed(_scrub(describe_redirect(response, backend, path), backend), retryable=False)
                 if response.status_code >= 400:
                     await response.aread()
-                    failure = describe_status(response, self.backend, request.body.get("model", ""))
-                    raise AttemptFailed(_scrub(failure, self.backend), retryable=_retryable(response.status_code),
+                    failure = describe_status(response, backend, request.body.get("model", ""))
+                    raise AttemptFailed(_scrub(failure, backend), retryable=_retryable(response.status_code),
                                         status=response.status_code, retry_after=_retry_after(response.headers),
                                         headers=response.headers)
-                if request.body.get("stream"):
-                    sse = [event async for event in EventSource(response).aiter_sse()]
-                    events = responses_events(sse) if request.api == "responses" else chat_events(sse)
-                else:
+                if not request.body.get("stream"):
                     await response.aread()
-                    events = _complete_events(response.json(), request.api)
-                return _collect(events, response.headers)
+                    key = "output" if request.api == "responses" else "choices"
+                    return _collect(_complete_events(_answer_object(response, backend, key), request.api), response.headers)
+                sse: list[ServerSentEvent] = []
+                try:
+                    async for event in EventSource(response).aiter_sse():
+                        sse.append(event)
+                except httpx.TransportError:
+                    pass  # what arrived decides: a finish then an unclean close is complete, anything less is cut
+                except SSEError:
+                    await response.aread()
+                    raise AttemptFailed(_scrub(describe_body(response, backend, "a stream of server-sent events"), backend),
+                                        retryable=False) from None
+                return _collect(responses_events(sse) if request.api == "responses" else chat_events(sse), response.headers)
+        except AttemptFailed:
+            raise
         except httpx.TransportError as exc:
-            raise AttemptFailed(_scrub(f"The connection failed ({_reason(exc)}).", self.backend), retryable=True) from None
+            raise AttemptFailed(_scrub(_transport_failure(exc, backend.base_url, self._http.timeout), backend), retryable=True) from None
         except StreamError as exc:
-            raise AttemptFailed(_scrub(str(exc), self.backend), retryable=True) from None
-        except (SSEError, json.JSONDecodeError):
-            raise AttemptFailed("The server did not answer with server-sent events or JSON; try --no-stream.", retryable=False) from None
+            raise AttemptFailed(_scrub(str(exc), backend), retryable=True) from None
+        except NanoError as exc:
+            raise AttemptFailed(str(exc), retryable=False) from None
+
+
+def _answer_object(response: httpx.Response, backend: Backend, key: str) -> dict[str, Any]:
+    """The JSON object with `key` that a 2xx answer must be; NanoError in a plain sentence when it is something else."""
+    data = _json_or_none(response.text)
+    if data is None or key not in data:
+        raise NanoError(_scrub(describe_body(response, backend, "a JSON answer", key), backend))
+    return data
 
 
 def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
@@ -439,6 +464,55 @@ def backoff(attempt: int) -> float:
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return re.sub(r"\s+", " ", text).strip()[:200]
+
+
+def _transport_failure(exc: httpx.TransportError, base_url: str, timeout: httpx.Timeout) -> str:
+    """A connection that failed, in words that point at the right cause."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return (f"{base_url} accepted the connection but sent no answer within {timeout.read:g} s "
+                "(NanoMagics.read_timeout); the server may be busy or the timeout too short.")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"Could not reach {base_url}: no connection within {timeout.connect:g} s (NanoMagics.connect_timeout)."
+    return f"Could not reach {base_url}: {_reason(exc)}."
+
+
+def describe_redirect(response: httpx.Response, backend: Backend, path: str) -> str:
+    """A 3xx answer: where the server points, and that address as the base URL to use."""
+    location = response.headers.get("location")
+    if not location:
+        return f"{backend.name} answered {response.status_code} (a redirect) without saying where to; check the base URL {backend.base_url}."
+    target = str(response.url.join(location))
+    base = target.removesuffix(path) if path and target.endswith(path) else target
+    return (f"{backend.name} redirects ({response.status_code}) to {target}. If that is the right server, "
+            f"use it as the base URL: %config NanoMagics.base_url = '{base}'")
+
+
+def describe_body(response: httpx.Response, backend: Backend, expected: str, key: str | None = None) -> str:
+    """A successful status whose body is not what the request asked for (`key`: the field a JSON answer needs)."""
+    text = response.text
+    kind = response.headers.get("content-type", "no content type").split(";")[0].strip()
+    try:
+        parsed, is_json = json.loads(text), True
+    except ValueError:
+        parsed, is_json = None, False
+    if isinstance(parsed, dict) and (parsed.get("error") or parsed.get("errors") or parsed.get("detail")):
+        return f"{backend.name} reported an error: {_message(parsed)}"
+    if isinstance(parsed, dict) and key is None and ("choices" in parsed or "output" in parsed):
+        return f"{backend.name} answered with one JSON answer instead of {expected}; try --no-stream."
+    if "html" in kind or text.lstrip()[:1] == "<":
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        name = " ".join(html.unescape(title.group(1)).split())[:120] if title else ""
+        what = f"an HTML page ({name})" if name else "an HTML page"
+    elif isinstance(parsed, dict):
+        what = f"a JSON object without '{key}'" if key else f"a JSON object ({kind})"
+    elif is_json:
+        what = "JSON that is not an object"
+    elif not text.strip():
+        what = f"an empty body ({kind})"
+    else:
+        what = f"text that is not JSON ({kind})"
+    return (f"{backend.name} answered with {what} instead of {expected}; "
+            f"check that {backend.base_url} is the base URL of an OpenAI-compatible API.")
 
 
 def describe_status(response: httpx.Response, backend: Backend, model: str) -> str:

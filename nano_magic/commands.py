@@ -12,10 +12,9 @@ from typing import Any, Callable
 from IPython.core.error import UsageError
 
 from .chat import Chat
-from .client import NanoError
-from .config import NanoSettings, NoBackend, mask
+from .config import NanoSettings, mask
 from .conversation import read_notebook_or_export
-from .magics import CellFailed
+from .errors import CellFailed, NanoError, NoBackend
 from .render import to_markdown
 from .usage import Usage
 
@@ -155,7 +154,9 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
     except NoBackend as exc:
         return "```text\n" + str(exc) + "\n```"
     rows = [
-        ("backend", backend.name), ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
+        ("backend", backend.name), ("chosen because", backend.reason),
+        ("ignored", ", ".join(backend.ignored) + " (set, but not used by this backend)" if backend.ignored else "nothing"),
+        ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
         ("API", settings.api), ("key", f"{mask(backend.api_key)} from {backend.key_source}" if backend.api_key else "(none)"),
         *((n, str(getattr(settings, n))) for n in ("max_retries", "connect_timeout", "read_timeout", "refresh_rate", "display")),
     ]

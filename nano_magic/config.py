@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -10,6 +11,8 @@ from typing import Any, Mapping
 
 from traitlets import CFloat, CInt, Enum, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
+
+from .errors import NoBackend
 
 __all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "default_cache_path", "SETUP_HELP"]
 
@@ -28,10 +31,6 @@ In a notebook: %env OPENAI_API_KEY=... or %config NanoMagics.base_url = "http://
 """
 
 
-class NoBackend(Exception):
-    """No credentials or base URL were found."""
-
-
 class Secret(str):
     """A string whose repr is masked, so that `%config NanoMagics` never prints the key."""
 
@@ -44,12 +43,15 @@ class NanoSettings(Configurable):
 
     model = Unicode(None, allow_none=True, help="Model id; default depends on the backend.").tag(config=True)
     base_url = Unicode(None, allow_none=True, help="Any OpenAI-compatible base URL, e.g. http://localhost:8000/v1.").tag(config=True)
-    api_key = Unicode(None, allow_none=True, help="API key; overrides the environment. Always shown masked.").tag(config=True)
+    api_key = Unicode(None, allow_none=True, help=(
+        "API key; replaces the key of the backend the environment selects, or, when none is set, selects OpenAI. "
+        "Always shown masked."
+    )).tag(config=True)
     api = Enum(["chat", "responses"], "chat", help="Chat Completions or the Responses API.").tag(config=True)
-    max_retries = CInt(3, help="Retries for 408/409/429/5xx and connection errors, before the first answer byte.").tag(config=True)
+    max_retries = CInt(3, help="Retries (0 or more) for 408/409/429/5xx and connection errors, before the first answer byte.").tag(config=True)
     connect_timeout = CFloat(10.0, help="Seconds to wait for a connection.").tag(config=True)
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
-    refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams.").tag(config=True)
+    refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams (above 0, at most 60).").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
     concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
     confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
@@ -67,18 +69,38 @@ class NanoSettings(Configurable):
     @validate("concurrency")
     def _at_least_one(self, proposal: Any) -> int:
         if proposal["value"] < 1:
-            raise TraitError(f"NanoMagics.concurrency must be at least 1, not {proposal['value']}.")
-        return proposal["value"]
+            raise TraitError(f"concurrency must be at least 1, not {proposal['value']}.")
+        return int(proposal["value"])
 
     @validate("confirm_above")
     def _not_negative(self, proposal: Any) -> float:
-        if proposal["value"] < 0:
-            raise TraitError(f"NanoMagics.confirm_above must be 0 or more dollars, not {proposal['value']:g}.")
-        return proposal["value"]
+        if not proposal["value"] >= 0:
+            raise TraitError(f"confirm_above must be 0 or more dollars, not {proposal['value']:g}.")
+        return float(proposal["value"])
 
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
         return None if proposal["value"] is None else Secret(proposal["value"])
+
+    @validate("max_retries")
+    def _retries(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"max_retries must be 0 or more, not {proposal['value']}.")
+        return int(proposal["value"])
+
+    @validate("connect_timeout", "read_timeout")
+    def _timeout(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not (math.isfinite(value) and value > 0):
+            raise TraitError(f"{proposal['trait'].name} must be a number of seconds greater than 0, not {value:g}.")
+        return float(value)
+
+    @validate("refresh_rate")
+    def _rate(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not 0 < value <= 60:
+            raise TraitError(f"refresh_rate must be above 0 and at most 60 refreshes a second, not {value:g}.")
+        return float(value)
 
 
 def default_cache_path() -> Path:
@@ -102,6 +124,8 @@ class Backend:
     api_key: str | None = field(default=None, repr=False)
     key_source: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    reason: str = field(default="", compare=False)
+    ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def compatible(self) -> bool:
@@ -142,44 +166,77 @@ def mask_header(value: str) -> str:
 
 
 def resolve_backend(settings: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Backend:
-    """Pick the backend: explicit settings, then the environment; raise NoBackend when there is none."""
+    """Pick the backend, first match wins: a base URL (setting, then NANO_BASE_URL), Cloudflare, OPENAI_API_KEY,
+    then the `api_key` setting alone as an OpenAI key; raise NoBackend when there is none.
+
+    The `api_key` and `model` settings replace the chosen backend's key and model. The backend says why it
+    was chosen (`reason`) and which credentials in the environment it leaves unused (`ignored`).
+    """
     env = os.environ if env is None else env
-    backend = _from_base_url(settings, env) or _from_cloudflare(env) or _from_openai(env)
-    if backend is None:
+    found = _from_base_url(settings, env) or _from_cloudflare(env) or _from_openai(env) or _from_key_setting(settings)
+    if found is None:
         raise NoBackend(SETUP_HELP)
+    backend, used = found
     if settings.get("api_key"):
+        used = used - {backend.key_source}
         backend = replace(backend, api_key=settings["api_key"], key_source="NanoMagics.api_key")
     if settings.get("model"):
+        used = used - {"NANO_MODEL"}
         backend = replace(backend, model=settings["model"])
-    return backend
+    return replace(backend, ignored=tuple(name for name in CREDENTIALS if env.get(name) and name not in used))
 
 
-def _from_base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> Backend | None:
-    url = settings.get("base_url") or env.get("NANO_BASE_URL")
-    if not url:
+CREDENTIALS = ("NANO_BASE_URL", "NANO_API_KEY", "NANO_MODEL", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN",
+               "CLOUDFLARE_GATEWAY_ID", "OPENAI_API_KEY")
+_Found = tuple[Backend, frozenset[str]]  # the backend and the environment variables it reads
+
+
+def _from_base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> _Found | None:
+    used = {"NANO_API_KEY", "NANO_MODEL"}
+    if settings.get("base_url"):
+        url, reason = settings["base_url"], "NanoMagics.base_url is set"
+    elif env.get("NANO_BASE_URL"):
+        url, reason = env["NANO_BASE_URL"], "NANO_BASE_URL is set"
+        used.add("NANO_BASE_URL")
+    else:
         return None
     key = env.get("NANO_API_KEY")
-    return Backend(COMPATIBLE, url.rstrip("/"), env.get("NANO_MODEL"), key, "NANO_API_KEY" if key else None)
+    backend = Backend(COMPATIBLE, url.rstrip("/"), env.get("NANO_MODEL"), key, "NANO_API_KEY" if key else None, reason=reason)
+    return backend, frozenset(used)
 
 
-def _from_cloudflare(env: Mapping[str, str]) -> Backend | None:
+def _from_cloudflare(env: Mapping[str, str]) -> _Found | None:
     account, token = env.get("CLOUDFLARE_ACCOUNT_ID"), env.get("CLOUDFLARE_API_TOKEN")
     if not (account and token):
         return None
     gateway = env.get("CLOUDFLARE_GATEWAY_ID")
     if not gateway:
         url = CLOUDFLARE_URL.format(account=account)
-        return Backend("Cloudflare Workers AI", url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN")
+        reason = "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN are set, and no base URL is"
+        backend = Backend("Cloudflare Workers AI", url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN", reason=reason)
+        return backend, frozenset({"CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN"})
     # The gateway authenticates itself with the Cloudflare token; the provider key, when given, rides in Authorization.
     url = GATEWAY_URL.format(account=account, gateway=gateway)
     openai_key = env.get("OPENAI_API_KEY")
-    return Backend(
+    backend = Backend(
         "Cloudflare AI Gateway", url, "gpt-4.1-nano", openai_key,
         "OPENAI_API_KEY" if openai_key else "CLOUDFLARE_API_TOKEN",
         {"cf-aig-authorization": f"Bearer {token}"},
+        reason="CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN and CLOUDFLARE_GATEWAY_ID are set, and no base URL is",
     )
+    return backend, frozenset({"CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_GATEWAY_ID", "OPENAI_API_KEY"})
 
 
-def _from_openai(env: Mapping[str, str]) -> Backend | None:
+def _from_openai(env: Mapping[str, str]) -> _Found | None:
     key = env.get("OPENAI_API_KEY")
-    return Backend("OpenAI", OPENAI_URL, "gpt-4.1-nano", key, "OPENAI_API_KEY") if key else None
+    if not key:
+        return None
+    reason = "OPENAI_API_KEY is set, and neither a base URL nor Cloudflare variables are"
+    return Backend("OpenAI", OPENAI_URL, "gpt-4.1-nano", key, "OPENAI_API_KEY", reason=reason), frozenset({"OPENAI_API_KEY"})
+
+
+def _from_key_setting(settings: Mapping[str, Any]) -> _Found | None:
+    if not settings.get("api_key"):
+        return None
+    reason = "NanoMagics.api_key is set, and the environment names no backend"
+    return Backend("OpenAI", OPENAI_URL, "gpt-4.1-nano", reason=reason), frozenset()

@@ -88,6 +88,14 @@ class Conversation:
         elif name in self.threads:
             self.threads[name].turns.clear()
 
+    def forget_cell(self, cell_id: str | None, keep: str | None = None) -> None:
+        """Remove a cell's turn from every thread but `keep`: one cell has at most one turn."""
+        if cell_id is None:
+            return
+        for thread in self.threads.values():
+            if thread.name != keep:
+                thread.turns = [t for t in thread.turns if t.cell_id != cell_id]
+
     def drop_cells(self, cell_ids: Iterable[str]) -> int:
         """Remove the turns of deleted cells; return how many went."""
         gone = set(cell_ids)

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from IPython.display import DisplayHandle, display
 
@@ -23,14 +23,21 @@ class View(Protocol):
     def notice(self, text: str) -> None: ...
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
     def abandon(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class Ticker:
-    """Calls `fn` from a background thread at most `rate` times a second, and only after a `poke`."""
+    """Calls `fn` from a background thread at most `rate` times a second, and only after a `poke`.
 
-    def __init__(self, rate: float, fn: Any) -> None:
+    An exception in `fn` does not end the thread: the first one is kept in `error` and passed to
+    `on_error`, and the ticker goes on.
+    """
+
+    def __init__(self, rate: float, fn: Callable[[], None], on_error: Callable[[Exception], None]) -> None:
         self._interval = 1.0 / max(rate, 0.1)
         self._fn = fn
+        self._on_error = on_error
+        self.error: Exception | None = None
         self._dirty = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nano-refresh", daemon=True)
@@ -42,7 +49,7 @@ class Ticker:
             self._dirty.set()
 
     def stop(self) -> None:
-        """Stop ticking; a refresh in progress finishes first."""
+        """Stop ticking and join the thread; a refresh in progress finishes first. Safe to call twice."""
         self._stopped.set()
         self._dirty.set()
         self._thread.join()
@@ -53,8 +60,19 @@ class Ticker:
             if self._stopped.is_set():
                 return
             self._dirty.clear()
-            self._fn()
+            try:
+                self._fn()
+            except Exception as exc:  # a view bug must not end the thread unseen
+                if self.error is None:
+                    self.error = exc
+                    self._report(exc)
             self._stopped.wait(self._interval)
+
+    def _report(self, exc: Exception) -> None:
+        try:
+            self._on_error(exc)
+        except Exception:  # the error itself stays in `error`, which the final footer shows
+            pass
 
 
 class _Progress:
@@ -104,8 +122,13 @@ class WidgetView:
         self._box = widgets.VBox([self._header, self._body, self._status], layout=self._layout)
         self._pages: list[Any] = []
         self._status_due = 0.0
-        self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
-        self._ticker = Ticker(refresh_rate, self._refresh)
+        self._ticker: Ticker | None = None
+        try:
+            self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
+            self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
+        except BaseException:
+            self.close()
+            raise
 
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
@@ -123,16 +146,43 @@ class WidgetView:
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Swap the widget for portable Markdown in place, then show the footer."""
-        self._ticker.stop()
+        error = self._stop()
         _swap(self._handle, markdown, text, metadata)
-        self._close()
-        _footer(footer)
+        _footer(footer + (f" · {_refresh_note(error)}" if error is not None else ""))
 
     def abandon(self) -> None:
         """Remove the view: no answer arrived."""
-        self._ticker.stop()
+        self._stop()
         self._handle.update({"text/plain": ""}, raw=True)
-        self._close()
+
+    def close(self) -> None:
+        """Join the refresh thread and close every model, the shared layout and style included; safe to call twice."""
+        self._stop()
+        blocks = [block for page in self._pages for block in page.children]
+        models = (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box,
+                  self._style, self._text_style, self._layout)
+        failed: Exception | None = None
+        for model in models:
+            try:
+                model.close()
+            except Exception as exc:  # close the rest first, then report the first failure
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def _stop(self) -> Exception | None:
+        """Stop refreshing; the refresh error, if one happened."""
+        if self._ticker is None:
+            return None
+        self._ticker.stop()
+        return self._ticker.error
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        """Say once, in the status line, that the live view broke; the answer still arrives."""
+        with self._lock:
+            self._progress.notice = _refresh_note(exc)
+            self._status_due = float("inf")
+        self._status.value = self._status_html()
 
     def _refresh(self) -> None:
         with self._lock:
@@ -155,14 +205,6 @@ class WidgetView:
         else:
             self._pages.append(self._widgets.VBox([block], layout=self._layout))
             self._body.children = (*self._pages, self._tail)
-
-    def _close(self) -> None:
-        """Close every model, the shared layout and style included, so that no dead widget state is saved."""
-        blocks = [block for page in self._pages for block in page.children]
-        for widget in (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box):
-            widget.close()
-        for model in (self._style, self._text_style, self._layout):
-            model.close()
 
     def _status_html(self) -> str:
         return f"<small>{html.escape(self._progress.line())}</small>"
@@ -199,6 +241,9 @@ class MarkdownView:
         """Remove the live output: no answer arrived."""
         self._handle.update({"text/plain": ""}, raw=True)
 
+    def close(self) -> None:
+        """Nothing runs in the background."""
+
 
 class TextView:
     """Plain text to stdout, for terminal IPython."""
@@ -218,10 +263,14 @@ class TextView:
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """End the answer's line and print the footer."""
         print()
-        print(footer)
+        if footer:
+            print(footer)
 
     def abandon(self) -> None:
         """Nothing was printed but the header."""
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
 
 def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict[str, Any]) -> None:
@@ -229,7 +278,13 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
     handle.update(data, metadata=metadata, raw=True)
 
 
+def _refresh_note(exc: Exception) -> str:
+    return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); the full answer shows at the end"
+
+
 def _footer(footer: str) -> None:
+    if not footer:
+        return
     escaped = footer.replace("$", "\\$").replace("<", "&lt;")
     display({"text/markdown": f"<sub>{escaped}</sub>", "text/plain": footer}, raw=True)
 

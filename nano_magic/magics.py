@@ -12,21 +12,11 @@ from .config import NanoSettings
 
 if TYPE_CHECKING:
     from .chat import Chat
+    from .errors import FailureDisplay
 
-__all__ = ["NanoMagics", "CellFailed", "show_failure"]
+__all__ = ["NanoMagics"]
 
 _QUOTED = ("model", "system", "thread", "stop", "out", "context")
-
-
-class CellFailed(Exception):
-    """A cell that failed for a reason the user can act on: one message, no traceback."""
-
-
-def show_failure(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-    """Show a CellFailed as its message alone; the cell still counts as failed, so Run All stops."""
-    lines = [str(value)]
-    shell._showtraceback(etype, value, lines)  # the kernel turns this into an error output without a traceback
-    return lines
 
 
 @magics_class
@@ -34,6 +24,7 @@ class NanoMagics(Magics, NanoSettings):
     """`%%nano` asks GPT-4.1 nano (or any OpenAI-compatible model) and streams the answer into the cell."""
 
     _chat: Chat | None = None
+    failures: FailureDisplay | None = None
 
     @property
     def chat(self) -> Chat:

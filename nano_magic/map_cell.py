@@ -13,7 +13,7 @@ from .chat import Chat, validate
 from .client import Options
 from .config import default_cache_path
 from .display import pick_mode
-from .magics import CellFailed
+from .errors import CellFailed
 
 __all__ = ["run_map_cell"]
 

@@ -61,6 +61,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
+def _report(exc: Exception) -> None:
+    """A failed refresh of the bar: said once; the run goes on."""
+    print(f"The progress bar stopped updating ({type(exc).__name__}: {exc}); the run goes on.", file=sys.stderr)
+
+
 class Bar(Protocol):
     """What a run tells its progress display."""
 
@@ -80,7 +85,7 @@ class WidgetBar:
         self._label = widgets.HTML()
         self._box = widgets.HBox([self._bar, self._label])
         self._handle = display(self._box, display_id=True)
-        self._ticker = Ticker(min(refresh_rate, 10.0), self._refresh)
+        self._ticker = Ticker(min(refresh_rate, 10.0), self._refresh, _report)
 
     def poke(self) -> None:
         """Ask for a refresh at the next tick."""
@@ -109,7 +114,7 @@ class TextBar:
         self._tally = tally
         self._bar = tqdm(total=tally.total, file=sys.stderr, mininterval=1.0 / min(refresh_rate, 10.0), dynamic_ncols=True,
                          bar_format="{bar:20} {desc}", leave=False)
-        self._ticker = Ticker(min(refresh_rate, 10.0), self._refresh)
+        self._ticker = Ticker(min(refresh_rate, 10.0), self._refresh, _report)
 
     def poke(self) -> None:
         """Ask for a refresh at the next tick."""

@@ -2,8 +2,9 @@
 
 It answers ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/responses``
 (streamed as server-sent events or as plain JSON), records every request it receives and
-replays queued behaviours to inject faults: HTTP error statuses, errors in the middle of a
-stream, connections cut mid-stream and streams that end without finishing.
+replays queued behaviours to inject faults: HTTP error statuses, redirects and non-JSON pages
+(``Status`` with any code and body), errors in the middle of a stream, connections cut mid-stream
+or just after the finish, and streams that end without finishing.
 
     with FakeServer() as server:
         server.queue(Status(429, headers={"Retry-After": "1"}), Reply("Hi there"))
@@ -56,6 +57,7 @@ class Reply:
     usage: bool = True
     done: bool = True
     finish: str = "stop"
+    cut_at_end: bool = False  # after the finish (and usage) frames, close the TCP connection without ending the body
 
 
 @dataclass
@@ -357,6 +359,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if isinstance(behaviour, Reply):
             self._send_frames(api.closing(behaviour, text, len(chunks)))
+            if behaviour.cut_at_end:
+                self._cut()
+                return
         elif isinstance(behaviour, MidStreamError):
             self._send_frames([api.error(behaviour.message)])
         self.wfile.write(b"0\r\n\r\n")
