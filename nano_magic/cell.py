@@ -8,7 +8,7 @@ import threading
 from argparse import Namespace
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from IPython.core.error import UsageError
 
@@ -35,6 +35,7 @@ NOTES = {
 }
 NOTHING_ARRIVED = "Stopped before any answer arrived."
 LATE_STOP = "Stopped by you as the answer ended; what arrived is kept."
+T = TypeVar("T")
 
 
 def options_from(args: Namespace, default_api: str) -> Options:
@@ -54,18 +55,23 @@ def parent_cell(shell: Any) -> tuple[str | None, list[str]]:
     return meta.get("cellId"), list(meta.get("deletedCells") or [])
 
 
-def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Answer | None:
+def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) -> Any:
     """Run one cell; UsageError for bad input (nothing sent), CellFailed (one line) for anything else that goes wrong."""
     if turned_off():
         print(OFF_MESSAGE)
         return None
+    if args.map:
+        from .map_cell import run_map_cell
+
+        return _in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
         validate(options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
+
+    def ask() -> Answer | None:
         cell_id, deleted = parent_cell(shell)
         chat.conversation.drop_cells(deleted)
         if args.dry_run:
@@ -75,7 +81,15 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
         if chat.replay_mode != "off" and chat.replay_store is None:
             chat.replay_store = load_replay(current_notebook(shell.user_ns), "NanoMagics.replay is on")
         return _ask(shell, chat, settings, args, prompt, options, cell_id)
-    except CellFailed:
+
+    return _in_one_line(ask)
+
+
+def _in_one_line(work: Callable[[], T]) -> T:
+    """Run the cell's work; whatever goes wrong becomes a UsageError or a one-line CellFailed."""
+    try:
+        return work()
+    except (CellFailed, UsageError):
         raise
     except (NoBackend, NanoError) as exc:
         raise CellFailed(str(exc)) from None

@@ -6,17 +6,21 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import httpx
 
-from .client import Client, Delta, Event, Finish, Options, Request, Retry, UsageReport, build_request
-from .config import Backend, resolve_backend, turned_off
+from .client import AsyncClient, Client, Delta, Event, Finish, Options, Request, Retry, UsageReport, build_request
+from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn
 from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, StreamError, TurnedOff, unexpected
 from .guard import Meter, check_budget, spent
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .usage import Usage, max_output_for
+
+if TYPE_CHECKING:
+    from .batch import MapPlan, MapResult
 
 __all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
@@ -153,6 +157,17 @@ class Chat:
             self._client_key = key
             self._models = None
         return self._client
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of a failed request before it counts as failed."""
+        return int(self._settings.get("max_retries", 3))
+
+    def async_client(self, connections: int, transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+        """A new async client for many requests at once, with this chat's backend and timeouts."""
+        s = self._settings
+        return AsyncClient(self.backend, connections=connections, connect_timeout=s.get("connect_timeout", 10.0),
+                           read_timeout=s.get("read_timeout", 120.0), transport=transport)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -301,6 +316,31 @@ class Chat:
             raise broken from exc
         return settle(status or STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
 
+    def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
+            cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each."""
+        from .batch import run_map
+
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        return run_map(plan, progress=_progress_mode(progress))
+
+    async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
+                   cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+        """`map` on the running event loop."""
+        from .batch import arun_map
+
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        return await arun_map(plan, progress=_progress_mode(progress))
+
+    def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
+                  cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
+        from .batch import plan_map
+
+        opts = Options(**{"api": self.api, **options})
+        validate(opts)
+        path = default_cache_path() if cache is True else (cache or None)
+        return plan_map(self, data, template, opts, system=system, schema=schema, concurrency=concurrency, cache_path=path)
+
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
                 execution_count: int | None, once: bool) -> None:
         """Account for the answer and, once any text arrived, write its turn into the real thread."""
@@ -319,6 +359,17 @@ class Chat:
         usage = answer.usage.to_dict() if answer.usage else None
         turn = Turn(prompt, answer.text, answer.model, options.changed(), usage, answer.status, cell_id, execution_count)
         answer.turn = thread.record(turn)
+
+
+def _progress_mode(progress: bool | str) -> str:
+    """`widget` in a kernel, `text` elsewhere, `none` when turned off."""
+    if progress in ("widget", "text", "none"):
+        return str(progress)
+    if not progress:
+        return "none"
+    from IPython import get_ipython
+
+    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"
 
 
 def _parse_json(text: str) -> tuple[Any, str | None]:

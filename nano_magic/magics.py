@@ -57,6 +57,11 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--context", help="Comma-separated variables to describe to the model (DataFrame: shape, dtypes, head).")
     @argument("--dry-run", action="store_true", help="Show the exact request (secrets masked) and send nothing.")
     @argument("--no-stream", action="store_true", help="One non-streamed request.")
+    @argument("--map", metavar="VAR", help="One one-shot request per row or item of VAR (DataFrame, Series, list, dict); "
+              "the cell is a template with {column}, {item}, {key}/{value} placeholders.")
+    @argument("--concurrency", type=int, help="--map: requests in flight at once (default: NanoMagics.concurrency, 8).")
+    @argument("--yes", action="store_true", help="--map: send even when the estimate is above NanoMagics.confirm_above.")
+    @argument("--no-cache", action="store_true", help="--map: ask afresh instead of reusing cached answers.")
     @cell_magic("nano")
     def nano_cell(self, line: str, cell: str) -> None:
         """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.

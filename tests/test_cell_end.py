@@ -160,7 +160,7 @@ def test_a_real_interrupt_while_waiting_to_retry(kernel: Kernel, fake: FakeServe
 
 def test_a_bug_while_showing_a_retry(kernel: Kernel, fake: FakeServer) -> None:
     kernel.run("%nano config max_retries=1\n"
-               '_patch("nano_magic.client", "_backoff", lambda attempt: 0.01)\n'
+               '_patch("nano_magic.client", "backoff", lambda attempt: 0.01)\n'
                '_patch(importlib.import_module("nano_magic.display").WidgetView, "notice", _raiser(ValueError("injected in a retry")))')
     fake.queue(Status(500, {"error": {"message": "down"}}))
     status, messages = kernel.run("%%nano\nHello")
