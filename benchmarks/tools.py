@@ -1,4 +1,4 @@
-"""Row 8: the kernel-side cost of one tool round trip, next to the HTTP round trip it rides on.
+"""Row 11: the kernel-side cost of one tool round trip, next to the HTTP round trip it rides on.
 
 Kernel side: the streamed Chat Completions frames of one call (its arguments in 20 fragments, as
 `tests/support/fake_server.py` sends them) are read by `Client.stream` from an `httpx.MockTransport`,
@@ -100,7 +100,7 @@ def measure() -> list[Row]:
     base = loopback()
     overhead, trip = median(ours), median(base)
     return [Row(
-        f"8. tool round trip, kernel side (parse a call in 20 fragments, run a no-op tool, build the next request), median of {ROUNDS}; "
+        f"11. tool round trip, kernel side (parse a call in 20 fragments, run a no-op tool, build the next request), median of {ROUNDS}; "
         f"describing the first tool of the process, pydantic import included: {ms(describe)}",
         ms(overhead), f"loopback HTTP round trip: {ms(trip)}", f"{overhead / trip:.2f}", "< 5 ms", overhead < 0.005,
     )]

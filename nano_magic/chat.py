@@ -6,19 +6,25 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import httpx
 
-from .client import Client, Delta, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
-from .config import Backend, resolve_backend
+from .client import AsyncClient, Client, Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
+from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
-from .errors import InternalError, NanoError, StreamError, unexpected
+from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, StreamError, TurnedOff, unexpected
+from .guard import Meter, check_budget, spent
+from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
-from .usage import Usage
+from .usage import Usage, max_output_for
 
-__all__ = ["Answer", "Chat", "Interrupted", "validate"]
+if TYPE_CHECKING:
+    from .batch import MapPlan, MapResult
+
+__all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
 STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
 STOPPED_CALL = "not run: the answer was stopped"
@@ -39,6 +45,7 @@ class Answer:
     json: Any = None
     turn: int | None = None
     elapsed: float = 0.0
+    replayed: bool = False
     request: Request | None = field(default=None, repr=False)
     steps: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
@@ -56,6 +63,25 @@ class Answer:
         from .render import to_markdown
 
         return to_markdown(self.text)
+
+
+@dataclass
+class Pending:
+    """An answer ready to stream, live or replayed: nothing is sent until `run`."""
+
+    chat: Chat
+    answer: Answer
+    events: Iterator[Event] = field(repr=False)
+    turn: tuple[Any, ...] = field(repr=False)
+    meter: Meter | None = None
+    status: str | None = None  # a replayed turn keeps its saved status
+    tools: Toolbox = field(default_factory=Toolbox)
+    schema: OutputSchema | None = None
+
+    def run(self, on_delta: Callable[[str], None] | None = None, on_retry: Callable[[Retry], None] | None = None,
+            on_step: Callable[[ToolCall], None] | None = None) -> Answer:
+        """Stream the answer to `on_delta`, run the tools it calls (each shown to `on_step`), and record its turn."""
+        return self.chat._receive(self, on_delta, on_retry, on_step)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -111,6 +137,10 @@ class Chat:
         self.api = api
         self.last: Answer | None = None
         self.ledger: list[tuple[str, str, Usage]] = []
+        self.budget: float | None = None  # dollars this Chat may spend; None: no cap
+        self.replay_store: ReplayStore | None = None
+        self.replay_mode = "off"  # off, on (unmatched requests go live) or offline (they are refused)
+        self.replay_speed = DEFAULT_SPEED
         self._env = env
         self._transport = transport
         self._client: Client | None = None
@@ -132,7 +162,9 @@ class Chat:
 
     @property
     def client(self) -> Client:
-        """The HTTP client, reused across requests for keep-alive."""
+        """The HTTP client, reused across requests for keep-alive; TurnedOff on an exam server."""
+        if turned_off(self._env):
+            raise TurnedOff()
         backend = self.backend
         s = self._settings
         key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
@@ -144,6 +176,17 @@ class Chat:
             self._client_key = key
             self._models = None
         return self._client
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of a failed request before it counts as failed."""
+        return int(self._settings.get("max_retries", 3))
+
+    def async_client(self, connections: int, transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+        """A new async client for many requests at once, with this chat's backend and timeouts."""
+        s = self._settings
+        return AsyncClient(self.backend, connections=connections, connect_timeout=s.get("connect_timeout", 10.0),
+                           read_timeout=s.get("read_timeout", 120.0), transport=transport)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -184,10 +227,19 @@ class Chat:
         kept = self.conversation.threads.get(name) or Thread(name)
         return Thread(name, kept.system if system is None else system, [] if new else list(kept.turns))
 
-    def ask(
+    def ask(self, text: str, on_delta: Callable[[str], None] | None = None, *,
+            on_retry: Callable[[Retry], None] | None = None, **how: Any) -> Answer:
+        """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived.
+
+        `how` takes `start`'s keywords: thread, system, new, once, cell_id, execution_count, tools, schema,
+        tool_result_chars and the request options; `on_step` sees each tool call with its result.
+        """
+        on_step = how.pop("on_step", None)
+        return self.start(text, **how).run(on_delta, on_retry, on_step)
+
+    def start(
         self,
         text: str,
-        on_delta: Callable[[str], None] | None = None,
         *,
         thread: str = "default",
         system: str | None = None,
@@ -195,47 +247,94 @@ class Chat:
         once: bool = False,
         cell_id: str | None = None,
         execution_count: int | None = None,
-        on_retry: Callable[[Retry], None] | None = None,
         tools: Iterable[Tool | Callable[..., Any]] | Toolbox = (),
         schema: Any = None,
-        on_step: Callable[[ToolCall], None] | None = None,
         tool_result_chars: int = RESULT_CHARS,
         **options: Any,
-    ) -> Answer:
-        """Send `text`, stream the answer to `on_delta`, run the tools it calls, and record the turn once anything arrived.
+    ) -> Pending:
+        """Check and prepare an answer without sending anything: bad input, replay misses and the budget raise here.
 
-        `tools` are callables the model may call (each call runs here, in this thread, and `on_step` sees it
-        with its result); `schema` is a pydantic model, TypedDict, dataclass or JSON Schema dict for the answer.
+        `tools` are callables the model may call (each runs in this thread); `schema` is a pydantic model,
+        TypedDict, dataclass or JSON Schema dict that the answer must fit.
         """
         opts = Options(**{"api": self.api, **options})
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
         toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools, tool_result_chars)
         shape = None if schema is None else OutputSchema.from_object(schema)
+        validate(opts, toolbox, shape)
         seen = self.scratch_thread(thread, system=system, new=new or once)
-        first = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape)
-        turn = _TurnRun(Answer(model=first.body["model"], thread=thread, request=first), on_delta, on_retry, on_step)
-        opening = _opening(text, opts, seen, cell_id)
+        turn = (text, opts, seen, cell_id, execution_count, once)
+        saved = self.saved_answer(text, opts, seen, cell_id, once)
+        if saved is not None:
+            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), turn, None, saved.status)
+        request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape)
+        meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
+        answer = Answer(model=request.body["model"], thread=thread, request=request)
+        return Pending(self, answer, self.client.stream(request), turn, meter if opts.stream else None, None, toolbox, shape)
+
+    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
+        """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
+        if self.replay_mode == "off" or self.replay_store is None:
+            return None
+        # One-shot answers are saved without their prompt, so they never match.
+        found = None if once else self.replay_store.find(
+            seen.name, seen.system, seen.before(cell_id), text, options.changed(), self.known_model(options))
+        if found is None and self.replay_mode == "offline":
+            raise NoSavedAnswer()
+        return found
+
+    def known_model(self, options: Options) -> str | None:
+        """The model a request would name, when that is known without asking the server; None otherwise."""
+        try:
+            return options.model or self.backend.model
+        except NoBackend:
+            return None
+
+    def _meter(self, request: Request, options: Options) -> Meter | None:
+        """Refuse a request that could pass the budget; otherwise a meter for its running cost."""
+        if self.budget is None:
+            return None
+        from .tokens import estimate_request
+
+        model = request.body["model"]
+        estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
+        so_far = spent(self.ledger)
+        check_budget(self.budget, so_far, estimate)
+        return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
+
+    def _receive(self, pending: Pending, on_delta: Callable[[str], None] | None, on_retry: Callable[[Retry], None] | None,
+                 on_step: Callable[[ToolCall], None] | None) -> Answer:
+        """Stream events into the answer, run the tools it calls and ask again, stopping at the budget cap or the step limit."""
         started = time.perf_counter()
+        run = _TurnRun(pending.answer, on_delta, on_retry, on_step)
+        text, opts, seen, cell_id = pending.turn[:4]
 
         def settle(status: str) -> Answer:
-            answer = turn.close(status, time.perf_counter() - started)
-            self._settle(answer, text, opts, seen, cell_id, execution_count, once, turn.usages, toolbox, shape)
+            answer = run.close(status, time.perf_counter() - started)
+            self._settle(answer, *pending.turn, run.usages, pending.tools, pending.schema)
             return answer
 
         try:
-            request = first
+            events, meter = pending.events, pending.meter
             for step in range(1, opts.max_steps + 1):
-                calls = turn.send(self.client, request)
+                calls = run.send(events, meter)
+                if run.capped and meter is not None:
+                    answer = settle("budget")
+                    answer.error = meter.message()
+                    return answer
                 if not calls:
                     break
-                turn.run(calls, toolbox if step < opts.max_steps else None, LIMIT_CALL.format(opts.max_steps))
-                if step == opts.max_steps:
+                last = step == opts.max_steps
+                run.run(calls, None if last else pending.tools, LIMIT_CALL.format(opts.max_steps))
+                if last:
                     answer = settle("max_steps")
                     answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
                     return answer
-                messages = opening + step_messages(turn.answer.steps, opts.api)
-                request = build_request(self.backend, first.body["model"], seen.system, messages, opts, toolbox, shape)
+                messages = _opening(text, opts, seen, cell_id) + step_messages(run.answer.steps, opts.api)
+                request = build_request(self.backend, run.answer.model, seen.system, messages, opts, pending.tools, pending.schema)
+                meter = self._meter(request, opts) if opts.stream else None
+                run.answer.request, events = request, self.client.stream(request)
         except KeyboardInterrupt:
             answer = settle("stopped")
             raise Interrupted(answer if answer.text or answer.steps else None) from None
@@ -252,14 +351,39 @@ class Chat:
             answer.error = str(broken)
             broken.answer = answer if answer.text or answer.steps else None
             raise broken from exc
-        if turn.refusal:
-            return settle("refused")
-        return settle(STATUS_BY_FINISH.get(turn.answer.finish_reason or "stop", "complete"))
+        if pending.status:
+            return settle(pending.status)
+        return settle("refused" if run.refusal else STATUS_BY_FINISH.get(run.answer.finish_reason or "stop", "complete"))
+
+    def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
+            cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each."""
+        from .batch import run_map
+
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        return run_map(plan, progress=_progress_mode(progress))
+
+    async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
+                   cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+        """`map` on the running event loop."""
+        from .batch import arun_map
+
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        return await arun_map(plan, progress=_progress_mode(progress))
+
+    def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
+                  cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
+        from .batch import plan_map
+
+        opts = Options(**{"api": self.api, **options})
+        validate(opts)
+        path = default_cache_path() if cache is True else (cache or None)
+        return plan_map(self, data, template, opts, system=system, schema=schema, concurrency=concurrency, cache_path=path)
 
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
                 execution_count: int | None, once: bool, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
         """Account for every request and, once any text or call arrived, write the turn into the real thread."""
-        for used in usages:
+        for used in usages if not answer.replayed else []:
             self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, used))
         if options.json and answer.status == "complete":
             answer.json, answer.error = _parse_json(answer.text)
@@ -296,18 +420,23 @@ class _TurnRun:
         self.parts: list[str] = []
         self.refusal: list[str] = []
         self.usages: list[Usage] = []
+        self.capped = False
         self._on_delta, self._on_retry, self._on_step = on_delta, on_retry, on_step
 
-    def send(self, client: Client, request: Request) -> list[ToolCall]:
-        """Send one request and stream its answer; return the calls it asks for."""
-        self.answer.request = request
+    def send(self, events: Iterator[Event], meter: Meter | None) -> list[ToolCall]:
+        """Stream one request's answer; return the calls it asks for. At the budget cap, close the response and set `capped`."""
         self.answer.requests += 1
         calls: list[ToolCall] = []
-        for event in client.stream(request):
+        for event in events:
             if isinstance(event, Delta):
                 self.parts.append(event.text)
                 if self._on_delta is not None:
                     self._on_delta(event.text)
+                if meter is not None and meter.add(event.text):
+                    events.close()  # closes the response: the server sees the client go away
+                    self.usages.append(meter.usage())
+                    self.capped = True
+                    return []
             elif isinstance(event, ToolCall):
                 calls.append(event)
             elif isinstance(event, Refusal):
@@ -346,6 +475,17 @@ class _TurnRun:
 
 def _not_run(call: ToolCall, reason: str) -> dict[str, Any]:
     return {**call.to_dict(), "result": f"Error: {reason}", "error": reason}
+
+
+def _progress_mode(progress: bool | str) -> str:
+    """`widget` in a kernel, `text` elsewhere, `none` when turned off."""
+    if progress in ("widget", "text", "none"):
+        return str(progress)
+    if not progress:
+        return "none"
+    from IPython import get_ipython
+
+    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"
 
 
 def _parse_json(text: str) -> tuple[Any, str | None]:

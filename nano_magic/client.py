@@ -21,8 +21,8 @@ from .tools import ToolCall, Toolbox
 from .usage import Usage
 
 __all__ = [
-    "Client", "Options", "Request", "Delta", "Refusal", "ToolCall", "Finish", "UsageReport", "Retry", "Event",
-    "NanoError", "StreamError", "build_request", "chat_events", "responses_events",
+    "Client", "AsyncClient", "Completion", "AttemptFailed", "Options", "Request", "Delta", "Refusal", "ToolCall", "Finish",
+    "UsageReport", "Retry", "Event", "NanoError", "StreamError", "build_request", "chat_events", "responses_events", "backoff",
 ]
 
 RETRY_STATUSES = {408, 409, 429}
@@ -339,7 +339,7 @@ class Client:
             if not request.body.get("stream"):
                 response.read()
                 key = "output" if request.api == "responses" else "choices"
-                yield from _complete_events(self._answer_object(response, key), request.api)
+                yield from _complete_events(_answer_object(response, self.backend, key), request.api)
                 return
             sse = EventSource(response).iter_sse()
             for event in responses_events(sse) if request.api == "responses" else chat_events(sse):
@@ -349,11 +349,11 @@ class Client:
                 pass
         except SSEError:
             response.read()
-            raise NanoError(self._scrub(describe_body(response, self.backend, "a stream of server-sent events"))) from None
+            raise NanoError(_scrub(describe_body(response, self.backend, "a stream of server-sent events"), self.backend)) from None
         except httpx.TransportError as exc:
             if finished:
                 return  # the model said it was done; only the close was unclean
-            raise StreamError(self._scrub(f"The connection was cut mid-answer ({_reason(exc)}).")) from None
+            raise StreamError(_scrub(f"The connection was cut mid-answer ({_reason(exc)}).", self.backend)) from None
         finally:
             response.close()
 
@@ -362,19 +362,12 @@ class Client:
         try:
             response = self._http.get(f"{self.backend.base_url}/models", headers=self.backend.headers())
         except httpx.TransportError as exc:
-            raise NanoError(self._scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.")) from None
+            raise NanoError(_scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.", self.backend)) from None
         if response.is_redirect:
-            raise NanoError(self._scrub(describe_redirect(response, self.backend, "/models")))
+            raise NanoError(_scrub(describe_redirect(response, self.backend, "/models"), self.backend))
         if response.status_code >= 400:
-            raise NanoError(self._scrub(describe_status(response, self.backend, "")))
-        return list(self._answer_object(response, "data")["data"] or [])
-
-    def _answer_object(self, response: httpx.Response, key: str) -> dict[str, Any]:
-        """The JSON object with `key` that a 2xx answer must be; NanoError in a plain sentence when it is something else."""
-        data = _json_or_none(response.text)
-        if data is None or key not in data:
-            raise NanoError(self._scrub(describe_body(response, self.backend, "a JSON answer", key)))
-        return data
+            raise NanoError(_scrub(describe_status(response, self.backend, ""), self.backend))
+        return list(_answer_object(response, self.backend, "data")["data"] or [])
 
     def _open(self, request: Request) -> Iterator[Event]:
         """Open the response, retrying what may pass; a generator so that retries are visible."""
@@ -385,32 +378,136 @@ class Client:
                 response = self._http.send(req, stream=True)
             except httpx.TransportError as exc:
                 failure = _transport_failure(exc, self.backend.base_url, self._http.timeout)
-                reason, wait = "connection failed", _backoff(attempt)
+                reason, wait = "connection failed", backoff(attempt)
             else:
                 if response.is_redirect:
                     response.close()
-                    raise NanoError(self._scrub(describe_redirect(response, self.backend, request.url.removeprefix(self.backend.base_url))))
+                    raise NanoError(_scrub(describe_redirect(response, self.backend, request.url.removeprefix(self.backend.base_url)), self.backend))
                 if response.status_code < 400:
                     return response
                 response.read()
                 response.close()
                 failure = describe_status(response, self.backend, request.body.get("model", ""))
                 if not _retryable(response.status_code):
-                    raise NanoError(self._scrub(failure))
+                    raise NanoError(_scrub(failure, self.backend))
                 reason = _retry_reason(response.status_code)
                 wait = _retry_after(response.headers)
-                wait = _backoff(attempt) if wait is None else wait
+                wait = backoff(attempt) if wait is None else wait
             if attempt == attempts:
                 suffix = f" (after {attempts + 1} attempts)" if attempts else ""
-                raise NanoError(self._scrub(failure.rstrip(".") + suffix + "."))
+                raise NanoError(_scrub(failure.rstrip(".") + suffix + ".", self.backend))
             yield Retry(reason, attempt + 1, attempts, wait)
             self._sleep(wait)
         raise NanoError("No request was attempted.")  # not reached: the last attempt returns or raises
 
-    def _scrub(self, text: str) -> str:
-        for secret in self.backend.secrets():
-            text = text.replace(secret, mask(secret))
-        return text
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer to one request, with the response headers (rate-limit budget)."""
+
+    text: str
+    usage: Usage | None
+    finish_reason: str | None
+    headers: httpx.Headers
+
+
+class AttemptFailed(NanoError):
+    """One attempt failed; `retryable` says whether another may pass, `retry_after` is the server's requested wait."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None, headers: httpx.Headers | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class AsyncClient:
+    """The async counterpart of Client for many one-shot requests over one connection pool: one attempt per call."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        connections: int = 8,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.backend = backend
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(read_timeout, connect=connect_timeout), limits=limits, transport=transport)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def complete(self, request: Request) -> Completion:
+        """Send `request` once and read its whole answer; AttemptFailed says what went wrong."""
+        backend = self.backend
+        try:
+            async with self._http.stream("POST", request.url, json=request.body, headers=backend.headers()) as response:
+                if response.is_redirect:
+                    path = request.url.removeprefix(backend.base_url)
+                    raise AttemptFailed(_scrub(describe_redirect(response, backend, path), backend), retryable=False)
+                if response.status_code >= 400:
+                    await response.aread()
+                    failure = describe_status(response, backend, request.body.get("model", ""))
+                    raise AttemptFailed(_scrub(failure, backend), retryable=_retryable(response.status_code),
+                                        status=response.status_code, retry_after=_retry_after(response.headers),
+                                        headers=response.headers)
+                if not request.body.get("stream"):
+                    await response.aread()
+                    key = "output" if request.api == "responses" else "choices"
+                    return _collect(_complete_events(_answer_object(response, backend, key), request.api), response.headers)
+                sse: list[ServerSentEvent] = []
+                try:
+                    async for event in EventSource(response).aiter_sse():
+                        sse.append(event)
+                except httpx.TransportError:
+                    pass  # what arrived decides: a finish then an unclean close is complete, anything less is cut
+                except SSEError:
+                    await response.aread()
+                    raise AttemptFailed(_scrub(describe_body(response, backend, "a stream of server-sent events"), backend),
+                                        retryable=False) from None
+                return _collect(responses_events(sse) if request.api == "responses" else chat_events(sse), response.headers)
+        except AttemptFailed:
+            raise
+        except httpx.TransportError as exc:
+            raise AttemptFailed(_scrub(_transport_failure(exc, backend.base_url, self._http.timeout), backend), retryable=True) from None
+        except StreamError as exc:
+            raise AttemptFailed(_scrub(str(exc), backend), retryable=True) from None
+        except NanoError as exc:
+            raise AttemptFailed(str(exc), retryable=False) from None
+
+
+def _answer_object(response: httpx.Response, backend: Backend, key: str) -> dict[str, Any]:
+    """The JSON object with `key` that a 2xx answer must be; NanoError in a plain sentence when it is something else."""
+    data = _json_or_none(response.text)
+    if data is None or key not in data:
+        raise NanoError(_scrub(describe_body(response, backend, "a JSON answer", key), backend))
+    return data
+
+
+def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
+    parts: list[str] = []
+    completion = Completion("", None, None, headers)
+    for event in events:
+        if isinstance(event, Delta):
+            parts.append(event.text)
+        elif isinstance(event, UsageReport):
+            completion.usage = event.usage
+        elif isinstance(event, Finish):
+            completion.finish_reason = event.reason
+    completion.text = "".join(parts)
+    return completion
+
+
+def _scrub(text: str, backend: Backend) -> str:
+    for secret in backend.secrets():
+        text = text.replace(secret, mask(secret))
+    return text
 
 
 def _retryable(status: int) -> bool:
@@ -449,7 +546,7 @@ def _seconds(value: str | None, scale: float = 1.0) -> float | None:
         return None
 
 
-def _backoff(attempt: int) -> float:
+def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: about 0.5, 1, 2, 4 s, capped at 8 s."""
     return min(0.5 * 2**attempt, 8.0) * random.uniform(0.5, 1.0)
 

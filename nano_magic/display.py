@@ -189,7 +189,7 @@ class WidgetView:
     def _refresh_failed(self, exc: Exception) -> None:
         """Say once, in the status line, that the live view broke; the answer still arrives."""
         with self._lock:
-            self._progress.notice = _refresh_note(exc)
+            self._progress.notice = f"{_refresh_note(exc)}; the full answer shows at the end"
             self._status_due = float("inf")
         self._status.value = self._status_html()
 
@@ -302,7 +302,7 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
 
 
 def _refresh_note(exc: Exception) -> str:
-    return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); the full answer shows at the end"
+    return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
 
 
 def _footer(footer: str) -> None:

@@ -33,9 +33,10 @@ class NanoMagics(Magics, NanoSettings):
 
         if self._chat is None:
             self._chat = Chat()
-        self._chat.api = self.api
-        self._chat.configure(**self.connection())
-        return self._chat
+        chat = self._chat
+        chat.api, chat.budget, chat.replay_mode, chat.replay_speed = self.api, self.budget, self.replay, self.replay_speed
+        chat.configure(**self.connection())
+        return chat
 
     @magic_arguments(name="%nano")
     @argument("-m", "--model", help="Model id (default: the backend's, e.g. openai/gpt-4.1-nano).")
@@ -62,6 +63,11 @@ class NanoMagics(Magics, NanoSettings):
               "the validated value is in _nano.json.")
     @argument("--dry-run", action="store_true", help="Show the exact request (secrets masked) and send nothing.")
     @argument("--no-stream", action="store_true", help="One non-streamed request.")
+    @argument("--map", metavar="VAR", help="One one-shot request per row or item of VAR (DataFrame, Series, list, dict); "
+              "the cell is a template with {column}, {item}, {key}/{value} placeholders.")
+    @argument("--concurrency", type=int, help="--map: requests in flight at once (default: NanoMagics.concurrency, 8).")
+    @argument("--yes", action="store_true", help="--map: send even when the estimate is above NanoMagics.confirm_above.")
+    @argument("--no-cache", action="store_true", help="--map: ask afresh instead of reusing cached answers.")
     @cell_magic("nano")
     def nano_cell(self, line: str, cell: str) -> None:
         """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.
@@ -75,13 +81,14 @@ class NanoMagics(Magics, NanoSettings):
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
-        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, help."""
+        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, help."""
         from IPython.display import display
 
         from .commands import run_command
 
         text = run_command(line, self.chat, self, self.shell)
-        display({"text/markdown": text, "text/plain": text}, raw=True)
+        if text is not None:
+            display({"text/markdown": text, "text/plain": text}, raw=True)
 
     def _parse(self, line: str) -> Any:
         try:

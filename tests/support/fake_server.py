@@ -4,7 +4,8 @@ It answers ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/resp
 (streamed as server-sent events or as plain JSON), records every request it receives and
 replays queued behaviours to inject faults: HTTP error statuses, redirects and non-JSON pages
 (``Status`` with any code and body), errors in the middle of a stream, connections cut mid-stream
-or just after the finish, and streams that end without finishing.
+or just after the finish, and streams that end without finishing. It also notes when a client
+goes away in the middle of a stream (``wait_for_client_gone``).
 
     with FakeServer() as server:
         server.queue(Status(429, headers={"Retry-After": "1"}), Reply("Hi there"))
@@ -475,9 +476,13 @@ class Handler(BaseHTTPRequestHandler):
         headers = {"Cache-Control": "no-cache", "Transfer-Encoding": "chunked"}
         self._send_head(200, "text/event-stream", headers)
         self._send_frames(api.opening())
-        for chunk in chunks:
-            time.sleep(delay)
-            self._send_frames([api.delta(chunk)])
+        try:
+            for chunk in chunks:
+                time.sleep(delay)
+                self._send_frames([api.delta(chunk)])
+        except ConnectionError:
+            self.server.fake._client_gone()
+            raise
         if isinstance(behaviour, Cut):
             self._cut()
             return
@@ -597,6 +602,7 @@ class FakeServer:
         """Create a stopped server."""
         self.requests: list[Recorded] = []
         self.connections = 0
+        self._gone = threading.Event()
         self._queue: deque[Behaviour] = deque()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -643,10 +649,11 @@ class FakeServer:
             self._queue.extend(behaviours)
 
     def reset(self) -> None:
-        """Clear requests, queue and connection count; restore reply and chunk_delay."""
+        """Clear requests, queue, connection count and hang-ups; restore reply and chunk_delay."""
         with self._lock:
             self.requests.clear()
             self._queue.clear()
+            self._gone.clear()
             self.connections = 0
             self.reply = type(self).reply
             self.chunk_delay = type(self).chunk_delay
@@ -655,6 +662,14 @@ class FakeServer:
         """Return only the POST requests."""
         with self._lock:
             return [request for request in self.requests if request.method == "POST"]
+
+    def wait_for_client_gone(self, timeout: float = 5.0) -> bool:
+        """Wait until a client hangs up in the middle of a streamed answer; False if none did in time."""
+        return self._gone.wait(timeout)
+
+    def _client_gone(self) -> None:
+        """Note that a client closed its connection while text was still streaming."""
+        self._gone.set()
 
     def _next_behaviour(self) -> Behaviour:
         """Pop the next queued behaviour, or a default Reply."""
