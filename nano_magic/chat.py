@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
@@ -332,7 +332,7 @@ class Chat:
                     answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
                     return answer
                 messages = _opening(text, opts, seen, cell_id) + step_messages(run.answer.steps, opts.api)
-                request = build_request(self.backend, run.answer.model, seen.system, messages, opts, pending.tools, pending.schema)
+                request = build_request(self.backend, run.answer.model, seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
                 meter = self._meter(request, opts) if opts.stream else None
                 run.answer.request, events = request, self.client.stream(request)
         except KeyboardInterrupt:
@@ -471,6 +471,13 @@ class _TurnRun:
         answer.status, answer.elapsed = status, elapsed
         answer.usage = sum(self.usages, Usage()) if self.usages else None
         return answer
+
+
+def _after_calls(options: Options) -> Options:
+    """The options of a follow-up request: a forced choice (`required` or a name) was honoured, so the model may now answer."""
+    if options.tool_choice in (None, "auto", "none"):
+        return options
+    return replace(options, tool_choice="auto")
 
 
 def _not_run(call: ToolCall, reason: str) -> dict[str, Any]:

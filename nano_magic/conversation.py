@@ -190,7 +190,8 @@ def step_messages(steps: list[dict[str, Any]], api: str) -> list[dict[str, Any]]
             out += [{"type": "function_call_output", "call_id": str(c.get("id")), "output": str(c.get("result"))} for c in calls]
             continue
         wire = [{"id": str(c.get("id")), "type": "function", "function": {"name": str(c.get("name")), "arguments": str(c.get("arguments"))}} for c in calls]
-        out.append({"role": "assistant", "content": text or None, "tool_calls": wire})
+        # No text: `content` is left out, which OpenAI reads as null and stricter servers (llama-cpp-python) accept.
+        out.append({"role": "assistant", **({"content": text} if text else {}), "tool_calls": wire})
         out += [{"role": "tool", "tool_call_id": str(c.get("id")), "content": str(c.get("result"))} for c in calls]
     return out
 

@@ -206,7 +206,7 @@ def test_one_call_chat(chat, fake) -> None:
     assert first["tools"] == [Tool.from_callable(area).chat_spec()] and "tool_choice" not in first
     assert second["messages"] == [
         {"role": "user", "content": "Area of radius 3?"},
-        {"role": "assistant", "content": None, "tool_calls": [
+        {"role": "assistant", "tool_calls": [
             {"id": "call_abc", "type": "function", "function": {"name": "area", "arguments": '{"r": 3}'}}]},
         {"role": "tool", "tool_call_id": "call_abc", "content": "28.27"},
     ]
@@ -341,6 +341,7 @@ def test_forced_tool_choice_in_both_shapes(chat, fake) -> None:
     fake.queue(ToolCalls([Call("area", '{"r": 1}')]), Reply("ok"))
     chat.ask("Go", tools=[area, weather], tool_choice="area")
     assert bodies(fake)[0]["tool_choice"] == {"type": "function", "function": {"name": "area"}}
+    assert bodies(fake)[1]["tool_choice"] == "auto", "once the forced call is made, the model may answer"
     chat.api = "responses"
     fake.queue(Reply("ok"))
     chat.ask("Go", tools=[area], tool_choice="required", once=True)
@@ -527,7 +528,7 @@ def test_a_notebook_with_tools_and_schema_cells_saves_the_steps_and_resumes_afte
     (post,) = fake.posts()[before:]
     assert post.body["messages"][:4] == [
         {"role": "user", "content": "Area of radius 3?"},
-        {"role": "assistant", "content": None, "tool_calls": [
+        {"role": "assistant", "tool_calls": [
             {"id": "call_k1", "type": "function", "function": {"name": "area", "arguments": '{"r": 3}'}}]},
         {"role": "tool", "tool_call_id": "call_k1", "content": "28.27"},
         {"role": "assistant", "content": "The area is 28.27."},
