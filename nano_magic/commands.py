@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
+from IPython.core.magic_arguments import parse_argstring
 
 from .chat import Chat
-from .config import NanoSettings, mask
+from .config import NanoSettings, mask, turned_off
 from .conversation import read_notebook_or_export
-from .errors import CellFailed, NanoError, NoBackend
+from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend
+from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
+from .guard import budget_line, spent
+from .magics import NanoMagics
 from .render import to_markdown
+from .replay import current_notebook
 from .usage import Usage
 
 __all__ = ["run_command", "COMMANDS"]
@@ -34,12 +39,17 @@ HELP = """\
 | `%nano models` | the models the server offers |
 | `%nano export PATH.json\\|PATH.md [--thread T]` | save the conversation |
 | `%nano load [PATH.ipynb\\|PATH.json]` | rebuild the threads from a saved notebook or an export |
+| `%nano replay [PATH] [--speed N] [--offline]` | answer matching cells from a notebook's saved turns, with no request (`off` ends it) |
+| `%nano explain [--dry-run] [--format code]` | ask why the last error happened and how to fix it |
 | `%nano help` | this table |
 """
 
 
-def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> str:
-    """Run one subcommand; return Markdown to show."""
+SENDERS = ("models", "explain")
+
+
+def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> str | None:
+    """Run one subcommand; return Markdown to show, or None when it showed its own output."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -50,19 +60,12 @@ def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> st
     command = COMMANDS.get(name)
     if command is None:
         raise UsageError(f"%nano {name}: unknown subcommand. Valid: {', '.join(COMMANDS)}.")
+    if name in SENDERS and turned_off():
+        return OFF_MESSAGE
     try:
         return command(rest, chat, settings, shell)
     except (NanoError, NoBackend) as exc:
         raise CellFailed(str(exc)) from None
-
-
-def _thread_flag(rest: list[str]) -> tuple[str | None, list[str]]:
-    if "--thread" in rest:
-        i = rest.index("--thread")
-        if i + 1 >= len(rest):
-            raise UsageError("--thread needs a name.")
-        return rest[i + 1], rest[:i] + rest[i + 2 :]
-    return None, rest
 
 
 def reset(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
@@ -91,7 +94,7 @@ def threads(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> 
 
 def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
     """Set or show a system message."""
-    name, rest = _thread_flag(rest)
+    name, rest = _flag(rest, "--thread")
     thread = chat.conversation.thread(name or "default")
     if rest:
         thread.system = " ".join(rest)
@@ -121,9 +124,10 @@ class _Spend:
 
 
 def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
-    """Tokens and cost per thread in this session."""
+    """Tokens and cost per thread in this session, and what was spent against the budget."""
+    cap = "" if chat.budget is None else "\n\n" + budget_line(chat.budget, spent(chat.ledger)).replace("$", "\\$")
     if not chat.ledger:
-        return "No tokens used yet in this session."
+        return "No tokens used yet in this session." + cap
     per_thread: dict[str, _Spend] = {}
     total = _Spend()
     for thread, model, used in chat.ledger:
@@ -134,7 +138,7 @@ def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> st
         turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else 0
         lines.append(f"| `{name}` | {turns} | {spend.cells()}")
     lines.append(f"| **total** | | {total.cells()}")
-    return "\n".join(lines)
+    return "\n".join(lines) + cap
 
 
 def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
@@ -172,7 +176,7 @@ def models(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
 
 def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
     """Save threads to `.json` (lossless) or `.md` (a readable transcript)."""
-    only, rest = _thread_flag(rest)
+    only, rest = _flag(rest, "--thread")
     if len(rest) != 1 or Path(rest[0]).suffix not in (".json", ".md"):
         raise UsageError("%nano export PATH.json|PATH.md [--thread T]")
     if only is not None and only not in chat.conversation.threads:
@@ -187,7 +191,7 @@ def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
 
 def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
     """Rebuild threads from a saved notebook or a JSON export, without any request."""
-    path = Path(rest[0]).expanduser() if rest else _current_notebook(shell)
+    path = Path(rest[0]).expanduser() if rest else current_notebook(shell.user_ns)
     if path is None:
         raise UsageError("%nano load: this frontend does not say which notebook is open; give a path: %nano load PATH.ipynb")
     if not path.is_file():
@@ -201,13 +205,67 @@ def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str
     return f"Loaded {turns} turns in {len(loaded.threads)} threads from `{path}`."
 
 
-def _current_notebook(shell: Any) -> Path | None:
-    """The open notebook as the frontend names it; a path relative to the server root is tried by its name here."""
-    name = shell.user_ns.get("__vsc_ipynb_file__") or os.environ.get("JPY_SESSION_NAME")
-    if not name:
+def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+    """Answer matching cells from a notebook's saved turns, or `off`."""
+    from .cell import load_replay
+
+    if rest == ["off"]:
+        settings.replay, chat.replay_store = "off", None
+        return "Replay is off: every cell goes to the model."
+    usage = "%nano replay [PATH.ipynb|PATH.json] [--speed TOKENS_PER_S] [--offline], or %nano replay off"
+    speed, rest = _flag(rest, "--speed")
+    offline = "--offline" in rest
+    rest = [word for word in rest if word != "--offline"]
+    if len(rest) > 1 or any(word.startswith("-") for word in rest):
+        raise UsageError(usage)
+    try:
+        pace = settings.replay_speed if speed is None else float(speed)
+        if pace < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--speed {speed}: give tokens a second, 0 or more (0: at once).") from None
+    path = Path(rest[0]).expanduser() if rest else current_notebook(shell.user_ns)
+    store = load_replay(path, "%nano replay")
+    chat.replay_store = store
+    settings.replay, settings.replay_speed = ("offline" if offline else "on"), pace
+    others = "are refused (offline)" if offline else "go to the model"
+    return f"Replaying {len(store)} saved answers from `{store.source}` at {pace:g} tokens/s; other cells {others}."
+
+
+def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> None:
+    """Ask, one-shot, why the last error happened and how to fix it; secrets are masked in what is sent."""
+    from .cell import run_cell
+
+    fmt, rest = _flag(rest, "--format")
+    dry_run = "--dry-run" in rest
+    if [word for word in rest if word != "--dry-run"] or fmt not in (None, "markdown", "text", "code"):
+        raise UsageError("%nano explain [--dry-run] [--format markdown|text|code]")
+    error = last_error(shell)
+    if error is None:
+        print(NO_ERROR)
         return None
-    path = Path(name)
-    return path if path.is_file() else Path(path.name)
+    args = parse_argstring(NanoMagics.nano_cell, "--once")
+    args.format, args.dry_run = fmt or "markdown", dry_run
+    args.system = CODE_INSTRUCTION if fmt == "code" else INSTRUCTION
+    run_cell(shell, chat, settings, args, masked(error.prompt(), [*_known_secrets(chat), *env_secrets(os.environ)]))
+    return None
+
+
+def _known_secrets(chat: Chat) -> list[str]:
+    try:
+        return chat.backend.secrets()
+    except NoBackend:
+        return []
+
+
+def _flag(rest: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value after `name`, and the other words."""
+    if name not in rest:
+        return None, rest
+    i = rest.index(name)
+    if i + 1 >= len(rest):
+        raise UsageError(f"{name} needs a value.")
+    return rest[i + 1], rest[:i] + rest[i + 2 :]
 
 
 def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
@@ -219,7 +277,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:80]
 
 
-COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], str]] = {
+COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], str | None]] = {
     "reset": reset, "history": history, "threads": threads, "system": system, "usage": usage,
-    "config": config, "models": models, "export": export, "load": load, "help": help_,
+    "config": config, "models": models, "export": export, "load": load, "replay": replay,
+    "explain": explain, "help": help_,
 }

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 
-from traitlets import CFloat, CInt, Enum, TraitError, Unicode, validate
+from traitlets import CFloat, CInt, Enum, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 from .errors import NoBackend
 
-__all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "SETUP_HELP"]
+__all__ = [
+    "Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "default_cache_path", "SETUP_HELP", "turned_off",
+    "budget_from_env",
+]
 
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
 GATEWAY_URL = "https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/openai"
@@ -27,6 +32,25 @@ nano_magic has no backend yet. Set one of these, then run the cell again:
   Any OpenAI-compatible server: NANO_BASE_URL (and NANO_API_KEY, NANO_MODEL if it needs them)
 In a notebook: %env OPENAI_API_KEY=... or %config NanoMagics.base_url = "http://localhost:8000/v1"\
 """
+
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def turned_off(env: Mapping[str, str] | None = None) -> bool:
+    """Whether an instructor switched nano_magic off with `NANO_MAGIC_DISABLED=1` (an exam server)."""
+    value = (os.environ if env is None else env).get("NANO_MAGIC_DISABLED", "")
+    return value.strip().lower() in _TRUE
+
+
+def budget_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """The cap in `NANO_BUDGET` (dollars), or None when it is unset or not a number of dollars."""
+    value = (os.environ if env is None else env).get("NANO_BUDGET", "").strip().lstrip("$")
+    try:
+        cap = float(value)
+    except ValueError:
+        return None
+    return cap if cap >= 0 else None
 
 
 class Secret(str):
@@ -51,11 +75,39 @@ class NanoSettings(Configurable):
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
     refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams (above 0, at most 60).").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
+    budget = CFloat(None, allow_none=True, help="Dollars this kernel may spend; None: no cap. Default: $NANO_BUDGET.").tag(config=True)
+    replay = Enum(["off", "on", "offline"], "off", help="Answer cells from the notebook's saved turns: off, on (others go live) or offline (others are refused).").tag(config=True)
+    replay_speed = CFloat(80.0, help="Tokens a second at which replayed answers stream; 0: at once.").tag(config=True)
+    concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
+    confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
+    cache_path = Unicode(help="The SQLite file of --map answers (default: answers.sqlite3 in the user cache directory).").tag(config=True)
+    tool_result_chars = CInt(4000, help="Longest tool result sent back to the model, in characters; longer ones are cut with a note.").tag(config=True)
 
     def connection(self) -> dict[str, Any]:
         """The settings that say where and how a Chat connects."""
         names = ("model", "base_url", "api_key", "max_retries", "connect_timeout", "read_timeout")
         return {name: getattr(self, name) for name in names}
+
+    @default("budget")
+    def _budget_from_env(self) -> float | None:
+        return budget_from_env()
+
+    @validate("budget", "replay_speed", "confirm_above")
+    def _not_negative(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise TraitError(f"{proposal['trait'].name} must be 0 or more, not {value:g}.")
+        return value
+
+    @default("cache_path")
+    def _default_cache_path(self) -> str:
+        return str(default_cache_path())
+
+    @validate("concurrency")
+    def _at_least_one(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"concurrency must be at least 1, not {proposal['value']}.")
+        return int(proposal["value"])
 
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
@@ -80,6 +132,17 @@ class NanoSettings(Configurable):
         if not 0 < value <= 60:
             raise TraitError(f"refresh_rate must be above 0 and at most 60 refreshes a second, not {value:g}.")
         return float(value)
+
+
+def default_cache_path() -> Path:
+    """`answers.sqlite3` in the user cache directory (XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA)."""
+    if sys.platform == "win32":
+        root = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Caches"
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "nano_magic" / "answers.sqlite3"
 
 
 @dataclass(frozen=True)

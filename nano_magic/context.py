@@ -7,7 +7,7 @@ import reprlib
 from collections.abc import Mapping as MappingABC
 from typing import Any, Mapping
 
-__all__ = ["describe", "MAX_CHARS"]
+__all__ = ["describe", "fence_for", "MAX_CHARS"]
 
 MAX_CHARS = 4000
 HEAD_ROWS = 5
@@ -36,8 +36,13 @@ def _block(name: str, value: Any, limit: int) -> str:
         body = f"(could not describe this value: {type(exc).__name__})"
     if len(body) > limit:
         body = body[:limit] + f"\n… ({len(body) - limit} more characters cut)"
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", body)), default=0))
+    fence = fence_for(body)
     return f"Context variable `{name}` ({kind}):\n{fence}text\n{body}\n{fence}"
+
+
+def fence_for(body: str) -> str:
+    """A backtick fence longer than any run of backticks in `body`, so that the body cannot close it."""
+    return "`" * max(3, 1 + max((len(run) for run in re.findall("`+", body)), default=0))
 
 
 def _body(value: Any) -> str:

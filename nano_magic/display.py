@@ -21,6 +21,7 @@ class View(Protocol):
 
     def delta(self, text: str) -> None: ...
     def notice(self, text: str) -> None: ...
+    def step(self, line: str) -> None: ...
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
     def abandon(self) -> None: ...
     def close(self) -> None: ...
@@ -117,9 +118,11 @@ class WidgetView:
         self._text_style = HTMLStyle()
         self._tail = widgets.HTMLMath("", style=self._style, layout=self._layout)
         self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
+        self._steps = widgets.HTML("", style=self._text_style, layout=self._layout)
+        self._step_lines: list[str] = []
         self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
         self._body = widgets.VBox([self._tail], layout=self._layout)
-        self._box = widgets.VBox([self._header, self._body, self._status], layout=self._layout)
+        self._box = widgets.VBox([self._header, self._steps, self._body, self._status], layout=self._layout)
         self._pages: list[Any] = []
         self._status_due = 0.0
         self._ticker: Ticker | None = None
@@ -144,6 +147,12 @@ class WidgetView:
             self._status_due = 0.0
         self._ticker.poke()
 
+    def step(self, line: str) -> None:
+        """Show a tool call and its result; it shows at the next tick."""
+        with self._lock:
+            self._step_lines.append(html.escape(line))
+        self._ticker.poke()
+
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Swap the widget for portable Markdown in place, then show the footer."""
         error = self._stop()
@@ -159,7 +168,7 @@ class WidgetView:
         """Join the refresh thread and close every model, the shared layout and style included; safe to call twice."""
         self._stop()
         blocks = [block for page in self._pages for block in page.children]
-        models = (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box,
+        models = (*blocks, *self._pages, self._tail, self._header, self._steps, self._status, self._body, self._box,
                   self._style, self._text_style, self._layout)
         failed: Exception | None = None
         for model in models:
@@ -180,7 +189,7 @@ class WidgetView:
     def _refresh_failed(self, exc: Exception) -> None:
         """Say once, in the status line, that the live view broke; the answer still arrives."""
         with self._lock:
-            self._progress.notice = _refresh_note(exc)
+            self._progress.notice = f"{_refresh_note(exc)}; the full answer shows at the end"
             self._status_due = float("inf")
         self._status.value = self._status_html()
 
@@ -188,6 +197,9 @@ class WidgetView:
         with self._lock:
             frozen, tail = self._renderer.render()
             status = self._status_html()
+            steps = "<br>".join(f"<code>{line}</code>" for line in self._step_lines)
+        if steps != self._steps.value:
+            self._steps.value = steps
         if frozen is not None:
             self._freeze(frozen)
         if tail != self._tail.value:
@@ -216,7 +228,8 @@ class MarkdownView:
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
         self._parts: list[str] = []
-        self._header = f"**{header}**\n\n"
+        self._title = self._header = f"**{header}**\n\n"
+        self._steps: list[str] = []
         self._last = 0.0
         self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
@@ -227,6 +240,12 @@ class MarkdownView:
         if now - self._last >= self._interval:
             self._last = now
             self._handle.update({"text/markdown": self._header + to_markdown(tidy_tail("".join(self._parts)))}, raw=True)
+
+    def step(self, line: str) -> None:
+        """Show a tool call and its result above the answer."""
+        self._steps.append(f"- {to_markdown(line)}\n")
+        self._header = self._title + "".join(self._steps) + "\n"
+        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts))}, raw=True)
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
@@ -260,6 +279,10 @@ class TextView:
         """Print a retry or warning on its own line."""
         print(f"[{text}]", file=sys.stderr, flush=True)
 
+    def step(self, line: str) -> None:
+        """Print a tool call and its result on its own line."""
+        print(line, flush=True)
+
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """End the answer's line and print the footer."""
         print()
@@ -279,7 +302,7 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
 
 
 def _refresh_note(exc: Exception) -> str:
-    return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); the full answer shows at the end"
+    return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
 
 
 def _footer(footer: str) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NanoError", "StreamError", "InternalError", "NoBackend", "CellFailed", "FailureDisplay", "unexpected"]
+__all__ = [
+    "NanoError", "StreamError", "InternalError", "NoBackend", "CellFailed", "FailureDisplay", "unexpected",
+    "OFF_MESSAGE", "TurnedOff", "OverBudget", "NoSavedAnswer",
+]
+
+OFF_MESSAGE = "nano_magic is turned off on this server"
 
 
 class NanoError(Exception):
@@ -19,6 +24,27 @@ class StreamError(NanoError):
 
 class InternalError(NanoError):
     """A bug of ours, caught so that the cell still ends cleanly; the original is its `__cause__`."""
+
+
+class TurnedOff(NanoError):
+    """`NANO_MAGIC_DISABLED` is set (an exam server): nothing may be sent."""
+
+    def __init__(self) -> None:
+        super().__init__(OFF_MESSAGE)
+
+
+class OverBudget(NanoError):
+    """A request could take spending past the budget cap; nothing was sent."""
+
+
+class NoSavedAnswer(NanoError):
+    """Replay is offline and no saved turn matches the request; nothing was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Replay is offline and no saved answer matches this cell (its prompt, thread, earlier turns, "
+            "model or options differ); nothing was sent. `%nano replay` without --offline lets it go live."
+        )
 
 
 class NoBackend(Exception):

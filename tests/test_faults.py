@@ -32,14 +32,14 @@ def test_429_with_retry_after_is_waited_out_then_answered(retrying, run, fake) -
 
 
 def test_500_then_success(retrying, run, fake, monkeypatch) -> None:
-    monkeypatch.setattr("nano_magic.client._backoff", lambda attempt: 0.01)
+    monkeypatch.setattr("nano_magic.client.backoff", lambda attempt: 0.01)
     fake.queue(Status(500, {"detail": "worker crashed"}))
     cell = run("%%nano\nHello")
     assert not cell.failed and "server error 500, retrying" in cell.stderr and len(fake.posts()) == 2
 
 
 def test_failing_every_time_stops_after_the_bounded_attempts(retrying, run, fake, monkeypatch) -> None:
-    monkeypatch.setattr("nano_magic.client._backoff", lambda attempt: 0.01)
+    monkeypatch.setattr("nano_magic.client.backoff", lambda attempt: 0.01)
     fake.queue(*[Status(503, {"error": {"message": "Overloaded, try later"}})] * 4)
     cell = run("%%nano\nHello")
     assert cell.failed and len(fake.posts()) == 4

@@ -4,6 +4,7 @@ it sends carry what its prose promises: system messages per thread, history, con
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def demo(fake: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("NANO_API_KEY", SECRET)
         fake.reply = REPLIES[name]
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        shutil.copy(NOTEBOOKS / name, tmp_path / name)  # the notebook's own folder is the kernel's working directory
         assert all(not getattr(c, "outputs", []) for c in nb.cells), "notebooks are committed without outputs"
         replies: dict[str, dict[str, Any]] = {}
         run_notebook(nb, tmp_path, on_cell_executed=lambda cell, execute_reply, **_: replies.update({cell.id: execute_reply}))
@@ -136,6 +138,27 @@ def test_teaching_gives_each_thread_its_persona(demo, tmp_path: Path) -> None:
     assert "$h = \\tfrac12 g t^2$" in handout and prompt(speed) in handout
     assert prompt(simulation) not in handout  # one thread's handout
     assert prompt(fall) in run.shown("%nano export")
+
+
+def test_teaching_replays_in_class_what_was_prepared(demo, fake: FakeServer, tmp_path: Path) -> None:
+    prepared = demo("teaching.ipynb")
+    assert "Replaying 0 saved answers" in prepared.shown("%nano replay")  # preparing: every question goes live
+    nbformat.write(prepared.nb, tmp_path / "teaching.ipynb")
+    sent = len(fake.posts())
+    fake.reply = "Today the model would answer differently."
+    in_class = nbformat.read(tmp_path / "teaching.ipynb", as_version=4)
+    run_notebook(in_class, tmp_path)
+
+    assert len(fake.posts()) == sent, "in class, nothing is sent"
+    assert "Replaying 3 saved answers" in "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                                                   for o in in_class.cells[3].outputs)
+    asked = [c for c in in_class.cells if c.cell_type == "code" and c.source.startswith("%%nano")]
+    assert len(asked) == 3
+    for cell in asked:
+        [answer] = answers(cell)
+        assert answer.data["text/plain"] == REPLIES["teaching.ipynb"], "the prepared answer, not today's"
+        assert any("replayed" in o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+    assert "$h = \\tfrac12 g t^2$" in (tmp_path / "kinematics_handout.md").read_text()
 
 
 def test_data_science_sends_the_frame_and_reads_json_back(demo) -> None:

@@ -7,6 +7,7 @@ its token limit unless a grammar built from a JSON Schema ends it.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import httpx
 import pytest
@@ -105,3 +106,26 @@ def test_a_forced_tool_call_streams_arguments_that_fit_the_schema(llama_server) 
     assert {c["function"]["name"] for c in calls} == {"area"} and len({c["id"] for c in calls}) == 1
     arguments = json.loads("".join(c["function"]["arguments"] for c in calls))
     assert arguments["shape"] in ("circle", "square") and isinstance(arguments["big"], bool)
+
+
+def test_a_forced_tool_runs_through_the_magic(real, run) -> None:
+    """The grammar makes the random model call the tool with fitting arguments, and the call runs in the kernel.
+
+    The follow-up request (tool_choice back to auto, with the call and its result) gets an empty
+    200 from llama-cpp-python's chatml-function-calling format, so the answer after the call is cut.
+    """
+    seen = []
+
+    def area(shape: Literal["circle", "square"], big: bool) -> float:
+        """Area of a shape."""
+        seen.append((shape, big))
+        return 3.14 if shape == "circle" else 1.0
+
+    real.user_ns["area"] = area
+    cell = run("%%nano --tools area --tool-choice area --max-tokens 40\nHow big?")
+    real.user_ns.pop("area")
+    answer = real.user_ns["_nano"]
+    assert len(seen) == 1 and seen[0][0] in ("circle", "square") and isinstance(seen[0][1], bool), cell.shown
+    assert answer.steps[0]["calls"][0]["error"] is None and answer.requests == 2
+    assert "→ area(shape=" in cell.stdout
+    assert answer.status == "cut" and "The stream ended before the answer was finished." in cell.stdout
