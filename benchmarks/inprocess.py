@@ -169,12 +169,14 @@ def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run
                 view._refresh()
                 refreshes += 1
             view.finish(to_markdown(text), text, {"nano_magic": {"turn": 1}}, FOOTER)
+            view.close()
     else:
         view = WidgetView(HEADER, REFRESH_RATE)
         probe = Probe(view)
         for delta in deltas:
             view.delta(delta)
         view.finish(to_markdown(text), text, {"nano_magic": {"turn": 1}}, FOOTER)
+        view.close()
         refreshes = len(probe.renders)
     meter.flush()
     return Run(time.process_time() - started, meter.bytes, meter.messages, refreshes)

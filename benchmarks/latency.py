@@ -45,6 +45,7 @@ def latencies(meter: MeteredKernel, deltas: list[str], seed: int = 3) -> tuple[l
     while not probe.renders or probe.renders[-1][1] < len(deltas):
         time.sleep(0.01)
     view.finish(None, "".join(deltas), {}, "done")
+    view.close()
     meter.flush()
     sent = list(meter.log or [])
     shown: list[float] = []

@@ -15,22 +15,26 @@ if TYPE_CHECKING:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext nano_magic`: register the magics and the short error display."""
-    from .magics import CellFailed, NanoMagics, show_failure
+    from .errors import FailureDisplay
+    from .magics import NanoMagics
 
-    ipython.register_magics(NanoMagics(shell=ipython))
-    ipython.set_custom_exc((CellFailed,), show_failure)
+    magics = NanoMagics(shell=ipython)
+    ipython.register_magics(magics)
+    magics.failures = FailureDisplay(ipython)
+    magics.failures.install()
     # trio < 0.24 warns on import whenever IPython has a custom exception handler, such as ours.
     warnings.filterwarnings("ignore", "IPython detected, but you already have a custom exception handler", RuntimeWarning)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """`%unload_ext nano_magic`: close connections and remove the error display."""
+    """`%unload_ext nano_magic`: close connections and give the error display back to its earlier owner."""
     magics = ipython.magics_manager.registry.pop("NanoMagics", None)
     if magics is not None and magics._chat is not None:
         magics._chat.close()
+    if magics is not None and magics.failures is not None:
+        magics.failures.uninstall()
     for kind in ("line", "cell"):
         ipython.magics_manager.magics[kind].pop("nano", None)
-    ipython.set_custom_exc((), None)
 
 
 def __getattr__(name: str) -> Any:

@@ -5,19 +5,30 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import httpx
 
-from .client import Client, Delta, Finish, NanoError, Options, Request, Retry, StreamError, UsageReport, build_request
-from .config import Backend, resolve_backend
-from .conversation import Conversation, Thread, Turn
-from .usage import Usage
+from .client import AsyncClient, Client, Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
+from .config import Backend, default_cache_path, resolve_backend, turned_off
+from .conversation import Conversation, Thread, Turn, step_messages
+from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, StreamError, TurnedOff, unexpected
+from .guard import Meter, check_budget, spent
+from .replay import DEFAULT_SPEED, ReplayStore, replay_events
+from .schema import OutputSchema, SchemaError
+from .tools import RESULT_CHARS, Tool, Toolbox
+from .usage import Usage, max_output_for
 
-__all__ = ["Answer", "Chat", "Interrupted", "validate"]
+if TYPE_CHECKING:
+    from .batch import MapPlan, MapResult
+
+__all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
 STATUS_BY_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter", "tool_calls": "complete"}
+STOPPED_CALL = "not run: the answer was stopped"
+LIMIT_CALL = "not run: the step limit (--max-steps {0}) was reached"
 
 
 @dataclass
@@ -34,7 +45,11 @@ class Answer:
     json: Any = None
     turn: int | None = None
     elapsed: float = 0.0
+    replayed: bool = False
     request: Request | None = field(default=None, repr=False)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    refusal: str | None = None
 
     @property
     def cost(self) -> float | None:
@@ -50,6 +65,25 @@ class Answer:
         return to_markdown(self.text)
 
 
+@dataclass
+class Pending:
+    """An answer ready to stream, live or replayed: nothing is sent until `run`."""
+
+    chat: Chat
+    answer: Answer
+    events: Iterator[Event] = field(repr=False)
+    turn: tuple[Any, ...] = field(repr=False)
+    meter: Meter | None = None
+    status: str | None = None  # a replayed turn keeps its saved status
+    tools: Toolbox = field(default_factory=Toolbox)
+    schema: OutputSchema | None = None
+
+    def run(self, on_delta: Callable[[str], None] | None = None, on_retry: Callable[[Retry], None] | None = None,
+            on_step: Callable[[ToolCall], None] | None = None) -> Answer:
+        """Stream the answer to `on_delta`, run the tools it calls (each shown to `on_step`), and record its turn."""
+        return self.chat._receive(self, on_delta, on_retry, on_step)
+
+
 class Interrupted(KeyboardInterrupt):
     """The user stopped the answer; `answer` holds what had arrived."""
 
@@ -58,9 +92,18 @@ class Interrupted(KeyboardInterrupt):
         self.answer = answer
 
 
-def validate(options: Options) -> None:
+def validate(options: Options, tools: Toolbox | None = None, schema: OutputSchema | None = None) -> None:
     """Raise ValueError naming the first bad option value."""
     o = options
+    offered = tools.tools if tools else {}
+    if o.max_steps < 1:
+        raise ValueError(f"--max-steps {o.max_steps} must be at least 1.")
+    if o.tool_choice not in (None, "auto", "none") and not offered:
+        raise ValueError(f"--tool-choice {o.tool_choice} needs functions to choose from: name them with --tools.")
+    if o.tool_choice not in (None, "auto", "none", "required") and o.tool_choice not in offered:
+        raise ValueError(f"--tool-choice {o.tool_choice}: the cell offers no such tool (use auto, required, none or one of: {', '.join(offered)}).")
+    if o.json and schema is not None:
+        raise ValueError("--json and --schema ask for different things: use one of them.")
     if o.temperature is not None and not 0 <= o.temperature <= 2:
         raise ValueError(f"--temperature {o.temperature:g} is out of range: use a value from 0 to 2.")
     if o.top_p is not None and not 0 <= o.top_p <= 1:
@@ -94,6 +137,10 @@ class Chat:
         self.api = api
         self.last: Answer | None = None
         self.ledger: list[tuple[str, str, Usage]] = []
+        self.budget: float | None = None  # dollars this Chat may spend; None: no cap
+        self.replay_store: ReplayStore | None = None
+        self.replay_mode = "off"  # off, on (unmatched requests go live) or offline (they are refused)
+        self.replay_speed = DEFAULT_SPEED
         self._env = env
         self._transport = transport
         self._client: Client | None = None
@@ -115,7 +162,9 @@ class Chat:
 
     @property
     def client(self) -> Client:
-        """The HTTP client, reused across requests for keep-alive."""
+        """The HTTP client, reused across requests for keep-alive; TurnedOff on an exam server."""
+        if turned_off(self._env):
+            raise TurnedOff()
         backend = self.backend
         s = self._settings
         key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
@@ -127,6 +176,17 @@ class Chat:
             self._client_key = key
             self._models = None
         return self._client
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of a failed request before it counts as failed."""
+        return int(self._settings.get("max_retries", 3))
+
+    def async_client(self, connections: int, transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+        """A new async client for many requests at once, with this chat's backend and timeouts."""
+        s = self._settings
+        return AsyncClient(self.backend, connections=connections, connect_timeout=s.get("connect_timeout", 10.0),
+                           read_timeout=s.get("read_timeout", 120.0), transport=transport)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -155,21 +215,31 @@ class Chat:
         """The shutdown date the server listed for `model`, if the list was already fetched."""
         return next((m.get("shutdown_date") for m in self._models or [] if m.get("id") == model), None)
 
-    def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None) -> Request:
-        """The request a prompt would send, given the thread as it sees it."""
-        validate(options)
-        messages = thread.messages(thread.before(cell_id)) + [{"role": "user", "content": text}]
-        return build_request(self.backend, self.model_for(options), thread.system, messages, options)
+    def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None,
+                tools: Toolbox | None = None, schema: OutputSchema | None = None) -> Request:
+        """The first request a prompt would send, given the thread as it sees it."""
+        validate(options, tools, schema)
+        messages = _opening(text, options, thread, cell_id)
+        return build_request(self.backend, self.model_for(options), thread.system, messages, options, tools, schema)
 
     def scratch_thread(self, name: str, *, system: str | None = None, new: bool = False) -> Thread:
         """A copy of a thread as a prompt would see it, leaving the real one untouched."""
         kept = self.conversation.threads.get(name) or Thread(name)
         return Thread(name, kept.system if system is None else system, [] if new else list(kept.turns))
 
-    def ask(
+    def ask(self, text: str, on_delta: Callable[[str], None] | None = None, *,
+            on_retry: Callable[[Retry], None] | None = None, **how: Any) -> Answer:
+        """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived.
+
+        `how` takes `start`'s keywords: thread, system, new, once, cell_id, execution_count, tools, schema,
+        tool_result_chars and the request options; `on_step` sees each tool call with its result.
+        """
+        on_step = how.pop("on_step", None)
+        return self.start(text, **how).run(on_delta, on_retry, on_step)
+
+    def start(
         self,
         text: str,
-        on_delta: Callable[[str], None] | None = None,
         *,
         thread: str = "default",
         system: str | None = None,
@@ -177,62 +247,252 @@ class Chat:
         once: bool = False,
         cell_id: str | None = None,
         execution_count: int | None = None,
-        on_retry: Callable[[Retry], None] | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] | Toolbox = (),
+        schema: Any = None,
+        tool_result_chars: int = RESULT_CHARS,
         **options: Any,
-    ) -> Answer:
-        """Send `text`, stream the answer to `on_delta`, and record the turn once any text arrived."""
+    ) -> Pending:
+        """Check and prepare an answer without sending anything: bad input, replay misses and the budget raise here.
+
+        `tools` are callables the model may call (each runs in this thread); `schema` is a pydantic model,
+        TypedDict, dataclass or JSON Schema dict that the answer must fit.
+        """
         opts = Options(**{"api": self.api, **options})
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
+        toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools, tool_result_chars)
+        shape = None if schema is None else OutputSchema.from_object(schema)
+        validate(opts, toolbox, shape)
         seen = self.scratch_thread(thread, system=system, new=new or once)
-        request = self.prepare(text, opts, thread=seen, cell_id=cell_id)
+        turn = (text, opts, seen, cell_id, execution_count, once)
+        saved = self.saved_answer(text, opts, seen, cell_id, once)
+        if saved is not None:
+            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), turn, None, saved.status)
+        request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape)
+        meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
         answer = Answer(model=request.body["model"], thread=thread, request=request)
+        return Pending(self, answer, self.client.stream(request), turn, meter if opts.stream else None, None, toolbox, shape)
+
+    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
+        """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
+        if self.replay_mode == "off" or self.replay_store is None:
+            return None
+        # One-shot answers are saved without their prompt, so they never match.
+        found = None if once else self.replay_store.find(
+            seen.name, seen.system, seen.before(cell_id), text, options.changed(), self.known_model(options))
+        if found is None and self.replay_mode == "offline":
+            raise NoSavedAnswer()
+        return found
+
+    def known_model(self, options: Options) -> str | None:
+        """The model a request would name, when that is known without asking the server; None otherwise."""
+        try:
+            return options.model or self.backend.model
+        except NoBackend:
+            return None
+
+    def _meter(self, request: Request, options: Options) -> Meter | None:
+        """Refuse a request that could pass the budget; otherwise a meter for its running cost."""
+        if self.budget is None:
+            return None
+        from .tokens import estimate_request
+
+        model = request.body["model"]
+        estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
+        so_far = spent(self.ledger)
+        check_budget(self.budget, so_far, estimate)
+        return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
+
+    def _receive(self, pending: Pending, on_delta: Callable[[str], None] | None, on_retry: Callable[[Retry], None] | None,
+                 on_step: Callable[[ToolCall], None] | None) -> Answer:
+        """Stream events into the answer, run the tools it calls and ask again, stopping at the budget cap or the step limit."""
         started = time.perf_counter()
-        parts: list[str] = []
+        run = _TurnRun(pending.answer, on_delta, on_retry, on_step)
+        text, opts, seen, cell_id = pending.turn[:4]
 
         def settle(status: str) -> Answer:
-            answer.text, answer.status, answer.elapsed = "".join(parts), status, time.perf_counter() - started
-            self._settle(answer, text, opts, seen, cell_id, execution_count, once)
+            answer = run.close(status, time.perf_counter() - started)
+            self._settle(answer, *pending.turn, run.usages, pending.tools, pending.schema)
             return answer
 
         try:
-            for event in self.client.stream(request):
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                    if on_delta is not None:
-                        on_delta(event.text)
-                elif isinstance(event, UsageReport):
-                    answer.usage = event.usage
-                elif isinstance(event, Finish):
-                    answer.finish_reason = event.reason
-                elif on_retry is not None:
-                    on_retry(event)
+            events, meter = pending.events, pending.meter
+            for step in range(1, opts.max_steps + 1):
+                calls = run.send(events, meter)
+                if run.capped and meter is not None:
+                    answer = settle("budget")
+                    answer.error = meter.message()
+                    return answer
+                if not calls:
+                    break
+                last = step == opts.max_steps
+                run.run(calls, None if last else pending.tools, LIMIT_CALL.format(opts.max_steps))
+                if last:
+                    answer = settle("max_steps")
+                    answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
+                    return answer
+                messages = _opening(text, opts, seen, cell_id) + step_messages(run.answer.steps, opts.api)
+                request = build_request(self.backend, run.answer.model, seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
+                meter = self._meter(request, opts) if opts.stream else None
+                run.answer.request, events = request, self.client.stream(request)
         except KeyboardInterrupt:
-            settle("stopped")
-            raise Interrupted(answer if parts else None) from None
+            answer = settle("stopped")
+            raise Interrupted(answer if answer.text or answer.steps else None) from None
         except StreamError as exc:
-            settle("cut").error = str(exc)
-            exc.answer = answer if parts else None  # type: ignore[attr-defined]
+            answer = settle("cut")
+            answer.error = str(exc)
+            exc.answer = answer if answer.text or answer.steps else None
             raise
-        return settle(STATUS_BY_FINISH.get(answer.finish_reason or "stop", "complete"))
+        except NanoError:
+            raise
+        except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
+            broken = InternalError(unexpected(exc))
+            answer = settle("cut")
+            answer.error = str(broken)
+            broken.answer = answer if answer.text or answer.steps else None
+            raise broken from exc
+        if pending.status:
+            return settle(pending.status)
+        return settle("refused" if run.refusal else STATUS_BY_FINISH.get(run.answer.finish_reason or "stop", "complete"))
+
+    def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
+            cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each."""
+        from .batch import run_map
+
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        return run_map(plan, progress=_progress_mode(progress))
+
+    async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
+                   cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+        """`map` on the running event loop."""
+        from .batch import arun_map
+
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        return await arun_map(plan, progress=_progress_mode(progress))
+
+    def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
+                  cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
+        from .batch import plan_map
+
+        opts = Options(**{"api": self.api, **options})
+        validate(opts)
+        path = default_cache_path() if cache is True else (cache or None)
+        return plan_map(self, data, template, opts, system=system, schema=schema, concurrency=concurrency, cache_path=path)
 
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
-                execution_count: int | None, once: bool) -> None:
-        """Account for the answer and, once any text arrived, write its turn into the real thread."""
-        if answer.usage is not None:
-            self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, answer.usage))
+                execution_count: int | None, once: bool, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
+        """Account for every request and, once any text or call arrived, write the turn into the real thread."""
+        for used in usages if not answer.replayed else []:
+            self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, used))
         if options.json and answer.status == "complete":
             answer.json, answer.error = _parse_json(answer.text)
-        if not answer.text:
+        if schema is not None and answer.status == "complete":
+            try:
+                answer.json = schema.parse(answer.text)
+            except SchemaError as exc:
+                answer.error = f"The answer does not fit the schema {schema.name}: {exc}. The raw text is kept in .text."
+        if not answer.text and not answer.steps:
             return
         self.last = answer
+        self.conversation.forget_cell(cell_id, keep=None if once else seen.name)
         if once:
             return
         thread = self.conversation.thread(seen.name)
         thread.system, thread.turns = seen.system, seen.turns
         usage = answer.usage.to_dict() if answer.usage else None
-        turn = Turn(prompt, answer.text, answer.model, options.changed(), usage, answer.status, cell_id, execution_count)
+        chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {})}
+        turn = Turn(prompt, answer.text, answer.model, chosen, usage, answer.status, cell_id, execution_count, answer.steps)
         answer.turn = thread.record(turn)
+
+
+def _opening(text: str, options: Options, thread: Thread, cell_id: str | None) -> list[dict[str, Any]]:
+    """The thread's earlier turns and the new prompt, as messages or input items."""
+    return thread.messages(thread.before(cell_id), options.api) + [{"role": "user", "content": text}]
+
+
+class _TurnRun:
+    """One turn in progress: the requests it sends, the text and calls that come back, and the tools it runs."""
+
+    def __init__(self, answer: Answer, on_delta: Callable[[str], None] | None, on_retry: Callable[[Retry], None] | None,
+                 on_step: Callable[[ToolCall], None] | None) -> None:
+        self.answer = answer
+        self.parts: list[str] = []
+        self.refusal: list[str] = []
+        self.usages: list[Usage] = []
+        self.capped = False
+        self._on_delta, self._on_retry, self._on_step = on_delta, on_retry, on_step
+
+    def send(self, events: Iterator[Event], meter: Meter | None) -> list[ToolCall]:
+        """Stream one request's answer; return the calls it asks for. At the budget cap, close the response and set `capped`."""
+        self.answer.requests += 1
+        calls: list[ToolCall] = []
+        for event in events:
+            if isinstance(event, Delta):
+                self.parts.append(event.text)
+                if self._on_delta is not None:
+                    self._on_delta(event.text)
+                if meter is not None and meter.add(event.text):
+                    events.close()  # closes the response: the server sees the client go away
+                    self.usages.append(meter.usage())
+                    self.capped = True
+                    return []
+            elif isinstance(event, ToolCall):
+                calls.append(event)
+            elif isinstance(event, Refusal):
+                self.refusal.append(event.text)
+                if self._on_delta is not None:
+                    self._on_delta(event.text)
+            elif isinstance(event, UsageReport):
+                self.usages.append(event.usage)
+            elif isinstance(event, Finish):
+                self.answer.finish_reason = event.reason
+            elif self._on_retry is not None:
+                self._on_retry(event)
+        return calls
+
+    def run(self, calls: list[ToolCall], toolbox: Toolbox | None, limit: str) -> None:
+        """Run a round's calls in order (none when `toolbox` is None: the step limit); each is recorded before it runs."""
+        step = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
+        self.parts.clear()
+        self.answer.steps.append(step)
+        for index, call in enumerate(calls):
+            if toolbox is not None:
+                toolbox.run(call)
+                step["calls"][index] = call.to_dict()
+            if self._on_step is not None:
+                self._on_step(ToolCall(**step["calls"][index]))
+
+    def close(self, status: str, elapsed: float) -> Answer:
+        """The answer as it stands."""
+        answer = self.answer
+        answer.refusal = "".join(self.refusal) or None
+        answer.text = "".join(self.parts) or (answer.refusal or "")
+        answer.status, answer.elapsed = status, elapsed
+        answer.usage = sum(self.usages, Usage()) if self.usages else None
+        return answer
+
+
+def _after_calls(options: Options) -> Options:
+    """The options of a follow-up request: a forced choice (`required` or a name) was honoured, so the model may now answer."""
+    if options.tool_choice in (None, "auto", "none"):
+        return options
+    return replace(options, tool_choice="auto")
+
+
+def _not_run(call: ToolCall, reason: str) -> dict[str, Any]:
+    return {**call.to_dict(), "result": f"Error: {reason}", "error": reason}
+
+
+def _progress_mode(progress: bool | str) -> str:
+    """`widget` in a kernel, `text` elsewhere, `none` when turned off."""
+    if progress in ("widget", "text", "none"):
+        return str(progress)
+    if not progress:
+        return "none"
+    from IPython import get_ipython
+
+    return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"
 
 
 def _parse_json(text: str) -> tuple[Any, str | None]:

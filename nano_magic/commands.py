@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from IPython.core.error import UsageError
+from IPython.core.magic_arguments import parse_argstring
 
 from .chat import Chat
-from .client import NanoError
-from .config import NanoSettings, NoBackend, mask
+from .config import NanoSettings, mask, turned_off
 from .conversation import read_notebook_or_export
-from .magics import CellFailed
+from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend
+from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
+from .guard import budget_line, spent
+from .magics import NanoMagics
 from .render import escape_markdown, markdown_table
+from .replay import current_notebook
 from .usage import Usage
 
 __all__ = ["run_command", "COMMANDS", "Shown"]
@@ -35,6 +39,8 @@ SUBCOMMANDS = [
     ("%nano models", "the models the server offers"),
     ("%nano export PATH.json|PATH.md [--thread T]", "save the conversation"),
     ("%nano load [PATH.ipynb|PATH.json]", "rebuild the threads from a saved notebook or an export"),
+    ("%nano replay [PATH] [--speed N] [--offline]", "answer matching cells from a notebook's saved turns, with no request (off ends it)"),
+    ("%nano explain [--dry-run] [--format code]", "ask why the last error happened and how to fix it"),
     ("%nano help", "this table"),
 ]
 
@@ -52,10 +58,11 @@ class Shown:
         return cls(template.format(*(escape_markdown(str(v)) for v in values)), template.format(*values))
 
     @classmethod
-    def table(cls, header: Sequence[str], rows: Sequence[Sequence[object]], *, before: str = "") -> Shown:
-        """A table: escaped cells in Markdown, aligned columns in text; `before` is a plain sentence above it."""
-        lead = (escape_markdown(before) + "\n\n", before + "\n\n") if before else ("", "")
-        return cls(lead[0] + markdown_table(header, rows), lead[1] + _aligned(header, rows))
+    def table(cls, header: Sequence[str], rows: Sequence[Sequence[object]], *, before: str = "", after: str = "") -> Shown:
+        """A table: escaped cells in Markdown, aligned columns in text; `before` and `after` are plain sentences."""
+        markdown = [escape_markdown(before), markdown_table(header, rows), escape_markdown(after)]
+        text = [before, _aligned(header, rows), after]
+        return cls("\n\n".join(filter(None, markdown)), "\n\n".join(filter(None, text)))
 
 
 def _aligned(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -69,8 +76,11 @@ def _help() -> Shown:
     return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.")
 
 
-def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
-    """Run one subcommand; return what to show."""
+SENDERS = ("models", "explain")
+
+
+def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Shown | None:
+    """Run one subcommand; return what to show, or None when it showed its own output."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -81,19 +91,12 @@ def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Sh
     command = COMMANDS.get(name)
     if command is None:
         raise UsageError(f"%nano {name}: unknown subcommand. Valid: {', '.join(COMMANDS)}.")
+    if name in SENDERS and turned_off():
+        return Shown.say("{}", OFF_MESSAGE)
     try:
         return command(rest, chat, settings, shell)
     except (NanoError, NoBackend) as exc:
         raise CellFailed(str(exc)) from None
-
-
-def _thread_flag(rest: list[str]) -> tuple[str | None, list[str]]:
-    if "--thread" in rest:
-        i = rest.index("--thread")
-        if i + 1 >= len(rest):
-            raise UsageError("--thread needs a name.")
-        return rest[i + 1], rest[:i] + rest[i + 2 :]
-    return None, rest
 
 
 def reset(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
@@ -128,7 +131,7 @@ def threads(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> 
 
 def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Set or show a system message."""
-    name, rest = _thread_flag(rest)
+    name, rest = _flag(rest, "--thread")
     thread = chat.conversation.thread(name or "default")
     if rest:
         thread.system = " ".join(rest)
@@ -158,9 +161,10 @@ class _Spend:
 
 
 def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
-    """Tokens and cost per thread in this session."""
+    """Tokens and cost per thread in this session, and what was spent against the budget."""
+    cap = "" if chat.budget is None else budget_line(chat.budget, spent(chat.ledger))
     if not chat.ledger:
-        return Shown.say("No tokens used yet in this session.")
+        return Shown.say("No tokens used yet in this session." + ("\n\n{}" if cap else ""), *([cap] if cap else []))
     per_thread: dict[str, _Spend] = {}
     total = _Spend()
     for thread, model, used in chat.ledger:
@@ -171,7 +175,7 @@ def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
         turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else 0
         rows.append((name, turns, *spend.cells()))
     rows.append(("total", "", *total.cells()))
-    return Shown.table(("thread", "turns", "requests", "input tokens", "output tokens", "cost"), rows)
+    return Shown.table(("thread", "turns", "requests", "input tokens", "output tokens", "cost"), rows, after=cap)
 
 
 def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
@@ -191,7 +195,9 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
     except NoBackend as exc:
         return Shown.say("{}", exc)
     rows = [
-        ("backend", backend.name), ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
+        ("backend", backend.name), ("chosen because", backend.reason),
+        ("ignored", ", ".join(backend.ignored) + " (set, but not used by this backend)" if backend.ignored else "nothing"),
+        ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
         ("API", settings.api), ("key", f"{mask(backend.api_key)} from {backend.key_source}" if backend.api_key else "(none)"),
         *((n, str(getattr(settings, n))) for n in ("max_retries", "connect_timeout", "read_timeout", "refresh_rate", "display")),
     ]
@@ -207,7 +213,7 @@ def models(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
 
 def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Save threads to `.json` (lossless) or `.md` (a readable transcript)."""
-    only, rest = _thread_flag(rest)
+    only, rest = _flag(rest, "--thread")
     if len(rest) != 1 or Path(rest[0]).suffix not in (".json", ".md"):
         raise UsageError("%nano export PATH.json|PATH.md [--thread T]")
     if only is not None and only not in chat.conversation.threads:
@@ -222,7 +228,7 @@ def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
 
 def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Rebuild threads from a saved notebook or a JSON export, without any request."""
-    path = Path(rest[0]).expanduser() if rest else _current_notebook(shell)
+    path = Path(rest[0]).expanduser() if rest else current_notebook(shell.user_ns)
     if path is None:
         raise UsageError("%nano load: this frontend does not say which notebook is open; give a path: %nano load PATH.ipynb")
     if not path.is_file():
@@ -236,13 +242,67 @@ def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sho
     return Shown.say("Loaded {} turns in {} threads from {}.", turns, len(loaded.threads), path)
 
 
-def _current_notebook(shell: Any) -> Path | None:
-    """The open notebook as the frontend names it; a path relative to the server root is tried by its name here."""
-    name = shell.user_ns.get("__vsc_ipynb_file__") or os.environ.get("JPY_SESSION_NAME")
-    if not name:
+def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
+    """Answer matching cells from a notebook's saved turns, or `off`."""
+    from .cell import load_replay
+
+    if rest == ["off"]:
+        settings.replay, chat.replay_store = "off", None
+        return Shown.say("Replay is off: every cell goes to the model.")
+    usage = "%nano replay [PATH.ipynb|PATH.json] [--speed TOKENS_PER_S] [--offline], or %nano replay off"
+    speed, rest = _flag(rest, "--speed")
+    offline = "--offline" in rest
+    rest = [word for word in rest if word != "--offline"]
+    if len(rest) > 1 or any(word.startswith("-") for word in rest):
+        raise UsageError(usage)
+    try:
+        pace = settings.replay_speed if speed is None else float(speed)
+        if pace < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--speed {speed}: give tokens a second, 0 or more (0: at once).") from None
+    path = Path(rest[0]).expanduser() if rest else current_notebook(shell.user_ns)
+    store = load_replay(path, "%nano replay")
+    chat.replay_store = store
+    settings.replay, settings.replay_speed = ("offline" if offline else "on"), pace
+    others = "are refused (offline)" if offline else "go to the model"
+    return Shown.say("Replaying {} saved answers from {} at {} tokens/s; other cells {}.", len(store), store.source, f"{pace:g}", others)
+
+
+def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> None:
+    """Ask, one-shot, why the last error happened and how to fix it; secrets are masked in what is sent."""
+    from .cell import run_cell
+
+    fmt, rest = _flag(rest, "--format")
+    dry_run = "--dry-run" in rest
+    if [word for word in rest if word != "--dry-run"] or fmt not in (None, "markdown", "text", "code"):
+        raise UsageError("%nano explain [--dry-run] [--format markdown|text|code]")
+    error = last_error(shell)
+    if error is None:
+        print(NO_ERROR)
         return None
-    path = Path(name)
-    return path if path.is_file() else Path(path.name)
+    args = parse_argstring(NanoMagics.nano_cell, "--once")
+    args.format, args.dry_run = fmt or "markdown", dry_run
+    args.system = CODE_INSTRUCTION if fmt == "code" else INSTRUCTION
+    run_cell(shell, chat, settings, args, masked(error.prompt(), [*_known_secrets(chat), *env_secrets(os.environ)]))
+    return None
+
+
+def _known_secrets(chat: Chat) -> list[str]:
+    try:
+        return chat.backend.secrets()
+    except NoBackend:
+        return []
+
+
+def _flag(rest: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value after `name`, and the other words."""
+    if name not in rest:
+        return None, rest
+    i = rest.index(name)
+    if i + 1 >= len(rest):
+        raise UsageError(f"{name} needs a value.")
+    return rest[i + 1], rest[:i] + rest[i + 2 :]
 
 
 def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
@@ -250,7 +310,8 @@ def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
     return _help()
 
 
-COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], Shown]] = {
+COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], Shown | None]] = {
     "reset": reset, "history": history, "threads": threads, "system": system, "usage": usage,
-    "config": config, "models": models, "export": export, "load": load, "help": help_,
+    "config": config, "models": models, "export": export, "load": load, "replay": replay,
+    "explain": explain, "help": help_,
 }

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 
-from traitlets import CFloat, CInt, Enum, Unicode, validate
+from traitlets import CFloat, CInt, Enum, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
-__all__ = ["Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "SETUP_HELP"]
+from .errors import NoBackend
+
+__all__ = [
+    "Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "default_cache_path", "SETUP_HELP", "turned_off",
+    "budget_from_env",
+]
 
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
 GATEWAY_URL = "https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/openai"
@@ -26,8 +34,23 @@ In a notebook: %env OPENAI_API_KEY=... or %config NanoMagics.base_url = "http://
 """
 
 
-class NoBackend(Exception):
-    """No credentials or base URL were found."""
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def turned_off(env: Mapping[str, str] | None = None) -> bool:
+    """Whether an instructor switched nano_magic off with `NANO_MAGIC_DISABLED=1` (an exam server)."""
+    value = (os.environ if env is None else env).get("NANO_MAGIC_DISABLED", "")
+    return value.strip().lower() in _TRUE
+
+
+def budget_from_env(env: Mapping[str, str] | None = None) -> float | None:
+    """The cap in `NANO_BUDGET` (dollars), or None when it is unset or not a number of dollars."""
+    value = (os.environ if env is None else env).get("NANO_BUDGET", "").strip().lstrip("$")
+    try:
+        cap = float(value)
+    except ValueError:
+        return None
+    return cap if cap >= 0 else None
 
 
 class Secret(str):
@@ -42,22 +65,84 @@ class NanoSettings(Configurable):
 
     model = Unicode(None, allow_none=True, help="Model id; default depends on the backend.").tag(config=True)
     base_url = Unicode(None, allow_none=True, help="Any OpenAI-compatible base URL, e.g. http://localhost:8000/v1.").tag(config=True)
-    api_key = Unicode(None, allow_none=True, help="API key; overrides the environment. Always shown masked.").tag(config=True)
+    api_key = Unicode(None, allow_none=True, help=(
+        "API key; replaces the key of the backend the environment selects, or, when none is set, selects OpenAI. "
+        "Always shown masked."
+    )).tag(config=True)
     api = Enum(["chat", "responses"], "chat", help="Chat Completions or the Responses API.").tag(config=True)
-    max_retries = CInt(3, help="Retries for 408/409/429/5xx and connection errors, before the first answer byte.").tag(config=True)
+    max_retries = CInt(3, help="Retries (0 or more) for 408/409/429/5xx and connection errors, before the first answer byte.").tag(config=True)
     connect_timeout = CFloat(10.0, help="Seconds to wait for a connection.").tag(config=True)
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
-    refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams.").tag(config=True)
+    refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams (above 0, at most 60).").tag(config=True)
     display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
+    budget = CFloat(None, allow_none=True, help="Dollars this kernel may spend; None: no cap. Default: $NANO_BUDGET.").tag(config=True)
+    replay = Enum(["off", "on", "offline"], "off", help="Answer cells from the notebook's saved turns: off, on (others go live) or offline (others are refused).").tag(config=True)
+    replay_speed = CFloat(80.0, help="Tokens a second at which replayed answers stream; 0: at once.").tag(config=True)
+    concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
+    confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
+    cache_path = Unicode(help="The SQLite file of --map answers (default: answers.sqlite3 in the user cache directory).").tag(config=True)
+    tool_result_chars = CInt(4000, help="Longest tool result sent back to the model, in characters; longer ones are cut with a note.").tag(config=True)
 
     def connection(self) -> dict[str, Any]:
         """The settings that say where and how a Chat connects."""
         names = ("model", "base_url", "api_key", "max_retries", "connect_timeout", "read_timeout")
         return {name: getattr(self, name) for name in names}
 
+    @default("budget")
+    def _budget_from_env(self) -> float | None:
+        return budget_from_env()
+
+    @validate("budget", "replay_speed", "confirm_above")
+    def _not_negative(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise TraitError(f"{proposal['trait'].name} must be 0 or more, not {value:g}.")
+        return value
+
+    @default("cache_path")
+    def _default_cache_path(self) -> str:
+        return str(default_cache_path())
+
+    @validate("concurrency")
+    def _at_least_one(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"concurrency must be at least 1, not {proposal['value']}.")
+        return int(proposal["value"])
+
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
         return None if proposal["value"] is None else Secret(proposal["value"])
+
+    @validate("max_retries")
+    def _retries(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"max_retries must be 0 or more, not {proposal['value']}.")
+        return int(proposal["value"])
+
+    @validate("connect_timeout", "read_timeout")
+    def _timeout(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not (math.isfinite(value) and value > 0):
+            raise TraitError(f"{proposal['trait'].name} must be a number of seconds greater than 0, not {value:g}.")
+        return float(value)
+
+    @validate("refresh_rate")
+    def _rate(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not 0 < value <= 60:
+            raise TraitError(f"refresh_rate must be above 0 and at most 60 refreshes a second, not {value:g}.")
+        return float(value)
+
+
+def default_cache_path() -> Path:
+    """`answers.sqlite3` in the user cache directory (XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA)."""
+    if sys.platform == "win32":
+        root = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Caches"
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "nano_magic" / "answers.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -70,6 +155,8 @@ class Backend:
     api_key: str | None = field(default=None, repr=False)
     key_source: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    reason: str = field(default="", compare=False)
+    ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def compatible(self) -> bool:
@@ -110,44 +197,77 @@ def mask_header(value: str) -> str:
 
 
 def resolve_backend(settings: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Backend:
-    """Pick the backend: explicit settings, then the environment; raise NoBackend when there is none."""
+    """Pick the backend, first match wins: a base URL (setting, then NANO_BASE_URL), Cloudflare, OPENAI_API_KEY,
+    then the `api_key` setting alone as an OpenAI key; raise NoBackend when there is none.
+
+    The `api_key` and `model` settings replace the chosen backend's key and model. The backend says why it
+    was chosen (`reason`) and which credentials in the environment it leaves unused (`ignored`).
+    """
     env = os.environ if env is None else env
-    backend = _from_base_url(settings, env) or _from_cloudflare(env) or _from_openai(env)
-    if backend is None:
+    found = _from_base_url(settings, env) or _from_cloudflare(env) or _from_openai(env) or _from_key_setting(settings)
+    if found is None:
         raise NoBackend(SETUP_HELP)
+    backend, used = found
     if settings.get("api_key"):
+        used = used - {backend.key_source}
         backend = replace(backend, api_key=settings["api_key"], key_source="NanoMagics.api_key")
     if settings.get("model"):
+        used = used - {"NANO_MODEL"}
         backend = replace(backend, model=settings["model"])
-    return backend
+    return replace(backend, ignored=tuple(name for name in CREDENTIALS if env.get(name) and name not in used))
 
 
-def _from_base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> Backend | None:
-    url = settings.get("base_url") or env.get("NANO_BASE_URL")
-    if not url:
+CREDENTIALS = ("NANO_BASE_URL", "NANO_API_KEY", "NANO_MODEL", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN",
+               "CLOUDFLARE_GATEWAY_ID", "OPENAI_API_KEY")
+_Found = tuple[Backend, frozenset[str]]  # the backend and the environment variables it reads
+
+
+def _from_base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> _Found | None:
+    used = {"NANO_API_KEY", "NANO_MODEL"}
+    if settings.get("base_url"):
+        url, reason = settings["base_url"], "NanoMagics.base_url is set"
+    elif env.get("NANO_BASE_URL"):
+        url, reason = env["NANO_BASE_URL"], "NANO_BASE_URL is set"
+        used.add("NANO_BASE_URL")
+    else:
         return None
     key = env.get("NANO_API_KEY")
-    return Backend(COMPATIBLE, url.rstrip("/"), env.get("NANO_MODEL"), key, "NANO_API_KEY" if key else None)
+    backend = Backend(COMPATIBLE, url.rstrip("/"), env.get("NANO_MODEL"), key, "NANO_API_KEY" if key else None, reason=reason)
+    return backend, frozenset(used)
 
 
-def _from_cloudflare(env: Mapping[str, str]) -> Backend | None:
+def _from_cloudflare(env: Mapping[str, str]) -> _Found | None:
     account, token = env.get("CLOUDFLARE_ACCOUNT_ID"), env.get("CLOUDFLARE_API_TOKEN")
     if not (account and token):
         return None
     gateway = env.get("CLOUDFLARE_GATEWAY_ID")
     if not gateway:
         url = CLOUDFLARE_URL.format(account=account)
-        return Backend("Cloudflare Workers AI", url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN")
+        reason = "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN are set, and no base URL is"
+        backend = Backend("Cloudflare Workers AI", url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN", reason=reason)
+        return backend, frozenset({"CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN"})
     # The gateway authenticates itself with the Cloudflare token; the provider key, when given, rides in Authorization.
     url = GATEWAY_URL.format(account=account, gateway=gateway)
     openai_key = env.get("OPENAI_API_KEY")
-    return Backend(
+    backend = Backend(
         "Cloudflare AI Gateway", url, "gpt-4.1-nano", openai_key,
         "OPENAI_API_KEY" if openai_key else "CLOUDFLARE_API_TOKEN",
         {"cf-aig-authorization": f"Bearer {token}"},
+        reason="CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_API_TOKEN and CLOUDFLARE_GATEWAY_ID are set, and no base URL is",
     )
+    return backend, frozenset({"CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_GATEWAY_ID", "OPENAI_API_KEY"})
 
 
-def _from_openai(env: Mapping[str, str]) -> Backend | None:
+def _from_openai(env: Mapping[str, str]) -> _Found | None:
     key = env.get("OPENAI_API_KEY")
-    return Backend("OpenAI", OPENAI_URL, "gpt-4.1-nano", key, "OPENAI_API_KEY") if key else None
+    if not key:
+        return None
+    reason = "OPENAI_API_KEY is set, and neither a base URL nor Cloudflare variables are"
+    return Backend("OpenAI", OPENAI_URL, "gpt-4.1-nano", key, "OPENAI_API_KEY", reason=reason), frozenset({"OPENAI_API_KEY"})
+
+
+def _from_key_setting(settings: Mapping[str, Any]) -> _Found | None:
+    if not settings.get("api_key"):
+        return None
+    reason = "NanoMagics.api_key is set, and the environment names no backend"
+    return Backend("OpenAI", OPENAI_URL, "gpt-4.1-nano", reason=reason), frozenset()

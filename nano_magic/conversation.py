@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export"]
+__all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export", "step_messages", "step_line"]
 
 METADATA_KEY = "nano_magic"
 FORMAT_VERSION = 1
@@ -25,16 +25,20 @@ class Turn:
     status: str = "complete"
     cell_id: str | None = None
     execution_count: int | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the rounds that called tools: {"text", "calls": [...]}
 
-    def messages(self) -> list[dict[str, str]]:
-        """This turn as a user and an assistant message."""
-        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.answer}]
+    def messages(self, api: str = "chat") -> list[dict[str, Any]]:
+        """This turn as the API saw it: the prompt, the tool calls and their results, the answer."""
+        answer = [{"role": "assistant", "content": self.answer}] if self.answer or not self.steps else []
+        return [{"role": "user", "content": self.prompt}, *step_messages(self.steps, api), *answer]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
         """A turn from saved data, ignoring unknown keys."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        turn = cls(**{k: v for k, v in data.items() if k in names})
+        turn.steps = _steps_from(turn.steps)
+        return turn
 
 
 @dataclass
@@ -65,9 +69,9 @@ class Thread:
         self.turns[index] = turn
         return index
 
-    def messages(self, turns: Iterable[Turn]) -> list[dict[str, str]]:
-        """Turns as chat messages (the system message travels separately)."""
-        return [m for t in turns for m in t.messages()]
+    def messages(self, turns: Iterable[Turn], api: str = "chat") -> list[dict[str, Any]]:
+        """Turns as messages or input items (the system message travels separately)."""
+        return [m for t in turns for m in t.messages(api)]
 
 
 class Conversation:
@@ -87,6 +91,14 @@ class Conversation:
             self.threads.clear()
         elif name in self.threads:
             self.threads[name].turns.clear()
+
+    def forget_cell(self, cell_id: str | None, keep: str | None = None) -> None:
+        """Remove a cell's turn from every thread but `keep`: one cell has at most one turn."""
+        if cell_id is None:
+            return
+        for thread in self.threads.values():
+            if thread.name != keep:
+                thread.turns = [t for t in thread.turns if t.cell_id != cell_id]
 
     def drop_cells(self, cell_ids: Iterable[str]) -> int:
         """Remove the turns of deleted cells; return how many went."""
@@ -156,9 +168,65 @@ class Conversation:
             for number, turn in enumerate(thread.turns, 1):
                 status = "" if turn.status == "complete" else f" ({turn.status})"
                 model = escape(turn.model or "Model")
+                steps = "".join(f"{answer(s['text'])}\n\n" if s.get("text") else "" for s in turn.steps)
+                calls = [step_line(c) for s in turn.steps for c in s.get("calls") or []]
+                listed = "".join(f"- {escape(line)}\n" for line in calls) + ("\n" if calls else "")
                 parts.append(f"{heading}Turn {number}{status}\n\n{strong}You:{strong}\n\n{escape(turn.prompt)}\n\n"
-                             f"{strong}{model}:{strong}\n\n{answer(turn.answer)}\n")
+                             f"{strong}{model}:{strong}\n\n{steps}{listed}{answer(turn.answer)}\n")
         return "\n".join(parts)
+
+
+def _steps_from(saved: Any) -> list[dict[str, Any]]:
+    """Saved steps in their shape, whatever a shared notebook's metadata held: each a text and a list of calls."""
+    if not isinstance(saved, list):
+        return []
+    keys = ("id", "name", "arguments", "result")
+    return [
+        {"text": str(step.get("text") or ""), "calls": [
+            {**{k: str(call.get(k) or "") for k in keys}, "error": None if call.get("error") is None else str(call["error"])}
+            for call in step.get("calls") or [] if isinstance(call, dict)
+        ]}
+        for step in saved if isinstance(step, dict) and isinstance(step.get("calls", []), list)
+    ]
+
+
+def step_messages(steps: list[dict[str, Any]], api: str) -> list[dict[str, Any]]:
+    """Tool rounds as the API takes them back: assistant `tool_calls` and `tool` messages, or `function_call` and `function_call_output` items."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        calls = [c for c in step.get("calls") or [] if isinstance(c, dict)]
+        text = str(step.get("text") or "")
+        if api == "responses":
+            out += [{"role": "assistant", "content": text}] if text else []
+            out += [{"type": "function_call", "call_id": str(c.get("id")), "name": str(c.get("name")), "arguments": str(c.get("arguments"))} for c in calls]
+            out += [{"type": "function_call_output", "call_id": str(c.get("id")), "output": str(c.get("result"))} for c in calls]
+            continue
+        wire = [{"id": str(c.get("id")), "type": "function", "function": {"name": str(c.get("name")), "arguments": str(c.get("arguments"))}} for c in calls]
+        # No text: `content` is left out, which OpenAI reads as null and stricter servers (llama-cpp-python) accept.
+        out.append({"role": "assistant", **({"content": text} if text else {}), "tool_calls": wire})
+        out += [{"role": "tool", "tool_call_id": str(c.get("id")), "content": str(c.get("result"))} for c in calls]
+    return out
+
+
+def step_line(call: dict[str, Any], width: int = 40) -> str:
+    """One call for people: `→ area(r=3) = 28.27`, each value shortened to `width` characters."""
+    try:
+        given = json.loads(call.get("arguments") or "{}")
+    except json.JSONDecodeError:
+        given = None
+    if isinstance(given, dict):
+        shown = ", ".join(f"{k}={_short(json.dumps(v, ensure_ascii=False), width)}" for k, v in given.items())
+    else:
+        shown = _short(str(call.get("arguments")), width)
+    head = f"→ {call.get('name')}({shown})"
+    if call.get("error"):
+        return f"{head} failed: {_short(str(call['error']), 2 * width)}"
+    return f"{head} = {_short(str(call.get('result')), width)}"
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text[: 4 * width].split())  # bounded work however long the value
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def metadata(thread: Thread, index: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from IPython.display import DisplayHandle, display
 
@@ -21,16 +21,24 @@ class View(Protocol):
 
     def delta(self, text: str) -> None: ...
     def notice(self, text: str) -> None: ...
+    def step(self, line: str) -> None: ...
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
     def abandon(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class Ticker:
-    """Calls `fn` from a background thread at most `rate` times a second, and only after a `poke`."""
+    """Calls `fn` from a background thread at most `rate` times a second, and only after a `poke`.
 
-    def __init__(self, rate: float, fn: Any) -> None:
+    An exception in `fn` does not end the thread: the first one is kept in `error` and passed to
+    `on_error`, and the ticker goes on.
+    """
+
+    def __init__(self, rate: float, fn: Callable[[], None], on_error: Callable[[Exception], None]) -> None:
         self._interval = 1.0 / max(rate, 0.1)
         self._fn = fn
+        self._on_error = on_error
+        self.error: Exception | None = None
         self._dirty = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nano-refresh", daemon=True)
@@ -42,7 +50,7 @@ class Ticker:
             self._dirty.set()
 
     def stop(self) -> None:
-        """Stop ticking; a refresh in progress finishes first."""
+        """Stop ticking and join the thread; a refresh in progress finishes first. Safe to call twice."""
         self._stopped.set()
         self._dirty.set()
         self._thread.join()
@@ -53,8 +61,19 @@ class Ticker:
             if self._stopped.is_set():
                 return
             self._dirty.clear()
-            self._fn()
+            try:
+                self._fn()
+            except Exception as exc:  # a view bug must not end the thread unseen
+                if self.error is None:
+                    self.error = exc
+                    self._report(exc)
             self._stopped.wait(self._interval)
+
+    def _report(self, exc: Exception) -> None:
+        try:
+            self._on_error(exc)
+        except Exception:  # the error itself stays in `error`, which the final footer shows
+            pass
 
 
 class _Progress:
@@ -100,13 +119,20 @@ class WidgetView:
         self._text_style = HTMLStyle()
         self._tail = widgets.HTMLMath("", style=self._style, layout=self._layout)
         self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
+        self._steps = widgets.HTML("", style=self._text_style, layout=self._layout)
+        self._step_lines: list[str] = []
         self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
         self._body = widgets.VBox([self._tail], layout=self._layout)
-        self._box = widgets.VBox([self._header, self._body, self._status], layout=self._layout)
+        self._box = widgets.VBox([self._header, self._steps, self._body, self._status], layout=self._layout)
         self._pages: list[Any] = []
         self._status_due = 0.0
-        self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
-        self._ticker = Ticker(refresh_rate, self._refresh)
+        self._ticker: Ticker | None = None
+        try:
+            self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
+            self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
+        except BaseException:
+            self.close()
+            raise
 
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
@@ -122,27 +148,63 @@ class WidgetView:
             self._status_due = 0.0
         self._ticker.poke()
 
+    def step(self, line: str) -> None:
+        """Show a tool call and its result; it shows at the next tick."""
+        with self._lock:
+            self._step_lines.append(html.escape(line))
+        self._ticker.poke()
+
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Swap the widget for portable Markdown in place, then show the footer."""
-        self._ticker.stop()
+        error = self._stop()
         _swap(self._handle, markdown, text, metadata)
-        self._close()
-        _footer(footer)
+        _footer(footer + (f" · {_refresh_note(error)}" if error is not None else ""))
 
     def abandon(self) -> None:
         """Remove the view: no answer arrived."""
-        self._ticker.stop()
+        self._stop()
         self._handle.update({"text/plain": ""}, raw=True)
-        self._close()
+
+    def close(self) -> None:
+        """Join the refresh thread and close every model, the shared layout and style included; safe to call twice."""
+        self._stop()
+        blocks = [block for page in self._pages for block in page.children]
+        models = (*blocks, *self._pages, self._tail, self._header, self._steps, self._status, self._body, self._box,
+                  self._style, self._text_style, self._layout)
+        failed: Exception | None = None
+        for model in models:
+            try:
+                model.close()
+            except Exception as exc:  # close the rest first, then report the first failure
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def _stop(self) -> Exception | None:
+        """Stop refreshing; the refresh error, if one happened."""
+        if self._ticker is None:
+            return None
+        self._ticker.stop()
+        return self._ticker.error
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        """Say once, in the status line, that the live view broke; the answer still arrives."""
+        with self._lock:
+            self._progress.notice = f"{_refresh_note(exc)}; the full answer shows at the end"
+            self._status_due = float("inf")
+        self._status.value = self._status_html()
 
     def _refresh(self) -> None:
         """Take the new deltas under the lock and render outside it, so that `delta` never waits for a render."""
         with self._lock:
             pending, self._pending = self._pending, []
             status = self._status_html()
+            steps = "<br>".join(f"<code>{line}</code>" for line in self._step_lines)
         for text in pending:
             self._renderer.feed(text)
         frozen, tail = self._renderer.render()
+        if steps != self._steps.value:
+            self._steps.value = steps
         if frozen is not None:
             self._freeze(frozen)
         if tail != self._tail.value:
@@ -161,14 +223,6 @@ class WidgetView:
             self._pages.append(self._widgets.VBox([block], layout=self._layout))
             self._body.children = (*self._pages, self._tail)
 
-    def _close(self) -> None:
-        """Close every model, the shared layout and style included, so that no dead widget state is saved."""
-        blocks = [block for page in self._pages for block in page.children]
-        for widget in (*blocks, *self._pages, self._tail, self._header, self._status, self._body, self._box):
-            widget.close()
-        for model in (self._style, self._text_style, self._layout):
-            model.close()
-
     def _status_html(self) -> str:
         return f"<small>{html.escape(self._progress.line())}</small>"
 
@@ -179,7 +233,8 @@ class MarkdownView:
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
         self._stream = MarkdownStream()
-        self._header = f"**{escape_markdown(header)}**\n\n"
+        self._title = self._header = f"**{escape_markdown(header)}**\n\n"
+        self._steps: list[str] = []
         self._last = 0.0
         self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
@@ -190,6 +245,12 @@ class MarkdownView:
         if now - self._last >= self._interval:
             self._last = now
             self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
+
+    def step(self, line: str) -> None:
+        """Show a tool call and its result above the answer."""
+        self._steps.append(f"- {escape_markdown(line)}\n")
+        self._header = self._title + "".join(self._steps) + "\n"
+        self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
@@ -203,6 +264,9 @@ class MarkdownView:
     def abandon(self) -> None:
         """Remove the live output: no answer arrived."""
         self._handle.update({"text/plain": ""}, raw=True)
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
 
 class TextView:
@@ -220,13 +284,21 @@ class TextView:
         """Print a retry or warning on its own line."""
         print(f"[{text}]", file=sys.stderr, flush=True)
 
+    def step(self, line: str) -> None:
+        """Print a tool call and its result on its own line."""
+        print(line, flush=True)
+
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """End the answer's line and print the footer."""
         print()
-        print(footer)
+        if footer:
+            print(footer)
 
     def abandon(self) -> None:
         """Nothing was printed but the header."""
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
 
 def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict[str, Any]) -> None:
@@ -234,7 +306,13 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
     handle.update(data, metadata=metadata, raw=True)
 
 
+def _refresh_note(exc: Exception) -> str:
+    return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+
+
 def _footer(footer: str) -> None:
+    if not footer:
+        return
     display({"text/markdown": f"<sub>{escape_markdown(footer)}</sub>", "text/plain": footer}, raw=True)
 
 

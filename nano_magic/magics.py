@@ -12,21 +12,11 @@ from .config import NanoSettings
 
 if TYPE_CHECKING:
     from .chat import Chat
+    from .errors import FailureDisplay
 
-__all__ = ["NanoMagics", "CellFailed", "show_failure"]
+__all__ = ["NanoMagics"]
 
-_QUOTED = ("model", "system", "thread", "stop", "out", "context")
-
-
-class CellFailed(Exception):
-    """A cell that failed for a reason the user can act on: one message, no traceback."""
-
-
-def show_failure(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
-    """Show a CellFailed as its message alone; the cell still counts as failed, so Run All stops."""
-    lines = [str(value)]
-    shell._showtraceback(etype, value, lines)  # the kernel turns this into an error output without a traceback
-    return lines
+_QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema")
 
 
 @magics_class
@@ -34,6 +24,7 @@ class NanoMagics(Magics, NanoSettings):
     """`%%nano` asks GPT-4.1 nano (or any OpenAI-compatible model) and streams the answer into the cell."""
 
     _chat: Chat | None = None
+    failures: FailureDisplay | None = None
 
     @property
     def chat(self) -> Chat:
@@ -42,9 +33,10 @@ class NanoMagics(Magics, NanoSettings):
 
         if self._chat is None:
             self._chat = Chat()
-        self._chat.api = self.api
-        self._chat.configure(**self.connection())
-        return self._chat
+        chat = self._chat
+        chat.api, chat.budget, chat.replay_mode, chat.replay_speed = self.api, self.budget, self.replay, self.replay_speed
+        chat.configure(**self.connection())
+        return chat
 
     @magic_arguments(name="%nano")
     @argument("-m", "--model", help="Model id (default: the backend's, e.g. openai/gpt-4.1-nano).")
@@ -63,8 +55,19 @@ class NanoMagics(Magics, NanoSettings):
               help="Show the answer as Markdown, as plain text, or put its first code block in a new cell below.")
     @argument("--out", help="Store the answer text in this variable.")
     @argument("--context", help="Comma-separated variables to describe to the model (DataFrame: shape, dtypes, head).")
+    @argument("--tools", help="Comma-separated notebook functions the model may call (dotted names allowed); "
+              "each one's schema comes from its type hints and docstring.")
+    @argument("--tool-choice", help="auto (default), required, none, or the name of the one function the model must call.")
+    @argument("--max-steps", type=int, default=8, help="The most requests one cell sends while the model calls tools (default 8).")
+    @argument("--schema", help="A pydantic model, TypedDict, dataclass or JSON Schema dict the answer must fit; "
+              "the validated value is in _nano.json.")
     @argument("--dry-run", action="store_true", help="Show the exact request (secrets masked) and send nothing.")
     @argument("--no-stream", action="store_true", help="One non-streamed request.")
+    @argument("--map", metavar="VAR", help="One one-shot request per row or item of VAR (DataFrame, Series, list, dict); "
+              "the cell is a template with {column}, {item}, {key}/{value} placeholders.")
+    @argument("--concurrency", type=int, help="--map: requests in flight at once (default: NanoMagics.concurrency, 8).")
+    @argument("--yes", action="store_true", help="--map: send even when the estimate is above NanoMagics.confirm_above.")
+    @argument("--no-cache", action="store_true", help="--map: ask afresh instead of reusing cached answers.")
     @cell_magic("nano")
     def nano_cell(self, line: str, cell: str) -> None:
         """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.
@@ -78,13 +81,14 @@ class NanoMagics(Magics, NanoSettings):
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
-        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, help."""
+        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, help."""
         from IPython.display import display
 
         from .commands import run_command
 
         shown = run_command(line, self.chat, self, self.shell)
-        display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
+        if shown is not None:
+            display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
 
     def _parse(self, line: str) -> Any:
         try:

@@ -6,12 +6,18 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-__all__ = ["PRICES", "Usage", "price_for", "format_usage"]
+__all__ = ["PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "Usage", "price_for", "max_output_for", "format_usage"]
 
 # US dollars per one million tokens: (input, cached input, output).
 PRICES: dict[str, tuple[float, float, float]] = {
     "gpt-4.1-nano": (0.10, 0.025, 0.40),
 }
+
+# The longest answer each model can give, in tokens: the output bound of a budget estimate without --max-tokens.
+MAX_OUTPUT_TOKENS: dict[str, int] = {
+    "gpt-4.1-nano": 32_768,
+}
+DEFAULT_MAX_OUTPUT = 32_768  # for models not in the table; they have no price either, so it only shows in counts
 
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
@@ -44,6 +50,16 @@ class Usage:
             int(details.get("cached_tokens") or 0),
         )
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Usage | None:
+        """Read `to_dict` output, such as a saved turn's usage; None when it is not one."""
+        if not isinstance(data, Mapping):
+            return None
+        values = [data.get(name, 0) for name in ("input_tokens", "output_tokens", "cached_tokens")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            return None
+        return cls(*values)
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
@@ -65,10 +81,19 @@ class Usage:
         return asdict(self)
 
 
+def _base_name(model: str) -> str:
+    """A model id without its provider prefix and snapshot date."""
+    return _SNAPSHOT.sub("", model.rsplit("/", 1)[-1])
+
+
 def price_for(model: str) -> tuple[float, float, float] | None:
     """The price row for a model id, ignoring a provider prefix and a snapshot date."""
-    name = _SNAPSHOT.sub("", model.rsplit("/", 1)[-1])
-    return PRICES.get(name)
+    return PRICES.get(_base_name(model))
+
+
+def max_output_for(model: str) -> int:
+    """The most output tokens `model` can produce in one answer."""
+    return MAX_OUTPUT_TOKENS.get(_base_name(model), DEFAULT_MAX_OUTPUT)
 
 
 def format_usage(usage: Usage | None, model: str) -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the loopback fake server, an in-process IPython shell, the real transformers server."""
+"""Shared fixtures: the loopback fake server, an in-process IPython shell, llama.cpp's server."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 from tests.support.fake_server import FakeServer
+from tests.support.tiktoken_offline import provide_o200k
 
 BACKEND_VARIABLES = (
     "NANO_BASE_URL", "NANO_API_KEY", "NANO_MODEL", "OPENAI_API_KEY",
@@ -23,6 +24,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own credentials."""
     for name in BACKEND_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """tiktoken finds o200k_base in a local cache (from the bpe-openai wheel), here and in kernels the tests start."""
+    found = provide_o200k(tmp_path_factory.getbasetemp() / "tiktoken")
+    if found is not None:
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(found)
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +57,7 @@ def _shell():
 
 
 @pytest.fixture
-def ip(_shell, fake: FakeServer):
+def ip(_shell, fake: FakeServer, tmp_path: Path):
     """The in-process IPython shell with nano_magic loaded, fresh state, pointed at the fake server."""
     magics = _shell.magics_manager.registry["NanoMagics"]
     if magics._chat is not None:
@@ -56,6 +66,7 @@ def ip(_shell, fake: FakeServer):
     for name, trait in magics.traits(config=True).items():
         setattr(magics, name, trait.default_value)
     magics.max_retries = 0
+    magics.cache_path = str(tmp_path / "answers.sqlite3")
     for name in ("_nano", "answer", "_nano_test"):
         _shell.user_ns.pop(name, None)
     return _shell
@@ -87,17 +98,17 @@ def run(ip):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight Llama built offline."""
+    """A random-weight Llama as a GGUF file, built offline."""
     from tests.support.tiny_model import build_tiny_model
 
-    cache = Path(os.environ.get("NANO_TEST_MODEL_DIR", tmp_path_factory.mktemp("model") / "tiny-llama"))
-    return build_tiny_model(cache)
+    cache = Path(os.environ.get("NANO_TEST_MODEL_DIR", tmp_path_factory.mktemp("model")))
+    return build_tiny_model(cache / "tiny-llama.gguf")
 
 
 @pytest.fixture(scope="session")
-def transformers_server(tiny_model: Path) -> Iterator[tuple[str, str]]:
-    """`transformers serve` on loopback with the tiny model: (base_url, model id)."""
-    from tests.support.real_server import transformers_serve
+def llama_server(tiny_model: Path) -> Iterator[tuple[str, str]]:
+    """llama.cpp's server (llama-cpp-python) on loopback with the tiny model: (base_url, model id)."""
+    from tests.support.real_server import llama_serve
 
-    with transformers_serve(tiny_model) as found:
+    with llama_serve(tiny_model) as found:
         yield found

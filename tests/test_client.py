@@ -216,7 +216,7 @@ def test_a_finished_stream_leaves_its_connection_for_the_next_request() -> None:
 
 
 def test_a_server_that_does_not_stream_is_a_plain_message() -> None:
-    with pytest.raises(NanoError, match="did not stream server-sent events .*application/json"):
+    with pytest.raises(NanoError, match=r"answered with a JSON object \(application/json\) instead of a stream of server-sent events"):
         collect(b'{"ok": true}', headers={"content-type": "application/json"})
 
 
@@ -230,3 +230,56 @@ def test_retry_after_as_an_http_date_is_the_time_until_then() -> None:
     client = Client(LOCAL, transport=httpx.MockTransport(lambda r: next(replies)), max_retries=1, sleep=waits.append)
     list(client.stream(build_request(LOCAL, "m", None, [], Options())))
     assert len(waits) == 1 and 3.5 < waits[0] <= 5.0
+
+
+def reply_with(response: httpx.Response) -> Client:
+    return Client(LOCAL, transport=httpx.MockTransport(lambda request: response), max_retries=0)
+
+
+def ask(client: Client, stream: bool = True) -> list:
+    return list(client.stream(build_request(LOCAL, "m", None, [{"role": "user", "content": "hi"}], Options(stream=stream))))
+
+
+def test_a_redirect_names_the_target_and_suggests_it_as_the_base_url() -> None:
+    client = reply_with(httpx.Response(301, headers={"Location": "https://api.example.org/v1/chat/completions"}))
+    with pytest.raises(NanoError) as info:
+        ask(client)
+    message = str(info.value)
+    assert "redirects (301) to https://api.example.org/v1/chat/completions" in message
+    assert "%config NanoMagics.base_url = 'https://api.example.org/v1'" in message
+
+
+@pytest.mark.parametrize("body,content_type,expected", [
+    (b"<html><head><title>Log in</title></head></html>", "text/html", "an HTML page (Log in) instead of a JSON answer"),
+    (b"Service moved", "text/plain", "text that is not JSON (text/plain) instead of a JSON answer"),
+    (b"[1, 2]", "application/json", "JSON that is not an object instead of a JSON answer"),
+    (b'{"hello": "world"}', "application/json", "a JSON object without 'choices' instead of a JSON answer"),
+    (b"", "application/json", "an empty body (application/json)"),
+])
+def test_a_2xx_body_that_is_not_an_answer_is_a_plain_sentence(body: bytes, content_type: str, expected: str) -> None:
+    client = reply_with(httpx.Response(200, headers={"content-type": content_type}, content=body))
+    with pytest.raises(NanoError) as info:
+        ask(client, stream=False)
+    assert expected in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_an_html_page_instead_of_a_stream_is_a_plain_sentence() -> None:
+    client = reply_with(httpx.Response(200, headers={"content-type": "text/html"}, content=b"<title>Captive portal</title>"))
+    with pytest.raises(NanoError, match=r"an HTML page \(Captive portal\) instead of a stream of server-sent events"):
+        ask(client)
+
+
+def test_a_negative_retry_count_still_sends_once() -> None:
+    client = Client(LOCAL, transport=httpx.MockTransport(lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, content=cloudflare_stream())), max_retries=-1)
+    assert any(isinstance(e, Delta) for e in ask(client))
+
+
+def test_a_read_timeout_is_not_called_unreachable() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = Client(LOCAL, transport=httpx.MockTransport(slow), max_retries=0, read_timeout=0.5)
+    with pytest.raises(NanoError) as info:
+        ask(client)
+    assert "accepted the connection but sent no answer within 0.5 s (NanoMagics.read_timeout)" in str(info.value)
+    assert "Could not reach" not in str(info.value)

@@ -64,3 +64,41 @@ def test_usage_line_never_invents_numbers() -> None:
     assert format_usage(None, "gpt-4.1-nano") == "usage not reported"
     assert format_usage(Usage(21, 8), "gpt-4.1-nano") == "21 in · 8 out tokens · $0.000005"
     assert format_usage(Usage(21, 8), "llama3") == "21 in · 8 out tokens · no price for this model"
+
+
+def test_an_api_key_setting_alone_selects_openai() -> None:
+    backend = resolve_backend({"api_key": "sk-setting-0123456789abcdef"}, {})
+    assert (backend.name, backend.base_url, backend.key_source) == ("OpenAI", "https://api.openai.com/v1", "NanoMagics.api_key")
+    assert backend.headers()["Authorization"] == "Bearer sk-setting-0123456789abcdef"
+
+
+def test_the_backend_says_why_it_won_and_what_it_ignored() -> None:
+    backend = resolve_backend({}, {**CF, "OPENAI_API_KEY": "sk-openai-0123456789abcdef", "NANO_MODEL": "m"})
+    assert backend.name == "Cloudflare Workers AI" and "CLOUDFLARE_API_TOKEN" in backend.reason
+    assert backend.ignored == ("NANO_MODEL", "OPENAI_API_KEY")
+    local = resolve_backend({"base_url": "http://localhost:8080/v1", "api_key": "k" * 20}, {**CF, "NANO_BASE_URL": "http://x/v1", "NANO_API_KEY": "n" * 20})
+    assert local.reason == "NanoMagics.base_url is set" and local.key_source == "NanoMagics.api_key"
+    assert local.ignored == ("NANO_BASE_URL", "NANO_API_KEY", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("max_retries", -1), ("connect_timeout", -1), ("connect_timeout", float("inf")), ("read_timeout", 0),
+    ("refresh_rate", 0), ("refresh_rate", 61), ("display", "html"), ("api", "soap"),
+])
+def test_settings_are_checked_when_set_and_keep_their_value(name: str, bad: object) -> None:
+    from traitlets import TraitError
+
+    from nano_magic.config import NanoSettings
+
+    settings = NanoSettings()
+    before = getattr(settings, name)
+    with pytest.raises(TraitError):
+        setattr(settings, name, bad)
+    assert getattr(settings, name) == before
+
+
+def test_settings_accept_their_edges() -> None:
+    from nano_magic.config import NanoSettings
+
+    settings = NanoSettings(max_retries=0, connect_timeout=0.5, read_timeout=1, refresh_rate=60, display="text", api="responses")
+    assert (settings.max_retries, settings.refresh_rate, settings.display) == (0, 60.0, "text")

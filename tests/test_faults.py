@@ -32,14 +32,14 @@ def test_429_with_retry_after_is_waited_out_then_answered(retrying, run, fake) -
 
 
 def test_500_then_success(retrying, run, fake, monkeypatch) -> None:
-    monkeypatch.setattr("nano_magic.client._backoff", lambda attempt: 0.01)
+    monkeypatch.setattr("nano_magic.client.backoff", lambda attempt: 0.01)
     fake.queue(Status(500, {"detail": "worker crashed"}))
     cell = run("%%nano\nHello")
     assert not cell.failed and "server error 500, retrying" in cell.stderr and len(fake.posts()) == 2
 
 
 def test_failing_every_time_stops_after_the_bounded_attempts(retrying, run, fake, monkeypatch) -> None:
-    monkeypatch.setattr("nano_magic.client._backoff", lambda attempt: 0.01)
+    monkeypatch.setattr("nano_magic.client.backoff", lambda attempt: 0.01)
     fake.queue(*[Status(503, {"error": {"message": "Overloaded, try later"}})] * 4)
     cell = run("%%nano\nHello")
     assert cell.failed and len(fake.posts()) == 4
@@ -178,3 +178,19 @@ def test_the_renderer_never_raises_on_any_prefix(pieces: list[str]) -> None:
         renderer.feed(text[i : i + 7])
         renderer.render()
     to_markdown(text)
+
+
+def test_a_finish_then_an_unclean_close_is_a_complete_answer(run, fake, ip) -> None:
+    fake.queue(Reply("All of it.", done=False, cut_at_end=True))
+    cell = run("%%nano\nHello")
+    assert not cell.failed and "All of it." in cell.stdout and "incomplete" not in cell.shown
+    assert [(t.answer, t.status) for t in turns(ip)] == [("All of it.", "complete")]
+
+
+def test_a_redirect_through_the_magic_is_one_sentence(run, fake) -> None:
+    fake.queue(Status(307, "", headers={"Location": "/v2/chat/completions"}))
+    cell = run("%%nano\nHello")
+    assert cell.failed and len(fake.posts()) == 1 and "Traceback" not in cell.shown
+    target = fake.base_url.removesuffix("/v1") + "/v2"
+    assert f"redirects (307) to {target}/chat/completions" in cell.stdout
+    assert f"%config NanoMagics.base_url = '{target}'" in cell.stdout

@@ -30,6 +30,7 @@ def test_a_notebook_of_nano_cells_saves_portable_answers(fake, tmp_path: Path) -
     saved = output.metadata["nano_magic"]
     assert (saved["prompt"], saved["thread"], saved["turn"], saved["system"], saved["status"]) == ("First", "default", 0, "Be terse.", "complete")
     assert saved["cell_id"] == nb.cells[1].id
+    assert saved["execution_count"] == nb.cells[1].execution_count, "the cell's In[n]"
     assert third[0].metadata["nano_magic"]["thread"] == "other"
     for cell in nb.cells[1:]:
         assert not any(o.output_type == "stream" for o in cell.outputs), "nothing but the answer and its footer"

@@ -6,8 +6,9 @@ import json
 import re
 
 import pytest
+from IPython.utils.capture import capture_output
 
-from tests.support.fake_server import Reply
+from tests.support.fake_server import Reply, Status
 
 
 def messages(post) -> list[tuple[str, str]]:
@@ -260,3 +261,142 @@ def test_frontends_without_widget_math_stream_markdown(ip, monkeypatch) -> None:
     assert pick_mode("auto", kernel_shell) == "markdown"
     assert pick_mode("text", kernel_shell) == "text"
     assert pick_mode("auto", ip) == "text"  # terminal IPython has no kernel
+
+
+def test_a_bad_config_value_is_one_line_and_keeps_the_old_value(run, fake, ip) -> None:
+    magics = ip.magics_manager.registry["NanoMagics"]
+    run("%nano config max_retries=2 refresh_rate=5")
+    for pair, message in [("max_retries=-1", "max_retries must be 0 or more"), ("read_timeout=0", "read_timeout must be a number of seconds greater than 0"),
+                          ("refresh_rate=100", "refresh_rate must be above 0 and at most 60"), ("display=html", "'display' trait")]:
+        cell = run(f"%nano config {pair}")
+        assert cell.failed and message in cell.stderr and len(cell.stderr.strip().splitlines()) == 1 and "Traceback" not in cell.shown
+    assert (magics.max_retries, magics.read_timeout, magics.refresh_rate, magics.display) == (2, 120.0, 5.0, "auto")
+    assert not run("%%nano\nStill fine").failed
+
+
+def test_config_names_the_backend_why_and_what_it_ignored(run, fake, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-ignored-0123456789")
+    shown = run("%nano config").shown
+    assert "OpenAI-compatible server" in shown and "NANO_BASE_URL is set" in shown
+    assert "OPENAI_API_KEY (set, but not used by this backend)" in shown and "0123456789" not in shown
+
+
+def test_one_cell_has_at_most_one_turn(run, fake, ip, monkeypatch) -> None:
+    monkeypatch.setattr("nano_magic.cell.parent_cell", lambda shell: ("cell-a", []))
+    threads = ip.magics_manager.registry["NanoMagics"].chat.conversation.threads
+    run("%%nano --thread physics\nFirst")
+    run("%%nano --thread poetry\nFirst, moved")
+    assert [t.prompt for t in threads["poetry"].turns] == ["First, moved"] and threads["physics"].turns == []
+    run("%%nano --once\nFirst, once")
+    assert all(t.turns == [] for t in threads.values())
+
+
+def test_the_stored_execution_count_is_the_cells_in_number(ip, fake) -> None:
+    result = ip.run_cell("%%nano\nHello", store_history=True)
+    ip.run_cell("%%nano --thread unnumbered\nHello")  # a cell run outside the history has no In[n]
+    threads = ip.magics_manager.registry["NanoMagics"].chat.conversation.threads
+    assert result.execution_count is not None and threads["default"].turns[0].execution_count == result.execution_count
+    assert threads["unnumbered"].turns[0].execution_count is None
+
+
+class InterchangeFrame:
+    """A frame that speaks only the dataframe interchange protocol, plus `head`, as cuDF or Vaex do."""
+
+    class _Column:
+        def __init__(self, kind: int, bits: int) -> None:
+            from enum import IntEnum
+
+            self.dtype = (IntEnum("DtypeKind", {"INT": 0, "FLOAT": 2, "STRING": 21})(kind), bits, "", "=")
+
+    def __dataframe__(self):
+        frame = self
+
+        class Protocol:
+            def column_names(self):
+                return ["city", "temp"]
+
+            def get_column_by_name(self, name):
+                return frame._Column(21, 8) if name == "city" else frame._Column(2, 64)
+
+            def num_rows(self):
+                return 300
+
+            def num_columns(self):
+                return 2
+
+        return Protocol()
+
+    def head(self, n: int) -> str:
+        return "city temp\nOslo 3.5\nLima 19.0"
+
+
+class ArrowLikeTable:
+    """A table that converts with `to_pandas`, as pyarrow's does."""
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame({"x": [1.5, 2.5, 3.5]})
+
+
+class PolarsLike:
+    """Polars' shape of API: `schema` mapping, `dtypes` a list, `head` returning a frame that prints as a table."""
+
+    shape = (1000, 2)
+    dtypes = ["Int64", "String"]
+    schema = {"id": "Int64", "name": "String"}
+
+    def head(self, n: int) -> str:
+        return "┌────┬──────┐\n│ id ┆ name │\n│ 1  ┆ Ada  │"
+
+
+class BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+def test_context_describes_any_frame_array_or_long_value_and_never_raises(run, fake, ip) -> None:
+    import numpy as np
+
+    ip.user_ns.update(
+        inter=InterchangeFrame(), arrow=ArrowLikeTable(), pl=PolarsLike(), arr=np.arange(1000, dtype="float32").reshape(10, 100),
+        many=list(range(10_000)), table={f"k{i}": i for i in range(500)}, text="word " * 5000, broken=BrokenRepr(), nested=[BrokenRepr()],
+    )
+    cell = run("%%nano --context inter,arrow,pl,arr,many,table,text,broken,nested\nDescribe")
+    assert not cell.failed and "Traceback" not in cell.shown
+    prompt = fake.posts()[0].body["messages"][-1]["content"]
+    assert "shape: 300 rows × 2 columns" in prompt and "city: string" in prompt and "temp: float64" in prompt and "Oslo 3.5" in prompt
+    assert "shape: 3 rows × 1 columns" in prompt and "x: float64" in prompt and "2.5" in prompt
+    assert "shape: 1000 rows × 2 columns" in prompt and "id: Int64" in prompt and "│ 1  ┆ Ada  │" in prompt
+    assert "shape: (10, 100), dtype: float32" in prompt and "[0.0, 1.0, 2.0" in prompt and "(1000 values)" in prompt
+    assert "(10000 items; the first 20 shown)" in prompt and "(500 items; the first 20 shown)" in prompt
+    assert "more characters cut" in prompt and len(prompt) < 9 * 4500
+    assert "<BrokenRepr instance at" in prompt and "[<BrokenRepr instance at" in prompt
+
+
+def test_the_extension_chains_to_an_earlier_exception_handler_and_gives_it_back(ip, fake) -> None:
+    class TheirError(Exception):
+        pass
+
+    seen = []
+    ip.user_ns["TheirError"] = TheirError
+    ip.run_line_magic("unload_ext", "nano_magic")
+    ip.set_custom_exc((TheirError,), lambda shell, etype, value, tb, tb_offset=None: seen.append(str(value)) or ["theirs"])
+    try:
+        ip.run_line_magic("load_ext", "nano_magic")
+        from nano_magic.errors import CellFailed
+
+        assert set(ip.custom_exceptions) == {CellFailed, TheirError}
+        fake.queue(Status(401, {"error": {"message": "no key"}}))
+        with capture_output() as out:
+            ip.run_cell("raise TheirError('routed on')")
+            ip.run_cell("%%nano\nHi")
+        assert seen == ["routed on"]
+        assert "(401: no key)" in out.stdout and "Traceback" not in out.stdout
+        ip.run_line_magic("unload_ext", "nano_magic")
+        assert ip.custom_exceptions == (TheirError,)
+        ip.run_cell("raise TheirError('after unload')")
+        assert seen == ["routed on", "after unload"]
+    finally:
+        ip.set_custom_exc((), None)
+        ip.run_line_magic("load_ext", "nano_magic")

@@ -2,8 +2,10 @@
 
 It answers ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/responses``
 (streamed as server-sent events or as plain JSON), records every request it receives and
-replays queued behaviours to inject faults: HTTP error statuses, errors in the middle of a
-stream, connections cut mid-stream and streams that end without finishing.
+replays queued behaviours to inject faults: HTTP error statuses, redirects and non-JSON pages
+(``Status`` with any code and body), errors in the middle of a stream, connections cut mid-stream
+or just after the finish, and streams that end without finishing. It also notes when a client
+goes away in the middle of a stream (``wait_for_client_gone``).
 
     with FakeServer() as server:
         server.queue(Status(429, headers={"Retry-After": "1"}), Reply("Hi there"))
@@ -56,6 +58,7 @@ class Reply:
     usage: bool = True
     done: bool = True
     finish: str = "stop"
+    cut_at_end: bool = False  # after the finish (and usage) frames, close the TCP connection without ending the body
 
 
 @dataclass
@@ -90,7 +93,55 @@ class NoEnd:
     text: str
 
 
-Behaviour = Reply | Status | MidStreamError | Cut | NoEnd
+@dataclass
+class Call:
+    """One function call the model makes; `arguments` is sent as is, so it may be invalid JSON."""
+
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass
+class ToolCalls:
+    """Streams `text`, then the calls in the exact chunk shapes of each API.
+
+    Each call's arguments go out in `pieces` fragments; `interleave` sends the fragments of
+    parallel calls in turn, by index (Chat) or by item (Responses). `byte_size` writes the whole
+    stream in pieces of that many bytes, so that chunk boundaries fall inside UTF-8 characters.
+    """
+
+    calls: list[Call]
+    text: str = ""
+    pieces: int = 1
+    interleave: bool = False
+    byte_size: int | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class Refuse:
+    """A refusal streamed as `delta.refusal` (Chat) or `response.refusal.delta` (Responses)."""
+
+    text: str
+
+
+Behaviour = Reply | Status | MidStreamError | Cut | NoEnd | ToolCalls | Refuse
+
+
+def pieces(text: str, count: int) -> list[str]:
+    """`text` in `count` nearly equal pieces (fewer when it is shorter), none empty."""
+    count = max(1, min(count, len(text)))
+    size = -(-len(text) // count)
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def round_robin(lists: list[list[Any]]) -> list[Any]:
+    """The items of several lists taken one from each in turn."""
+    out = []
+    for row in range(max((len(x) for x in lists), default=0)):
+        out += [x[row] for x in lists if row < len(x)]
+    return out
 
 
 def split_text(text: str) -> list[str]:
@@ -162,6 +213,34 @@ class ChatApi:
     def error(self, message: str) -> str:
         """Frame reporting an error mid-stream."""
         return f"data: {json.dumps(error_body(message, 'server_error'))}\n\n"
+
+    def calls(self, script: ToolCalls) -> list[str]:
+        """Frames of the calls: a first fragment with id and name, then argument pieces, then the finish."""
+        per_call = []
+        for index, call in enumerate(script.calls):
+            head = {"index": index, "id": call.id or f"call_{index}", "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}
+            rest = [{"index": index, "function": {"arguments": piece}} for piece in pieces(call.arguments, script.pieces)]
+            per_call.append([head, *rest])
+        fragments = round_robin(per_call) if script.interleave else [f for frags in per_call for f in frags]
+        frames = [self._chunk(self._choices({"tool_calls": [fragment]})) for fragment in fragments]
+        frames.append(self._chunk(self._choices({}, "tool_calls")))
+        if (self.body.get("stream_options") or {}).get("include_usage"):
+            frames.append(self._chunk([], self.usage(len(fragments))))
+        return frames + ["data: [DONE]\n\n"]
+
+    def refusal(self, text: str) -> list[str]:
+        """Frames of a refusal, then the finish."""
+        frames = [self._chunk(self._choices({"refusal": piece})) for piece in split_text(text)]
+        return frames + [self._chunk(self._choices({}, "stop")), self._chunk([], self.usage(len(frames))), "data: [DONE]\n\n"]
+
+    def whole_calls(self, script: ToolCalls) -> dict[str, Any]:
+        """A non-streamed chat.completion asking for the calls."""
+        calls = [{"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                 for i, c in enumerate(script.calls)]
+        message = {"role": "assistant", "content": script.text or None, "tool_calls": calls}
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": self.usage(len(calls))}
 
     def whole(
         self, text: str, finish: str | None, usage: bool, completion_tokens: int
@@ -240,6 +319,51 @@ class ResponsesApi:
     def error(self, message: str) -> str:
         """Frame reporting an error mid-stream."""
         return self._event({"type": "error", "message": message, "code": "server_error"})
+
+    def calls(self, script: ToolCalls) -> list[str]:
+        """Frames of the calls: each function_call item added, its argument deltas, `.done`, the item done, then completed."""
+        offset = 1 if script.text else 0
+        items = [self._call_item(script, index) for index in range(len(script.calls))]
+        frames = []
+        if script.text:
+            frames.append(self._event({"type": "response.output_text.done", "text": script.text, **self._location()}))
+        frames += [self._event({"type": "response.output_item.added", "output_index": offset + i, "item": {**item, "arguments": "", "status": "in_progress"}})
+                   for i, item in enumerate(items)] if script.interleave else []
+        per_call = []
+        for i, item in enumerate(items):
+            added = [] if script.interleave else [self._event({"type": "response.output_item.added", "output_index": offset + i,
+                                                              "item": {**item, "arguments": "", "status": "in_progress"}})]
+            deltas = [self._event({"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": offset + i, "delta": piece})
+                      for piece in pieces(item["arguments"], script.pieces)]
+            per_call.append(added + deltas)
+        frames += round_robin(per_call) if script.interleave else [f for frames_ in per_call for f in frames_]
+        for i, item in enumerate(items):
+            frames.append(self._event({"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": offset + i,
+                                       "arguments": item["arguments"]}))
+            frames.append(self._event({"type": "response.output_item.done", "output_index": offset + i, "item": item}))
+        response = self.whole(script.text, "stop", True, len(items))
+        response["output"] = (response["output"] if script.text else []) + items
+        return frames + [self._event({"type": "response.completed", "response": response})]
+
+    def refusal(self, text: str) -> list[str]:
+        """Frames of a refusal, then completed."""
+        frames = [self._event({"type": "response.refusal.delta", "delta": piece, **self._location()}) for piece in split_text(text)]
+        frames.append(self._event({"type": "response.refusal.done", "refusal": text, **self._location()}))
+        response = self.whole("", "stop", True, len(frames))
+        response["output"][0]["content"] = [{"type": "refusal", "refusal": text}]
+        return frames + [self._event({"type": "response.completed", "response": response})]
+
+    def whole_calls(self, script: ToolCalls) -> dict[str, Any]:
+        """A non-streamed response asking for the calls."""
+        response = self.whole(script.text, "stop", True, len(script.calls))
+        response["output"] = (response["output"] if script.text else []) + [self._call_item(script, i) for i in range(len(script.calls))]
+        return response
+
+    @staticmethod
+    def _call_item(script: ToolCalls, index: int) -> dict[str, Any]:
+        call = script.calls[index]
+        return {"type": "function_call", "id": f"fc_{index}", "call_id": call.id or f"call_{index}", "name": call.name,
+                "arguments": call.arguments, "status": "completed"}
 
     def whole(
         self, text: str, finish: str | None, usage: bool, output_tokens: int
@@ -320,6 +444,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send_bytes(behaviour.code, *status_payload(behaviour), behaviour.headers)
             return
         api = api_class(body or {})
+        if isinstance(behaviour, (ToolCalls, Refuse)):
+            self._scripted(api, behaviour)
+            return
         text = self.server.fake.reply if behaviour.text is None else behaviour.text
         if api.body.get("stream"):
             self._stream(api, behaviour, text)
@@ -349,16 +476,48 @@ class Handler(BaseHTTPRequestHandler):
         headers = {"Cache-Control": "no-cache", "Transfer-Encoding": "chunked"}
         self._send_head(200, "text/event-stream", headers)
         self._send_frames(api.opening())
-        for chunk in chunks:
-            time.sleep(delay)
-            self._send_frames([api.delta(chunk)])
+        try:
+            for chunk in chunks:
+                time.sleep(delay)
+                self._send_frames([api.delta(chunk)])
+        except ConnectionError:
+            self.server.fake._client_gone()
+            raise
         if isinstance(behaviour, Cut):
             self._cut()
             return
         if isinstance(behaviour, Reply):
             self._send_frames(api.closing(behaviour, text, len(chunks)))
+            if behaviour.cut_at_end:
+                self._cut()
+                return
         elif isinstance(behaviour, MidStreamError):
             self._send_frames([api.error(behaviour.message)])
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _scripted(self, api: ChatApi | ResponsesApi, script: ToolCalls | Refuse) -> None:
+        """Stream (or answer whole) scripted tool calls or a refusal."""
+        if not api.body.get("stream"):
+            if isinstance(script, Refuse):
+                self._send_json(400, error_body("non-streamed refusals are not scripted", "invalid_request_error"))
+            else:
+                self._send_json(200, api.whole_calls(script))
+            return
+        if isinstance(script, Refuse):
+            frames = api.opening() + api.refusal(script.text)
+        else:
+            frames = api.opening() + [api.delta(chunk) for chunk in split_text(script.text)] + api.calls(script)
+        self._send_head(200, "text/event-stream", {"Cache-Control": "no-cache", "Transfer-Encoding": "chunked"})
+        size = getattr(script, "byte_size", None)
+        if size:
+            data = "".join(frames).encode()
+            frames_bytes = [data[i : i + size] for i in range(0, len(data), size)]
+        else:
+            frames_bytes = [frame.encode() for frame in frames]
+        for piece in frames_bytes:
+            time.sleep(getattr(script, "delay", 0.0))
+            self.wfile.write(b"%X\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
     def _answer_whole(self, api: ChatApi | ResponsesApi, behaviour: Behaviour, text: str) -> None:
@@ -443,6 +602,7 @@ class FakeServer:
         """Create a stopped server."""
         self.requests: list[Recorded] = []
         self.connections = 0
+        self._gone = threading.Event()
         self._queue: deque[Behaviour] = deque()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -489,10 +649,11 @@ class FakeServer:
             self._queue.extend(behaviours)
 
     def reset(self) -> None:
-        """Clear requests, queue and connection count; restore reply and chunk_delay."""
+        """Clear requests, queue, connection count and hang-ups; restore reply and chunk_delay."""
         with self._lock:
             self.requests.clear()
             self._queue.clear()
+            self._gone.clear()
             self.connections = 0
             self.reply = type(self).reply
             self.chunk_delay = type(self).chunk_delay
@@ -501,6 +662,14 @@ class FakeServer:
         """Return only the POST requests."""
         with self._lock:
             return [request for request in self.requests if request.method == "POST"]
+
+    def wait_for_client_gone(self, timeout: float = 5.0) -> bool:
+        """Wait until a client hangs up in the middle of a streamed answer; False if none did in time."""
+        return self._gone.wait(timeout)
+
+    def _client_gone(self) -> None:
+        """Note that a client closed its connection while text was still streaming."""
+        self._gone.set()
 
     def _next_behaviour(self) -> Behaviour:
         """Pop the next queued behaviour, or a default Reply."""

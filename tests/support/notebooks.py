@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,14 @@ def notebook(*sources: str) -> nbformat.NotebookNode:
     return nb
 
 
-def run_notebook(nb: nbformat.NotebookNode, cwd: Path, allow_errors: bool = False) -> nbformat.NotebookNode:
-    """Execute every cell in a fresh kernel; return the notebook with its outputs."""
-    CellIdClient(nb, timeout=120, kernel_name="python3", allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}}).execute()
+def run_notebook(nb: nbformat.NotebookNode, cwd: Path, allow_errors: bool = False,
+                 on_cell_executed: Callable[..., None] | None = None) -> nbformat.NotebookNode:
+    """Execute every cell in a fresh kernel; return the notebook with its outputs.
+
+    `on_cell_executed(cell=, cell_index=, execute_reply=)` sees each reply, payloads included.
+    """
+    CellIdClient(nb, timeout=120, kernel_name="python3", allow_errors=allow_errors, on_cell_executed=on_cell_executed,
+                 resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
 
 

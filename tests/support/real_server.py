@@ -1,10 +1,9 @@
-"""Run `transformers serve` on a local model dir: a real OpenAI-compatible server for tests."""
+"""Run llama.cpp's server (llama-cpp-python) on a GGUF file: a real OpenAI-compatible server for tests."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,16 +24,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _serve_command() -> list[str]:
-    """Return `transformers serve`, or `transformers-cli serve` on older versions."""
-    bin_dir = Path(sys.executable).parent
-    for name in ("transformers", "transformers-cli"):
-        exe = bin_dir / name if (bin_dir / name).exists() else shutil.which(name)
-        if exe:
-            return [str(exe), "serve"]
-    raise RuntimeError("neither `transformers` nor `transformers-cli` is on PATH")
 
 
 def _log_tail(log_path: Path, lines: int = 40) -> str:
@@ -71,31 +60,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def transformers_serve(model_dir: Path) -> Iterator[tuple[str, str]]:
-    """Serve `model_dir` on a free loopback port; yield `(base_url, model_id)` once it answers."""
-    model_id = str(Path(model_dir).resolve())
+def llama_serve(model: Path, model_id: str = "tiny") -> Iterator[tuple[str, str]]:
+    """Serve the GGUF file `model` on a free loopback port; yield `(base_url, model_id)` once it answers.
+
+    The chat format `chatml-function-calling` lets the server take `tools` and `tool_choice`.
+    """
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
-    # Passed as FORCE_MODEL: loaded before the server listens, and the only model it accepts.
-    cmd = [*_serve_command(), model_id, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--device", "cpu"]
-    with tempfile.TemporaryDirectory(prefix="transformers-serve-") as tmp:
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", model_id,
+        "--chat_format", "chatml-function-calling", "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False",
+    ]
+    with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         log_path = Path(tmp) / "serve.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                cmd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:
             _wait_ready(proc, f"{base_url}/models", log_path)

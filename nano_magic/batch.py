@@ -1,0 +1,350 @@
+"""`--map` and `Chat.map`: one one-shot request per item, paced to the provider's limits, cached, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
+
+from .cache import AnswerCache, request_key
+from .client import AsyncClient, AttemptFailed, Completion, Options, Request, backoff, build_request
+from .limiter import Limiter
+from .progress import Tally, open_bar
+from .template import BadInput, Items, Template, items_of
+from .tokens import estimate_request, exact_counts
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from .chat import Chat
+
+__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
+
+T = TypeVar("T")
+SHOWN_FAILURES = 3
+
+
+@dataclass(slots=True)
+class _Job:
+    """One distinct request still to send, and how many rows share its answer."""
+
+    key: str
+    prompt: str
+    tokens: int
+    rows: int
+
+
+@dataclass
+class MapPlan:
+    """Everything decided before a request is sent: the requests, what the cache holds, and the estimate."""
+
+    chat: Chat
+    items: Items
+    template: Template
+    model: str
+    system: str | None
+    options: Options
+    schema: Any
+    keys: list[str]
+    cached: dict[str, tuple[str, Usage | None]]
+    jobs: list[_Job]
+    concurrency: int = 8
+    input_tokens: int = 0
+    dollars: float | None = None
+    cache: AnswerCache | None = field(default=None, repr=False)
+
+    def request(self, prompt: str) -> Request:
+        """The request for one item's prompt."""
+        return build_request(self.chat.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options)
+
+    def first_requests(self, count: int = 2) -> list[Request]:
+        """The first requests that would be sent."""
+        return [self.request(job.prompt) for job in self.jobs[:count]]
+
+    @property
+    def cached_rows(self) -> int:
+        """Rows whose answer is already in the cache."""
+        return len(self.keys) - sum(job.rows for job in self.jobs)
+
+    def estimate(self) -> str:
+        """One line: what the requests to send would cost at most."""
+        sent, cached = len(self.jobs), self.cached_rows
+        head = f"{sent:,} requests to send" + (f" ({cached:,} of {len(self.keys):,} items answered from the cache)" if cached else "")
+        if not sent:
+            return head + "."
+        bound = self.options.max_tokens
+        output = f" + up to {bound * sent:,} output tokens" if bound else " + output (not bounded: set --max-tokens)"
+        money = f" ≈ ${self.dollars:.4f}" if self.dollars is not None else " (no price for this model)"
+        how = "" if exact_counts() else " (estimated at 4 characters a token: tiktoken's o200k_base is not available)"
+        return f"{head}: about {self.input_tokens:,} input tokens{output}{money}{how}."
+
+    def close(self) -> None:
+        """Close the cache."""
+        if self.cache is not None:
+            self.cache.close()
+
+
+def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: Any = None,
+             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data") -> MapPlan:
+    """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
+    if concurrency < 1:
+        raise BadInput(f"--concurrency {concurrency} must be at least 1.")
+    items = items_of(data, label)
+    compiled = Template(template.strip(), items.names)
+    if not compiled.fields and len(items) > 1:
+        names = ", ".join("{%s}" % n for n in items.names)
+        raise BadInput(f"The template has no placeholder, so every request would be the same; use one of {names}.")
+    model = chat.model_for(options)
+    plan = MapPlan(chat, items, compiled, model, system, options, schema, [], {}, [], concurrency)
+    url = plan.request("").url
+    for row in items.rows():
+        plan.keys.append(request_key(url, plan.request(compiled.render(row)).body))
+    if cache_path is not None:
+        plan.cache = AnswerCache(cache_path)
+        plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+    _plan_jobs(plan)
+    return plan
+
+
+def _plan_jobs(plan: MapPlan) -> None:
+    """The distinct requests the cache cannot answer, in input order, with their estimate."""
+    counts = Counter(key for key in plan.keys if key not in plan.cached)
+    seen: set[str] = set()
+    bound = plan.options.max_tokens or 0
+    dollars: float | None = 0.0
+    for key, row in zip(plan.keys, plan.items.rows()):
+        if key in plan.cached or key in seen:
+            continue
+        seen.add(key)
+        prompt = plan.template.render(row)
+        estimate = estimate_request(plan.request(prompt).body, plan.model, bound)
+        plan.input_tokens += estimate.input_tokens
+        dollars = None if dollars is None or estimate.dollars is None else dollars + estimate.dollars
+        plan.jobs.append(_Job(key, prompt, estimate.input_tokens + bound, counts[key]))
+    plan.dollars = dollars
+
+
+@dataclass
+class MapResult:
+    """The answers of a `--map` run on the input's index, its failures, and what it cost."""
+
+    answers: Any
+    failed: Any
+    table: Any
+    usage: Usage
+    model: str
+    elapsed: float
+    cached: int
+    throttled: int
+    stopped: bool = False
+
+    @property
+    def cost(self) -> float | None:
+        """Dollars for the requests this run sent, or None when the model has no price."""
+        return self.usage.cost(self.model)
+
+    @property
+    def done(self) -> int:
+        """Items that have an answer."""
+        return len(self.answers) - int(self.answers.isna().sum())
+
+    def summary(self) -> str:
+        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s."""
+        total, failed, done = len(self.answers), len(self.failed), self.done
+        parts = [f"{done:,} of {total:,} items answered" + (f" ({self.cached:,} from the cache)" if self.cached else "")]
+        if failed:
+            parts.append(f"{failed:,} failed")
+        parts.append(f"{self.usage.input_tokens:,} in · {self.usage.output_tokens:,} out tokens")
+        if self.cost is not None:
+            parts.append(f"${self.cost:.4f}")
+        parts += [f"{self.elapsed:.1f} s", f"{self.throttled:,} × 429"] + (["stopped by you"] if self.stopped else [])
+        line = " · ".join(parts)
+        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES]]
+        more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
+        return "\n".join([line, *shown, *more])
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+class _Run:
+    """One run's shared state: answers and failures by request key, and the live tally."""
+
+    def __init__(self, plan: MapPlan, tally: Tally, poke: Callable[[], None]) -> None:
+        self.plan = plan
+        self.tally = tally
+        self.poke = poke
+        self.answers: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+
+    def answered(self, job: _Job, completion: Completion) -> None:
+        if completion.usage is not None:
+            self.tally.usage = self.tally.usage + completion.usage
+        value, error = _interpret(completion.text, self.plan)
+        if error is None and completion.finish_reason == "length":
+            error = "The answer hit the token limit and is cut short (raise --max-tokens)."
+        if error is not None:
+            self.failed(job, error)
+            return
+        if self.plan.cache is not None:
+            self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
+        self.answers[job.key] = value
+        self.tally.done += job.rows
+        self.poke()
+
+    def failed(self, job: _Job, error: str) -> None:
+        self.errors[job.key] = error
+        self.tally.failed += job.rows
+        self.poke()
+
+
+def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
+    """An answer as the result holds it: text, parsed JSON, or the schema's record; or why it is not valid."""
+    if plan.schema is not None:
+        try:
+            return _record(plan.schema.parse(text)), None
+        except ValueError as exc:
+            return None, f"The answer does not match the schema: {str(exc).splitlines()[0]}"
+    if plan.options.json:
+        from .chat import _parse_json
+
+        return _parse_json(text)
+    return text, None
+
+
+def _record(value: Any) -> dict[str, Any]:
+    """A parsed structured answer (pydantic model, dataclass or dict) as a plain dict of fields."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return dict(value)
+
+
+async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int) -> None:
+    """Send one job until it is answered or fails for good; each retry follows a failure, so none is answered twice."""
+    request = run.plan.request(job.prompt)
+    for attempt in range(max_retries + 1):
+        mark = await limiter.acquire(job.tokens)
+        run.tally.concurrency = limiter.limit
+        try:
+            completion = await client.complete(request)
+        except AttemptFailed as failure:
+            throttled = failure.status == 429
+            await limiter.settle(mark, failure.headers, throttled=throttled, retry_after=failure.retry_after, ok=False)
+            run.tally.throttled = limiter.throttled
+            if not failure.retryable or attempt == max_retries:
+                suffix = f" (after {attempt + 1} attempts)" if attempt else ""
+                run.failed(job, str(failure).rstrip(".") + suffix + ".")
+                return
+            if not throttled:  # after a 429 the limiter holds every request back for the server's wait
+                await asyncio.sleep(failure.retry_after if failure.retry_after is not None else backoff(attempt))
+            elif failure.retry_after is None:
+                await asyncio.sleep(backoff(attempt) * random.uniform(0.5, 1.5))
+            continue
+        await limiter.settle(mark, completion.headers)
+        run.answered(job, completion)
+        return
+
+
+async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: Limiter, max_retries: int) -> None:
+    for job in jobs:  # one shared iterator: each job goes to exactly one worker
+        await _send(run, client, limiter, job, max_retries)
+
+
+async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float = 10.0, transport: Any = None,
+                   partial_on_cancel: bool = False) -> MapResult:
+    """Send the plan's requests on the running loop; cancelling keeps every finished answer in the cache.
+
+    A cancelled run raises CancelledError as asyncio expects, or with `partial_on_cancel` returns what is done.
+    """
+    concurrency = plan.concurrency
+    tally = Tally(len(plan.keys), plan.model, done=plan.cached_rows, cached=plan.cached_rows, concurrency=concurrency)
+    bar = open_bar(progress, tally, refresh_rate)
+    run = _Run(plan, tally, bar.poke)
+    limiter = Limiter(concurrency)
+    client = plan.chat.async_client(concurrency, transport)
+    stopped = False
+    try:
+        jobs = iter(plan.jobs)
+        workers = [_work(run, jobs, client, limiter, plan.chat.max_retries) for _ in range(min(concurrency, len(plan.jobs)))]
+        await asyncio.gather(*workers)
+    except asyncio.CancelledError:
+        stopped = True
+        if not partial_on_cancel:
+            raise
+    finally:
+        await asyncio.shield(client.aclose())
+        result = _result(plan, run, tally, stopped)
+        bar.finish(result.summary())
+    return result
+
+
+def run_map(plan: MapPlan, **run_options: Any) -> MapResult:
+    """`arun_map` on an event loop in a worker thread, so that it works inside a running loop (ipykernel's).
+
+    Ctrl-C (a kernel interrupt) cancels the requests in flight and returns the result so far, with `stopped` set.
+    """
+    return _in_thread(lambda: arun_map(plan, partial_on_cancel=True, **run_options))
+
+
+def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on a new loop in a worker thread while this one waits; Ctrl-C cancels it and waits for its end."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="nano-map", daemon=True)
+    thread.start()
+    future = asyncio.run_coroutine_threadsafe(make(), loop)
+    try:
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                continue
+            except KeyboardInterrupt:
+                loop.call_soon_threadsafe(_cancel_all, loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
+def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
+    """The answers on the input's index (cached and new), the failures, and the totals."""
+    import pandas as pd
+
+    index = plan.items.index
+    values: list[Any] = []
+    for key in plan.keys:
+        if key in run.answers:
+            values.append(run.answers[key])
+        elif key in plan.cached:
+            values.append(_interpret(plan.cached[key][0], plan)[0])
+        else:
+            values.append(None)
+    failed = {label: run.errors[key] for label, key in zip(index, plan.keys) if key in run.errors}
+    failures = pd.Series(failed, dtype="string", name="error")
+    if plan.schema is not None:
+        table = pd.DataFrame.from_records([v or {} for v in values], index=index).convert_dtypes()
+        answers = pd.Series(values, index=index, dtype=object, name="answer")
+    else:
+        answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
+        table = answers
+    plan.close()
+    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped)
+
+
+def describe_requests(plan: MapPlan) -> str:
+    """The first two requests, secrets masked, for --dry-run."""
+    return "\n\n".join(request.describe() for request in plan.first_requests())
+

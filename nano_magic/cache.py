@@ -1,0 +1,75 @@
+"""Answers kept in SQLite, keyed by a hash of the request, so that a rerun sends only what has no answer yet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from .usage import Usage
+
+__all__ = ["AnswerCache", "request_key"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    model TEXT NOT NULL,
+    usage TEXT,
+    created REAL NOT NULL
+)
+"""
+_TRANSPORT_ONLY = ("stream", "stream_options")  # how the answer travels, not what it is
+_LOOKUP_CHUNK = 500
+
+
+def request_key(url: str, body: Mapping[str, Any]) -> str:
+    """The hash of what decides an answer: the endpoint and the body (model, messages, options, schema); never headers."""
+    kept = {k: v for k, v in body.items() if k not in _TRANSPORT_ONLY}
+    canonical = json.dumps([url, kept], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class AnswerCache:
+    """One SQLite file in WAL mode; every answer is committed as it arrives, so an interrupt or crash loses none."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode a commit survives a crash of the process
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> AnswerCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def found(self, keys: Iterable[str]) -> Iterator[tuple[str, str, Usage | None]]:
+        """(key, text, usage) for each of `keys` that has an answer."""
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start:start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(f"SELECT key, text, usage FROM answers WHERE key IN ({marks})", chunk).fetchall()
+            for key, text, usage in rows:
+                yield key, text, Usage(**json.loads(usage)) if usage else None
+
+    def put(self, key: str, text: str, model: str, usage: Usage | None) -> None:
+        """Keep one answer, committed at once."""
+        data = json.dumps(usage.to_dict()) if usage else None
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)", (key, text, model, data, time.time()))

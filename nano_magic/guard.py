@@ -1,0 +1,78 @@
+"""The budget that caps what a kernel spends: the estimate before a request, the running cost while it streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from .errors import OverBudget
+from .tokens import Estimate, count_tokens
+from .usage import Usage
+
+__all__ = ["Spent", "Meter", "spent", "check_budget", "budget_line"]
+
+RAISE_HINT = "raise it with %config NanoMagics.budget = <dollars> (or NANO_BUDGET before the kernel starts)"
+
+
+@dataclass(frozen=True)
+class Spent:
+    """Dollars spent so far, and whether some of it was on models without a known price (counted as zero)."""
+
+    dollars: float = 0.0
+    unpriced: bool = False
+
+
+def spent(ledger: Iterable[tuple[str, str, Usage]]) -> Spent:
+    """What a ledger of (thread, model, usage) rows cost."""
+    dollars, unpriced = 0.0, False
+    for _, model, used in ledger:
+        cost = used.cost(model)
+        dollars += cost or 0.0
+        unpriced = unpriced or cost is None
+    return Spent(dollars, unpriced)
+
+
+def _unpriced(any_unpriced: bool) -> str:
+    return "; models without a known price count as $0" if any_unpriced else ""
+
+
+def budget_line(cap: float, so_far: Spent) -> str:
+    """What was spent against the cap, for `%nano usage`."""
+    return f"Budget: ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{_unpriced(so_far.unpriced)}."
+
+
+def check_budget(cap: float | None, so_far: Spent, estimate: Estimate) -> None:
+    """Raise OverBudget, in one line, when the estimated request would take spending past `cap`."""
+    if cap is None or so_far.dollars + (estimate.dollars or 0.0) <= cap:
+        return
+    cost = f"up to ${estimate.dollars:.6f}" if estimate.dollars is not None else "$0 (its model has no known price)"
+    unpriced = _unpriced(so_far.unpriced or estimate.dollars is None)
+    raise OverBudget(
+        f"Budget: this request could cost {cost}, and ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{unpriced}; "
+        f"{RAISE_HINT}, or lower --max-tokens."
+    )
+
+
+@dataclass
+class Meter:
+    """The running cost of an answer as its text streams in, against what is left of the cap."""
+
+    cap: float
+    so_far: float
+    model: str
+    input_tokens: int
+    output_tokens: int = 0
+
+    def add(self, text: str) -> bool:
+        """Count streamed text; True once spending has reached the cap."""
+        self.output_tokens += count_tokens(text)
+        cost = self.usage().cost(self.model)
+        return cost is not None and self.so_far + cost >= self.cap
+
+    def usage(self) -> Usage:
+        """The tokens counted so far, for the ledger when the server's own count never came."""
+        return Usage(self.input_tokens, self.output_tokens)
+
+    def message(self) -> str:
+        """Why the answer stopped, in one line."""
+        return f"The ${self.cap:.6f} budget was reached mid-answer: the stream was closed and the partial answer is kept; {RAISE_HINT}."

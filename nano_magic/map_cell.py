@@ -1,0 +1,65 @@
+"""A `%%nano --map VAR` cell: check the input, show the estimate, run every item, keep the result."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.display import display
+
+from .batch import BadInput, MapPlan, MapResult, describe_requests, plan_map, run_map
+from .chat import Chat, validate
+from .client import Options
+from .config import default_cache_path
+from .display import pick_mode
+from .errors import CellFailed
+
+__all__ = ["run_map_cell"]
+
+SHOWN_ROWS = 10
+
+
+def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapResult | None:
+    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped."""
+    plan = _plan(shell, chat, settings, args, body, options)
+    try:
+        print(f"Estimate: {plan.estimate()}")
+        if args.dry_run:
+            print(describe_requests(plan))
+            return None
+        if plan.dollars is not None and plan.dollars > settings.confirm_above and not args.yes:
+            raise UsageError(f"This run would cost about ${plan.dollars:.2f}, more than NanoMagics.confirm_above "
+                             f"(${settings.confirm_above:.2f}): add --yes to send it.")
+    except BaseException:
+        plan.close()
+        raise
+    mode = "text" if pick_mode(settings.display, shell) == "text" else "widget"
+    result = run_map(plan, progress=mode, refresh_rate=settings.refresh_rate)
+    shell.user_ns["_nano"] = result
+    if args.out:
+        shell.user_ns[args.out] = result.table
+    elif not result.stopped:
+        table = result.table.head(SHOWN_ROWS)
+        display(table.to_frame() if table.ndim == 1 else table)
+    if result.stopped:
+        where = f" and in {args.out}" if args.out else ""
+        raise CellFailed(f"Stopped by you: {result.done:,} of {len(result.answers):,} items are done, kept in the cache{where}; "
+                         "run the cell again to send the rest.")
+    return result
+
+
+def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapPlan:
+    if args.map not in shell.user_ns:
+        raise UsageError(f"--map: there is no variable named {args.map!r}.")
+    if not body.strip():
+        raise UsageError("The cell is empty: write the prompt template under %%nano --map.")
+    try:
+        validate(options)
+        return plan_map(
+            chat, shell.user_ns[args.map], body, options, system=args.system,
+            concurrency=settings.concurrency if args.concurrency is None else args.concurrency,
+            cache_path=None if args.no_cache else settings.cache_path or default_cache_path(), label=args.map,
+        )
+    except (BadInput, ValueError) as exc:
+        raise UsageError(str(exc)) from None

@@ -1,0 +1,155 @@
+"""Replay: answer cells from a prepared notebook's saved turns, with no request, streamed at a steady pace.
+
+A saved turn matches a cell when their requests are the same: thread, system message, earlier turns,
+prompt, model and options. The match key is a SHA-256 of the normalised request: canonical JSON
+(sorted keys) of the thread name, the system message, a digest of the earlier turns, the prompt and
+the options. The earlier turns' digest is chained (each turn's digest hashes the one before it with
+its prompt and answer), so a whole notebook is indexed in one pass. `stream` is left out of the
+options, because it changes how the answer travels and not what the model reads. The model is
+compared on its own, so that a cell with no model named and no backend to ask (a demo machine
+without a key) still matches the turn its notebook saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from .client import Delta, Event, Finish, UsageReport
+from .conversation import METADATA_KEY, Conversation, Turn
+from .tokens import count_tokens
+from .usage import Usage
+
+__all__ = ["DEFAULT_SPEED", "ReplayStore", "current_notebook", "request_key", "replay_events"]
+
+DEFAULT_SPEED = 80.0  # tokens a second: about the pace of GPT-4.1 nano on a good day
+_NOT_READ = ("model", "stream")
+_PIECES = re.compile(r"\s*\S+\s*|\s+")
+_FINISH = {"complete": "stop", "length": "length", "content_filter": "content_filter"}
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _chain(before: str, turn: Turn) -> str:
+    """The digest of the earlier turns once `turn` is added to them."""
+    return _digest([before, turn.prompt, turn.answer])
+
+
+def request_key(thread: str, system: str | None, earlier: str, prompt: str, options: Mapping[str, Any]) -> str:
+    """The match key of a request; `earlier` is the chained digest of the turns before it."""
+    read = {k: v for k, v in options.items() if k not in _NOT_READ}
+    return _digest([thread, system, earlier, prompt, read])
+
+
+def earlier_digest(turns: Iterable[Turn]) -> str:
+    """The chained digest of a thread's earlier turns, as a live request sees them."""
+    digest = ""
+    for turn in turns:
+        digest = _chain(digest, turn)
+    return digest
+
+
+@dataclass
+class ReplayStore:
+    """The saved turns of one notebook or export, by match key."""
+
+    source: Path
+    turns: dict[str, list[Turn]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayStore:
+        """Index a `.ipynb` notebook's saved answers or a `.json` export; ValueError if it is neither."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("it holds no JSON object")
+        store = cls(path)
+        pairs = _from_notebook(data) if path.suffix == ".ipynb" else _from_export(data)
+        for key, turn in pairs:
+            store.turns.setdefault(key, []).append(turn)
+        return store
+
+    def __len__(self) -> int:
+        return sum(len(found) for found in self.turns.values())
+
+    def find(self, thread: str, system: str | None, earlier: list[Turn], prompt: str,
+             options: Mapping[str, Any], model: str | None) -> Turn | None:
+        """The saved turn for this request, if any; `model` None matches whichever model the turn used."""
+        key = request_key(thread, system, earlier_digest(earlier), prompt, options)
+        return next((t for t in self.turns.get(key, []) if model is None or t.model == model), None)
+
+
+def current_notebook(namespace: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Path | None:
+    """The open notebook as the frontend names it; a path relative to the server root is tried by its name here."""
+    name = namespace.get("__vsc_ipynb_file__") or (os.environ if env is None else env).get("JPY_SESSION_NAME")
+    if not name:
+        return None
+    path = Path(name)
+    return path if path.is_file() else Path(path.name)
+
+
+def _saved_turn(saved: Any) -> Turn | None:
+    """A turn from untrusted output metadata, or None when it does not have the shape of one."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("prompt"), str) or not isinstance(saved.get("answer"), str):
+        return None
+    turn = Turn.from_dict(saved)
+    if not isinstance(turn.options, dict) or not isinstance(turn.model, str) or not isinstance(turn.status, str):
+        return None
+    return turn
+
+
+def _from_notebook(notebook: Mapping[str, Any]) -> Iterator[tuple[str, Turn]]:
+    """Keys and turns of a notebook's saved answers, replaying each thread in cell order as Run All built it."""
+    chains: dict[str, list[str]] = {}
+    for cell in notebook.get("cells") or []:
+        for output in (cell.get("outputs") or []) if isinstance(cell, dict) else []:
+            meta = output.get("metadata") if isinstance(output, dict) else None
+            saved = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+            turn = _saved_turn(saved)
+            if turn is None:
+                continue
+            thread = str(saved.get("thread", "default"))
+            system = saved.get("system") if isinstance(saved.get("system"), str) else None
+            chain = chains.setdefault(thread, [""])
+            index = saved.get("turn")
+            index = min(index, len(chain) - 1) if isinstance(index, int) and index >= 0 else len(chain) - 1
+            del chain[index + 1 :]  # a --new or a re-run cell: the turns after it were not in its request
+            yield request_key(thread, system, chain[index], turn.prompt, turn.options), turn
+            chain.append(_chain(chain[index], turn))
+
+
+def _from_export(data: dict[str, Any]) -> Iterator[tuple[str, Turn]]:
+    """Keys and turns of a `%nano export` JSON file, each thread in order."""
+    for thread in Conversation.from_dict(data).threads.values():
+        digest = ""
+        for turn in thread.turns:
+            yield request_key(thread.name, thread.system, digest, turn.prompt, turn.options), turn
+            digest = _chain(digest, turn)
+
+
+def replay_events(turn: Turn, speed: float, sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], float] = time.monotonic) -> Iterator[Event]:
+    """A saved answer as stream events, word by word at `speed` tokens a second (0: at once)."""
+    usage = Usage.from_dict(turn.usage)
+    tokens = usage.output_tokens if usage and usage.output_tokens else count_tokens(turn.answer)
+    duration = tokens / speed if speed > 0 else 0.0
+    total = max(len(turn.answer), 1)
+    started, done = clock(), 0
+    for piece in _PIECES.findall(turn.answer):
+        done += len(piece)
+        wait = started + duration * done / total - clock()
+        if wait > 0:
+            sleep(wait)
+        yield Delta(piece)
+    if usage is not None:
+        yield UsageReport(usage)
+    if turn.status in _FINISH:
+        yield Finish(_FINISH[turn.status])
