@@ -230,7 +230,9 @@ class _MathWriter:
 
     @staticmethod
     def text(text: str, node: RenderTreeNode, context: RenderContext) -> str:
-        text = text.replace("$", "\\$").replace("~~", "\\~~")  # mdformat doubled every backslash, so these are real
+        # mdformat doubled every backslash, so each `$` and `~~` here is a real one. A dollar is written `\\$`: the page
+        # gets `\$`, which MathJax shows as `$`. JupyterLab 4.6 pairs a plain `\$` with the next dollar (measured).
+        text = text.replace("$", "\\\\$").replace("~~", "\\~~")
         following = node.next_sibling
         if text.endswith("\\\\") and following is not None and following.type in (*_MATH, "code_inline"):
             # JupyterLab's math pass takes a backslash before "$" or "`" as an escape, whatever precedes it.

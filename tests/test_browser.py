@@ -59,6 +59,7 @@ REPLY = (
     "- It holds only for right triangles.\n"
     "- Its converse is true as well.\n"
     "- The classic example is the 3-4-5 triangle.\n\n"
+    "A ticket costs $5, and a circle's area is $\\pi r^2$. "
     f"A model might even echo raw HTML such as {XSS}, which must stay inert. "
     "The theorem is named after Pythagoras, though Babylonian scribes used it long before him."
 )
@@ -214,7 +215,7 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
             final_math.first.wait_for(timeout=15_000)
             display_math = output.locator('.jp-RenderedMarkdown mjx-container[display="true"]')
             display_math.first.wait_for(timeout=15_000)
-            assert final_math.count() == 5  # a, b, c and a^2+b^2=c^2 inline, c=sqrt(...) displayed
+            assert final_math.count() == 6  # a, b, c, a^2+b^2=c^2 and pi r^2 inline, c=sqrt(...) displayed
             page.wait_for_function(
                 "cell => !cell.querySelector('.jp-InputPrompt').innerText.includes('*')",
                 arg=cell.element_handle(), timeout=15_000,
@@ -270,5 +271,6 @@ def _assert_live_matches_final(live: dict[str, Any], final: dict[str, Any]) -> N
         return text.split()
 
     live_words, final_words = words(live), words(final)
-    assert live_words and live_words[:-1] == final_words[: len(live_words) - 1], (live_words, final_words)
-    assert live["formulas"] == final["formulas"][: len(live["formulas"])] and len(live["formulas"]) >= 4
+    assert live_words and live_words[:-1] == final_words[: len(live_words) - 1], (live, final)
+    assert live["formulas"] == final["formulas"][: len(live["formulas"])] and len(live["formulas"]) >= 5
+    assert "𝜋" in final["formulas"][-1] and "$5, and" in final["text"]  # the currency stays text, only pi r^2 is math

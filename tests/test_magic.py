@@ -190,7 +190,7 @@ def test_line_magic_subcommands(run, fake) -> None:
     threads = run("%nano threads").shown
     assert "| a | 1 |" in threads and "| b | 1 |" in threads
     usage = run("%nano usage")
-    assert re.search(r"\| total \| +\| 2 \|", usage.shown) and "\\$0.0000" in usage.shown
+    assert re.search(r"\| total \| +\| 2 \|", usage.shown) and "\\\\$0.0000" in usage.shown
     plain = usage.outputs[-1].data["text/plain"].splitlines()
     assert plain[0].split() == ["thread", "turns", "requests", "input", "tokens", "output", "tokens", "cost"]
     assert plain[-1].startswith("total") and "\\" not in "".join(plain) and "|" not in "".join(plain)
@@ -237,7 +237,7 @@ def test_markdown_display_streams_and_saves_the_final_markdown(run, fake, ip) ->
     fake.reply = "Area is $\\pi r^2$ for $5."
     cell = run("%%nano\nArea?")
     final = [o for o in cell.outputs if "nano_magic" in o.metadata]
-    assert final and final[-1].data["text/markdown"] == "Area is $\\pi r^2$ for \\$5."
+    assert final and final[-1].data["text/markdown"] == "Area is $\\pi r^2$ for \\\\$5."
     assert final[-1].metadata["nano_magic"]["prompt"] == "Area?"
 
 

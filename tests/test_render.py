@@ -46,7 +46,7 @@ def test_dollars_in_code_are_not_math_and_code_is_saved_as_written() -> None:
 
 def test_currency_is_not_math_and_is_escaped_in_the_final_markdown() -> None:
     text = "It costs $5 and $10, or $5-$10 in total."
-    assert to_markdown(text) == r"It costs \$5 and \$10, or \$5-\$10 in total."
+    assert to_markdown(text) == r"It costs \\$5 and \\$10, or \\$5-\\$10 in total."
     assert "\\(" not in to_html(text)
 
 
@@ -54,7 +54,7 @@ def test_currency_next_to_a_formula_typesets_only_the_formula() -> None:
     text = "The ticket costs $5, and the area is $\\pi r^2$."
     html = to_html(text)
     assert re.findall(r"\\\((.*?)\\\)", html) == ["\\pi r^2"]
-    assert to_markdown(text) == "The ticket costs \\$5, and the area is $\\pi r^2$."
+    assert to_markdown(text) == r"The ticket costs \\$5, and the area is $\pi r^2$."
 
 
 def test_llm_display_layout_with_text_before_and_after() -> None:
@@ -328,13 +328,13 @@ def test_escape_markdown_shows_any_string_literally(value: str) -> None:
     assert [t.type for t in tokens if t.level == 0 and t.nesting >= 0] == ["paragraph_open"] * (value.count("\n\n") + 1)
     inlines = [t.children or [] for t in tokens if t.type == "inline"]
     shown = "\n".join("".join(c.content if c.type == "text" else "\n" for c in children) for children in inlines)
-    assert shown.split() == value.replace("\n\n", "\n").split()
+    assert shown.replace("\\$", "$").split() == value.replace("\n\n", "\n").split()  # MathJax shows `\$` as `$`
 
 
 def test_markdown_table_cells_are_escaped() -> None:
     table = markdown_table(["name", "value"], [["a|b", "<img src=x onerror=alert(1)>"], ["$5", "line\nbreak"]])
     assert_inert_markdown(table)
-    cells = [t.children[0].content for t in REREAD.parse(table) if t.type == "inline" and t.children]
+    cells = [t.children[0].content.replace("\\$", "$") for t in REREAD.parse(table) if t.type == "inline" and t.children]
     assert cells == ["name", "value", "a|b", "<img src=x onerror=alert(1)>", "$5", "line break"]
 
 

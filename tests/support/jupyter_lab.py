@@ -9,7 +9,7 @@ temporary directory, so nothing from the user's own setup (settings, workspaces,
 startup files) leaks in, while the lab extensions installed in `sys.prefix` (ipywidgets'
 `@jupyter-widgets/jupyterlab-manager` among them) are still found. The only kernelspec, `python3`,
 runs the current interpreter. News, update checks and the "receive Jupyter news?" toast are
-off, and `window.jupyterapp` is exposed so that tests can run JupyterLab commands.
+off, notebooks render every cell (no windowing), and `window.jupyterapp` is exposed so that tests can run JupyterLab commands.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ QUIET_SETTINGS = {
         "fetchNews": "false",
         "checkForUpdates": False,
     },
+    # Every cell stays in the page, so that tests can read and scan outputs scrolled out of view.
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 
 
