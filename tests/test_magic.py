@@ -400,3 +400,31 @@ def test_the_extension_chains_to_an_earlier_exception_handler_and_gives_it_back(
     finally:
         ip.set_custom_exc((), None)
         ip.run_line_magic("load_ext", "nano_magic")
+
+
+def test_a_slow_refresh_never_holds_up_incoming_text() -> None:
+    import threading
+    import time
+
+    from nano_magic.display import WidgetView
+
+    view = WidgetView("fake-model · default · turn 1", 10)
+    rendering, release = threading.Event(), threading.Event()
+    render = view._renderer.render
+
+    def slow_render() -> tuple[str | None, str]:
+        rendering.set()
+        release.wait(10)
+        return render()
+
+    view._renderer.render = slow_render
+    try:
+        view.delta("First words")
+        assert rendering.wait(10), "the ticker never refreshed"
+        started = time.perf_counter()
+        view.delta(" and more")
+        waited = time.perf_counter() - started
+    finally:
+        release.set()
+        view.close()
+    assert waited < 1.0, f"delta waited {waited:.1f} s for a render in progress"
