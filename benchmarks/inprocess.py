@@ -89,7 +89,7 @@ class MeteredKernel:
 class Probe:
     """Watches a view's renderer: deltas fed, and for each render its time and the deltas it took in.
 
-    `feed` and `render` are called under the view's lock, so the counts are exact.
+    Only the view's refresh calls `feed` and `render`, one thread at a time, so the counts are exact.
     """
 
     def __init__(self, view: Any) -> None:

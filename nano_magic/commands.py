@@ -1,4 +1,8 @@
-"""The `%nano SUBCOMMAND` line magic: each subcommand is one function returning Markdown to show."""
+"""The `%nano SUBCOMMAND` line magic: each subcommand is one function returning what to show, as Markdown and as text.
+
+Thread names, prompts, system messages and model ids come from the model, the server or a shared notebook's
+metadata, so every one of them is escaped (`escape_markdown`, `markdown_table`) before it reaches Markdown.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
@@ -19,87 +23,120 @@ from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend
 from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
 from .guard import budget_line, spent
 from .magics import NanoMagics
-from .render import to_markdown
+from .render import escape_markdown, markdown_table
 from .replay import current_notebook
 from .usage import Usage
 
-__all__ = ["run_command", "COMMANDS"]
+__all__ = ["run_command", "COMMANDS", "Shown"]
 
-HELP = """\
-`%%nano [options]` asks the model; `%%nano?` lists the options.
+SUBCOMMANDS = [
+    ("%nano reset [THREAD|--all]", "forget a thread's turns (default: default), or every thread"),
+    ("%nano history [THREAD]", "show the conversation"),
+    ("%nano threads", "list the threads"),
+    ("%nano system [--thread T] TEXT", "set a thread's system message (no TEXT: show it)"),
+    ("%nano usage", "tokens and cost per thread, and the session total"),
+    ("%nano config [KEY=VALUE ...]", "show the backend and settings, or change settings"),
+    ("%nano models", "the models the server offers"),
+    ("%nano export PATH.json|PATH.md [--thread T]", "save the conversation"),
+    ("%nano load [PATH.ipynb|PATH.json]", "rebuild the threads from a saved notebook or an export"),
+    ("%nano replay [PATH] [--speed N] [--offline]", "answer matching cells from a notebook's saved turns, with no request (off ends it)"),
+    ("%nano explain [--dry-run] [--format code]", "ask why the last error happened and how to fix it"),
+    ("%nano help", "this table"),
+]
 
-| subcommand | what it does |
-| --- | --- |
-| `%nano reset [THREAD\\|--all]` | forget a thread's turns (default: `default`), or every thread |
-| `%nano history [THREAD]` | show the conversation |
-| `%nano threads` | list the threads |
-| `%nano system [--thread T] TEXT` | set a thread's system message (no TEXT: show it) |
-| `%nano usage` | tokens and cost per thread, and the session total |
-| `%nano config [KEY=VALUE ...]` | show the backend and settings, or change settings |
-| `%nano models` | the models the server offers |
-| `%nano export PATH.json\\|PATH.md [--thread T]` | save the conversation |
-| `%nano load [PATH.ipynb\\|PATH.json]` | rebuild the threads from a saved notebook or an export |
-| `%nano replay [PATH] [--speed N] [--offline]` | answer matching cells from a notebook's saved turns, with no request (`off` ends it) |
-| `%nano explain [--dry-run] [--format code]` | ask why the last error happened and how to fix it |
-| `%nano help` | this table |
-"""
+
+@dataclass(frozen=True)
+class Shown:
+    """What a subcommand shows: Markdown for a notebook, plain text for a terminal."""
+
+    markdown: str
+    text: str
+
+    @classmethod
+    def say(cls, template: str, *values: object) -> Shown:
+        """A sentence with values of any origin in it: `{}` in `template` takes each value, escaped in the Markdown."""
+        return cls(template.format(*(escape_markdown(str(v)) for v in values)), template.format(*values))
+
+    @classmethod
+    def table(cls, header: Sequence[str], rows: Sequence[Sequence[object]], *, before: str = "", after: str = "") -> Shown:
+        """A table: escaped cells in Markdown, aligned columns in text; `before` and `after` are plain sentences."""
+        markdown = [escape_markdown(before), markdown_table(header, rows), escape_markdown(after)]
+        text = [before, _aligned(header, rows), after]
+        return cls("\n\n".join(filter(None, markdown)), "\n\n".join(filter(None, text)))
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in header], *([" ".join(str(v).split()) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+
+
+def _help() -> Shown:
+    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.")
 
 
 SENDERS = ("models", "explain")
 
 
-def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> str | None:
-    """Run one subcommand; return Markdown to show, or None when it showed its own output."""
+def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Shown | None:
+    """Run one subcommand; return what to show, or None when it showed its own output."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"%nano: {exc}") from None
     if not words:
-        return HELP
+        return _help()
     name, rest = words[0], words[1:]
     command = COMMANDS.get(name)
     if command is None:
         raise UsageError(f"%nano {name}: unknown subcommand. Valid: {', '.join(COMMANDS)}.")
     if name in SENDERS and turned_off():
-        return OFF_MESSAGE
+        return Shown.say("{}", OFF_MESSAGE)
     try:
         return command(rest, chat, settings, shell)
     except (NanoError, NoBackend) as exc:
         raise CellFailed(str(exc)) from None
 
 
-def reset(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def reset(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Forget turns."""
     if rest == ["--all"]:
         chat.conversation.reset()
-        return "All threads are cleared."
+        return Shown.say("All threads are cleared.")
     name = rest[0] if rest else "default"
     chat.conversation.reset(name)
-    return f"Thread `{name}` is cleared (its system message stays)."
+    return Shown.say("Thread {} is cleared (its system message stays).", name)
 
 
-def history(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
-    """The conversation as Markdown."""
+def history(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
+    """The conversation: Markdown with every string escaped, or plain text."""
     only = rest[0] if rest else None
-    text = chat.conversation.to_markdown(only, render=to_markdown) or "No conversation yet."
+    text = chat.conversation.to_text(only)
+    if not text:
+        return Shown.say("No conversation yet.")
+    shown = Shown(chat.conversation.to_markdown(only), text)
     dropped = chat.conversation.dropped
-    return text + (f"\n\n*{dropped} turns left the history because their cells were deleted.*" if dropped else "")
+    if not dropped:
+        return shown
+    note = f"{dropped} turns left the history because their cells were deleted."
+    return Shown(f"{shown.markdown}\n\n*{note}*", f"{shown.text}\n\n{note}")
 
 
-def threads(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def threads(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """The threads in a table."""
-    rows = [f"| `{t.name}` | {len(t.turns)} | {_cell(t.system or '')} |" for t in chat.conversation.threads.values()]
-    return "| thread | turns | system |\n| --- | --- | --- |\n" + "\n".join(rows) if rows else "No threads yet."
+    rows = [(t.name, len(t.turns), (t.system or "")[:80]) for t in chat.conversation.threads.values()]
+    return Shown.table(("thread", "turns", "system"), rows) if rows else Shown.say("No threads yet.")
 
 
-def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Set or show a system message."""
     name, rest = _flag(rest, "--thread")
     thread = chat.conversation.thread(name or "default")
     if rest:
         thread.system = " ".join(rest)
-        return f"System message of `{thread.name}` set."
-    return f"System message of `{thread.name}`: {thread.system or '(none)'}"
+        return Shown.say("System message of {} set.", thread.name)
+    return Shown.say("System message of {}: {}", thread.name, thread.system or "(none)")
 
 
 @dataclass
@@ -118,30 +155,30 @@ class _Spend:
         self.dollars += cost or 0.0
         self.unpriced = self.unpriced or cost is None
 
-    def cells(self) -> str:
-        money = f"\\${self.dollars:.6f}" + (" (some models unpriced)" if self.unpriced else "")
-        return f"{self.requests} | {self.tokens.input_tokens} | {self.tokens.output_tokens} | {money} |"
+    def cells(self) -> tuple[int, int, int, str]:
+        money = f"${self.dollars:.6f}" + (" (some models unpriced)" if self.unpriced else "")
+        return self.requests, self.tokens.input_tokens, self.tokens.output_tokens, money
 
 
-def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Tokens and cost per thread in this session, and what was spent against the budget."""
-    cap = "" if chat.budget is None else "\n\n" + budget_line(chat.budget, spent(chat.ledger)).replace("$", "\\$")
+    cap = "" if chat.budget is None else budget_line(chat.budget, spent(chat.ledger))
     if not chat.ledger:
-        return "No tokens used yet in this session." + cap
+        return Shown.say("No tokens used yet in this session." + ("\n\n{}" if cap else ""), *([cap] if cap else []))
     per_thread: dict[str, _Spend] = {}
     total = _Spend()
     for thread, model, used in chat.ledger:
         per_thread.setdefault(thread, _Spend()).add(model, used)
         total.add(model, used)
-    lines = ["| thread | turns | requests | input tokens | output tokens | cost |", "| --- | --- | --- | --- | --- | --- |"]
+    rows: list[tuple[object, ...]] = []
     for name, spend in per_thread.items():
         turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else 0
-        lines.append(f"| `{name}` | {turns} | {spend.cells()}")
-    lines.append(f"| **total** | | {total.cells()}")
-    return "\n".join(lines) + cap
+        rows.append((name, turns, *spend.cells()))
+    rows.append(("total", "", *total.cells()))
+    return Shown.table(("thread", "turns", "requests", "input tokens", "output tokens", "cost"), rows, after=cap)
 
 
-def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Show the backend and settings, or set `KEY=VALUE` settings."""
     names = settings.trait_names(config=True)
     for pair in rest:
@@ -156,7 +193,7 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
     try:
         backend = chat.backend
     except NoBackend as exc:
-        return "```text\n" + str(exc) + "\n```"
+        return Shown.say("{}", exc)
     rows = [
         ("backend", backend.name), ("chosen because", backend.reason),
         ("ignored", ", ".join(backend.ignored) + " (set, but not used by this backend)" if backend.ignored else "nothing"),
@@ -164,17 +201,17 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
         ("API", settings.api), ("key", f"{mask(backend.api_key)} from {backend.key_source}" if backend.api_key else "(none)"),
         *((n, str(getattr(settings, n))) for n in ("max_retries", "connect_timeout", "read_timeout", "refresh_rate", "display")),
     ]
-    return "| setting | value |\n| --- | --- |\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
+    return Shown.table(("setting", "value"), rows)
 
 
-def models(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def models(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """The server's models, with shutdown dates where it gives them."""
     listed = chat.models(refresh=True)
-    rows = [f"| `{m.get('id')}` | {m.get('owned_by', '')} | {m.get('shutdown_date') or ''} |" for m in listed]
-    return "| model | owner | shutdown date |\n| --- | --- | --- |\n" + "\n".join(rows) if rows else "The server lists no models."
+    rows = [(m.get("id"), m.get("owned_by", ""), m.get("shutdown_date") or "") for m in listed]
+    return Shown.table(("model", "owner", "shutdown date"), rows) if rows else Shown.say("The server lists no models.")
 
 
-def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Save threads to `.json` (lossless) or `.md` (a readable transcript)."""
     only, rest = _flag(rest, "--thread")
     if len(rest) != 1 or Path(rest[0]).suffix not in (".json", ".md"):
@@ -185,11 +222,11 @@ def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
     if path.suffix == ".json":
         path.write_text(json.dumps(chat.conversation.to_dict(only), indent=1, ensure_ascii=False), encoding="utf-8")
     else:
-        path.write_text(chat.conversation.to_markdown(only, render=to_markdown), encoding="utf-8")
-    return f"Saved to `{path}`."
+        path.write_text(chat.conversation.to_markdown(only), encoding="utf-8")
+    return Shown.say("Saved to {}.", path)
 
 
-def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Rebuild threads from a saved notebook or a JSON export, without any request."""
     path = Path(rest[0]).expanduser() if rest else current_notebook(shell.user_ns)
     if path is None:
@@ -202,16 +239,16 @@ def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str
         raise UsageError(f"%nano load: {path} is not a notebook or a nano_magic export ({exc}).") from None
     chat.conversation.merge(loaded)
     turns = sum(len(t.turns) for t in loaded.threads.values())
-    return f"Loaded {turns} turns in {len(loaded.threads)} threads from `{path}`."
+    return Shown.say("Loaded {} turns in {} threads from {}.", turns, len(loaded.threads), path)
 
 
-def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Answer matching cells from a notebook's saved turns, or `off`."""
     from .cell import load_replay
 
     if rest == ["off"]:
         settings.replay, chat.replay_store = "off", None
-        return "Replay is off: every cell goes to the model."
+        return Shown.say("Replay is off: every cell goes to the model.")
     usage = "%nano replay [PATH.ipynb|PATH.json] [--speed TOKENS_PER_S] [--offline], or %nano replay off"
     speed, rest = _flag(rest, "--speed")
     offline = "--offline" in rest
@@ -229,7 +266,7 @@ def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> s
     chat.replay_store = store
     settings.replay, settings.replay_speed = ("offline" if offline else "on"), pace
     others = "are refused (offline)" if offline else "go to the model"
-    return f"Replaying {len(store)} saved answers from `{store.source}` at {pace:g} tokens/s; other cells {others}."
+    return Shown.say("Replaying {} saved answers from {} at {} tokens/s; other cells {}.", len(store), store.source, f"{pace:g}", others)
 
 
 def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> None:
@@ -268,16 +305,12 @@ def _flag(rest: list[str], name: str) -> tuple[str | None, list[str]]:
     return rest[i + 1], rest[:i] + rest[i + 2 :]
 
 
-def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> str:
+def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """The subcommands."""
-    return HELP
+    return _help()
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:80]
-
-
-COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], str | None]] = {
+COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], Shown | None]] = {
     "reset": reset, "history": history, "threads": threads, "system": system, "usage": usage,
     "config": config, "models": models, "export": export, "load": load, "replay": replay,
     "explain": explain, "help": help_,

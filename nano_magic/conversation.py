@@ -146,21 +146,33 @@ class Conversation:
         """Take over every thread of `other`."""
         self.threads.update(other.threads)
 
-    def to_markdown(self, only: str | None = None, render: Callable[[str], str] = str) -> str:
-        """A readable transcript; `render` turns an answer into portable Markdown."""
+    def to_markdown(self, only: str | None = None) -> str:
+        """A readable transcript in Markdown: names, prompts and system messages escaped, answers as saved."""
+        from .render import escape_markdown, to_markdown
+
+        return self._transcript(only, escape_markdown, to_markdown, "**", "# ", "## ")
+
+    def to_text(self, only: str | None = None) -> str:
+        """The same transcript as plain text, for a terminal."""
+        return self._transcript(only, str, str, "", "", "")
+
+    def _transcript(self, only: str | None, escape: Callable[[str], str], answer: Callable[[str], str],
+                    strong: str, title: str, heading: str) -> str:
         parts = []
         for thread in self.threads.values():
             if only is not None and thread.name != only:
                 continue
-            parts.append(f"# Thread: {thread.name}\n")
+            parts.append(f"{title}Thread: {escape(thread.name)}\n")
             if thread.system:
-                parts.append(f"*System:* {thread.system}\n")
+                parts.append(f"{strong}System:{strong} {escape(thread.system)}\n")
             for number, turn in enumerate(thread.turns, 1):
                 status = "" if turn.status == "complete" else f" ({turn.status})"
-                steps = "".join(f"{render(s['text'])}\n\n" if s.get("text") else "" for s in turn.steps)
+                model = escape(turn.model or "Model")
+                steps = "".join(f"{answer(s['text'])}\n\n" if s.get("text") else "" for s in turn.steps)
                 calls = [step_line(c) for s in turn.steps for c in s.get("calls") or []]
-                listed = "".join(f"- {render(line)}\n" for line in calls) + ("\n" if calls else "")
-                parts.append(f"## Turn {number}{status}\n\n**You:**\n\n{turn.prompt}\n\n**{turn.model or 'Model'}:**\n\n{steps}{listed}{render(turn.answer)}\n")
+                listed = "".join(f"- {escape(line)}\n" for line in calls) + ("\n" if calls else "")
+                parts.append(f"{heading}Turn {number}{status}\n\n{strong}You:{strong}\n\n{escape(turn.prompt)}\n\n"
+                             f"{strong}{model}:{strong}\n\n{steps}{listed}{answer(turn.answer)}\n")
         return "\n".join(parts)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Protocol
 
 from IPython.display import DisplayHandle, display
 
-from .render import StreamRenderer, to_markdown, tidy_tail
+from .render import MarkdownStream, StreamRenderer, escape_markdown
 
 __all__ = ["View", "WidgetView", "MarkdownView", "TextView", "Ticker", "pick_mode", "open_view"]
 
@@ -110,7 +110,8 @@ class WidgetView:
         from ipywidgets.widgets.widget_string import HTMLMathStyle, HTMLStyle
 
         self._widgets = widgets
-        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)
+        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone
+        self._pending: list[str] = []  # deltas not yet given to the renderer, guarded by the lock
         self._progress = _Progress()
         self._lock = threading.Lock()
         self._layout = widgets.Layout()
@@ -136,7 +137,7 @@ class WidgetView:
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
         with self._lock:
-            self._renderer.feed(text)
+            self._pending.append(text)
             self._progress.tokens += 1
         self._ticker.poke()
 
@@ -194,10 +195,14 @@ class WidgetView:
         self._status.value = self._status_html()
 
     def _refresh(self) -> None:
+        """Take the new deltas under the lock and render outside it, so that `delta` never waits for a render."""
         with self._lock:
-            frozen, tail = self._renderer.render()
+            pending, self._pending = self._pending, []
             status = self._status_html()
             steps = "<br>".join(f"<code>{line}</code>" for line in self._step_lines)
+        for text in pending:
+            self._renderer.feed(text)
+        frozen, tail = self._renderer.render()
         if steps != self._steps.value:
             self._steps.value = steps
         if frozen is not None:
@@ -227,29 +232,29 @@ class MarkdownView:
 
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
-        self._parts: list[str] = []
-        self._title = self._header = f"**{header}**\n\n"
+        self._stream = MarkdownStream()
+        self._title = self._header = f"**{escape_markdown(header)}**\n\n"
         self._steps: list[str] = []
         self._last = 0.0
         self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
     def delta(self, text: str) -> None:
         """Take new answer text; refresh at most `refresh_rate` times a second."""
-        self._parts.append(text)
+        self._stream.feed(text)
         now = time.perf_counter()
         if now - self._last >= self._interval:
             self._last = now
-            self._handle.update({"text/markdown": self._header + to_markdown(tidy_tail("".join(self._parts)))}, raw=True)
+            self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
 
     def step(self, line: str) -> None:
         """Show a tool call and its result above the answer."""
-        self._steps.append(f"- {to_markdown(line)}\n")
+        self._steps.append(f"- {escape_markdown(line)}\n")
         self._header = self._title + "".join(self._steps) + "\n"
-        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts))}, raw=True)
+        self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
-        self._handle.update({"text/markdown": self._header + to_markdown("".join(self._parts)) + f"\n\n*{text}*"}, raw=True)
+        self._handle.update({"text/markdown": self._header + self._stream.render() + f"\n\n*{escape_markdown(text)}*"}, raw=True)
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Replace the live output with the final Markdown, then show the footer."""
@@ -308,8 +313,7 @@ def _refresh_note(exc: Exception) -> str:
 def _footer(footer: str) -> None:
     if not footer:
         return
-    escaped = footer.replace("$", "\\$").replace("<", "&lt;")
-    display({"text/markdown": f"<sub>{escaped}</sub>", "text/plain": footer}, raw=True)
+    display({"text/markdown": f"<sub>{escape_markdown(footer)}</sub>", "text/plain": footer}, raw=True)
 
 
 def pick_mode(setting: str, shell: Any) -> str:

@@ -86,9 +86,9 @@ class NanoMagics(Magics, NanoSettings):
 
         from .commands import run_command
 
-        text = run_command(line, self.chat, self, self.shell)
-        if text is not None:
-            display({"text/markdown": text, "text/plain": text}, raw=True)
+        shown = run_command(line, self.chat, self, self.shell)
+        if shown is not None:
+            display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
 
     def _parse(self, line: str) -> Any:
         try:

@@ -1,323 +1,501 @@
-"""Markdown with LaTeX to safe HTML, incrementally and mid-stream; and the portable final Markdown.
+"""Markdown with LaTeX from an untrusted model: safe live HTML and portable saved Markdown, from one token stream.
 
-Math is found by one scanner (`segments`) that both outputs share. pymdownx.arithmatex protects math
-inside Python-Markdown, but it cannot report unclosed math mid-stream, and the final Markdown needs
-the very same spans normalised to `$`; one scanner keeps the live view and the saved answer in agreement.
+markdown-it-py parses CommonMark with raw HTML off (it stays text), links allowed only to http, https and
+mailto, and mdit-py-plugins' dollarmath and amsmath rules plus one rule of our own for `\\(…\\)` and `\\[…\\]`.
+The live HTML (markdown-it's renderer, then nh3) and the saved Markdown (mdformat's renderer) are written
+from the same tokens, so they agree on what is text, code, math and link, and neither patches source text.
+Every rule here looks at a bounded stretch of text per position, so any input renders in linear time.
 """
 
 from __future__ import annotations
 
-import html
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-import markdown
-import nh3
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.rules_block import StateBlock
+    from markdown_it.rules_inline import StateInline
+    from markdown_it.token import Token
+    from mdformat.renderer import RenderContext, RenderTreeNode
 
-__all__ = ["Segment", "segments", "to_html", "to_markdown", "tidy_tail", "StreamRenderer"]
+__all__ = ["to_html", "to_markdown", "tidy_tail", "StreamRenderer", "MarkdownStream", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
 
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.M)
-_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+\S")
+SAFE_SCHEMES = ("http:", "https:", "mailto:")
+MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
+
 _HALF_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)]?|#{1,6}|>|\|)[ \t]*$")
 _ENV = re.compile(r"\\begin\{([A-Za-z]+\*?)\}")
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):")
-_LINK_TARGET = re.compile(r"(\]\(\s*<?)([^\s)>]*)")
-_LINK_DEFINITION = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?)(\S*?)(>?[ \t]*(?:$|[ \t]))", re.M)
-_SAFE_SCHEMES = {"http", "https", "mailto"}
-MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
-_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
-_SPECIAL = re.compile(r"[`~$\\]")
-_BACKTICKS = re.compile("`+")
+_DISPLAY_OPENER = re.compile(r"[ \t>]*(?:[-*+]|\d{1,9}[.)])?[ \t]*(\$\$|\\\[|\\begin\{([A-Za-z]+\*?)\})")
+_CODE_BLOCKS = ("fence", "code_block")
+_MATH = ("math_inline", "math_inline_double", "math_block", "amsmath")
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A run of text: `text`, `code` (a span or fence), `math`, or `open_math` (display math not yet closed)."""
-
-    kind: str
-    source: str
-    tex: str = ""
-    display: bool = False
-
-
-def segments(text: str) -> list[Segment]:
-    """Split Markdown into text, code and math, so that code is never math."""
-    out: list[Segment] = []
-    plain_start = i = 0
-    while (special := _SPECIAL.search(text, i)) is not None:
-        i = special.start()
-        found = _match_at(text, i)
-        if found is None:
-            i += 1
-            continue
-        segment, end = found
-        if plain_start < i:
-            out.append(Segment("text", text[plain_start:i]))
-        out.append(segment)
-        plain_start = i = end
-    if plain_start < len(text):
-        out.append(Segment("text", text[plain_start:]))
-    return out
-
-
-def _match_at(text: str, i: int) -> tuple[Segment, int] | None:
-    """The code or math segment starting at `i`, if one does."""
-    c = text[i]
-    if c not in "`~$\\":
-        return None
-    at_line_start = i == 0 or text[i - 1] == "\n" or text[text.rfind("\n", 0, i) + 1 : i].strip(" \t") == ""
-    if c in "`~" and at_line_start and (fence := _FENCE.match(text, text.rfind("\n", 0, i) + 1)):
-        return _fenced(text, i, fence.group(1))
-    if c == "`":
-        return _code_span(text, i)
-    if c == "$":
-        return _dollar(text, i)
-    if text.startswith("\\(", i):
-        return _delimited(text, i, "\\(", "\\)", display=False)
-    if text.startswith("\\[", i):
-        return _delimited(text, i, "\\[", "\\]", display=True)
-    if env := _ENV.match(text, i):
-        return _delimited(text, i, env.group(0), f"\\end{{{env.group(1)}}}", display=True, keep=True)
-    if text.startswith("\\$", i):
-        return Segment("text", "\\$"), i + 2
-    return None
-
-
-def _fenced(text: str, i: int, marker: str) -> tuple[Segment, int]:
-    closer = re.compile(rf"^[ \t]*{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$", re.M)
-    line_end = text.find("\n", i)
-    if line_end == -1:
-        return Segment("code", text[i:]), len(text)
-    close = closer.search(text, line_end + 1)
-    end = len(text) if close is None else close.end()
-    return Segment("code", text[i:end]), end
-
-
-def _code_span(text: str, i: int) -> tuple[Segment, int] | None:
-    run = _BACKTICKS.match(text, i).end() - i  # type: ignore[union-attr]
-    ticks = text[i : i + run]
-    j = i + run
-    while (k := text.find(ticks, j)) != -1:
-        if (k + run >= len(text) or text[k + run] != "`") and text[k - 1] != "`":
-            return Segment("code", text[i : k + run]), k + run
-        j = k + run
-    return Segment("text", ticks), i + run
-
-
-def _dollar(text: str, i: int) -> tuple[Segment, int] | None:
-    if text.startswith("$$", i):
-        return _delimited(text, i, "$$", "$$", display=True)
-    # Pandoc's rule, so that "costs $5 and $10" stays text: no space inside either dollar, no digit after the closer.
-    if i + 1 >= len(text) or text[i + 1] in " \t\n$":
-        return None
-    j = i + 1
-    while (k := text.find("$", j)) != -1:
-        inner = text[i + 1 : k]
-        if "\n\n" in inner or "`" in inner:
-            return None
-        if text[k - 1] not in " \t\n\\" and not (k + 1 < len(text) and text[k + 1].isdigit()):
-            return Segment("math", text[i : k + 1], inner, False), k + 1
-        j = k + 1
-    return None
-
-
-def _delimited(text: str, i: int, opener: str, closer: str, *, display: bool, keep: bool = False) -> tuple[Segment, int]:
-    k = text.find(closer, i + len(opener))
-    if k == -1:
-        return (Segment("open_math", text[i:]) if display else Segment("text", opener)), (len(text) if display else i + len(opener))
-    end = k + len(closer)
-    tex = text[i:end] if keep else text[i + len(opener) : k]
-    return Segment("math", text[i:end], tex, display), end
-
-
-def to_markdown(text: str) -> str:
-    """The final, portable Markdown: math as `$`/`$$`, stray dollars and raw HTML escaped outside code."""
-    out = []
-    for seg in segments(text):
-        if seg.kind == "code":
-            out.append(seg.source)
-        elif seg.kind == "math":
-            out.append(_dollar_math(seg))
-        else:
-            out.append(_escape_text(seg.source))
-    return "".join(out)
-
-
-def _dollar_math(seg: Segment) -> str:
-    tex = seg.tex.strip()
-    return f"$${tex}$$" if seg.display else f"${tex}$"
-
-
-def _escape_text(text: str) -> str:
-    """Escape what Markdown frontends would otherwise run or typeset: raw HTML, bare dollars, unsafe links."""
-    text = _unimage(re.sub(r"(?<!\\)\$", r"\\$", text).replace("<", "&lt;"))
-    text = _LINK_TARGET.sub(lambda m: m.group(1) + _safe_url(m.group(2)), text)
-    return _LINK_DEFINITION.sub(lambda m: m.group(1) + _safe_url(m.group(2)) + m.group(3), text)
-
-
-def _unimage(text: str) -> str:
-    """Markdown images as links: an image from the model would load its URL unasked, which can leak data."""
-    return text.replace("![", "[")
-
-
-def _safe_url(url: str) -> str:
-    bare = re.sub(r"[\x00-\x20]", "", html.unescape(url))
-    scheme = _SCHEME.match(bare)
-    return url if scheme is None or scheme.group(1).lower() in _SAFE_SCHEMES else "#"
-
-
-class _Html:
-    """One Python-Markdown converter plus the sanitizer: Markdown source to safe HTML."""
-
-    def __init__(self) -> None:
-        self._md = markdown.Markdown(
-            extensions=["pymdownx.highlight", "pymdownx.superfences", "tables", "sane_lists"],
-            extension_configs={"pymdownx.highlight": {"use_pygments": False}},
-            lazy_ol=False,
-        )
-
-    def convert(self, text: str, live: bool = False) -> str:
-        """Safe HTML for `text`; `live` shows unfinished fences and display math as code."""
-        maths: list[str] = []
-        parts = []
-        for seg in segments(text):
-            if seg.kind == "math":
-                maths.append(_mathjax_source(seg))
-                parts.append(_placeholder(len(maths) - 1, seg.display))
-            elif seg.kind == "open_math":
-                parts.append(f"\n\n```latex\n{seg.source}\n```\n\n")
-            elif seg.kind == "code" and live and _FENCE.match(seg.source) and not _is_closed_fence(seg.source):
-                parts.append(seg.source.rstrip("`~ \t\n") + "\n" + _FENCE.match(seg.source).group(1).strip() + "\n")  # type: ignore[union-attr]
-            elif seg.kind == "text":
-                parts.append(_unimage(seg.source.replace("<", "&lt;").replace("$", "\\$")))  # raw HTML shows as text, as when saved
-            else:
-                parts.append(seg.source)
-        source = _prepare_lists("".join(parts))
-        self._md.reset()
-        cleaned = nh3.clean(self._md.convert(source), tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_SAFE_SCHEMES)
-        return _PLACEHOLDER.sub(lambda m: html.escape(maths[int(m.group(1))], quote=False), cleaned)
-
-
-_TAGS = nh3.ALLOWED_TAGS - {"img", "area", "map"}
-_ATTRIBUTES = {
-    "a": {"href", "title"}, "ol": {"start"},
-    "th": {"align", "style"}, "td": {"align", "style"}, "code": {"class"},
-}
-
-
-def _mathjax_source(seg: Segment) -> str:
-    if seg.source.startswith("\\begin"):
-        return seg.tex
-    return f"\\[{seg.tex}\\]" if seg.display else f"\\({seg.tex}\\)"
-
-
-def _placeholder(index: int, display: bool) -> str:
-    token = f"\ue000{index}\ue001"
-    return f"\n\n{token}\n\n" if display else token
-
-
-def _is_closed_fence(source: str) -> bool:
-    lines = source.rstrip("\n").split("\n")
-    marker = _FENCE.match(lines[0]).group(1)  # type: ignore[union-attr]
-    return len(lines) > 1 and lines[-1].strip().startswith(marker[0] * len(marker))
-
-
-def _prepare_lists(source: str) -> str:
-    """Python-Markdown wants a blank line before a list and 4-space nesting; models give neither."""
-    out: list[str] = []
-    levels: list[int] = []  # the source indent of each open list level
-    fence_shift: int | None = None
-    for line in source.split("\n"):
-        indent = len(line) - len(line.lstrip(" "))
-        if fence_shift is not None:
-            out.append(_shift(line, fence_shift))
-            if _FENCE.match(line):
-                fence_shift = None
-            continue
-        if not line.strip():
-            out.append(line)
-            continue
-        if _LIST_ITEM.match(line):
-            while levels and levels[-1] > indent:
-                levels.pop()
-            if not levels or levels[-1] < indent:
-                levels.append(indent)
-            if out and out[-1].strip() and not levels[:-1] and not _LIST_ITEM.match(out[-1]) and not out[-1].startswith(" "):
-                out.append("")
-            shift = 4 * (len(levels) - 1) - indent
-        elif indent == 0:
-            levels.clear()
-            shift = 0
-        else:
-            shift = 4 * sum(1 for level in levels if level < indent) - indent if levels else 0
-        if _FENCE.match(line):
-            fence_shift = shift
-        out.append(_shift(line, shift))
-    return "\n".join(out)
-
-
-def _shift(line: str, by: int) -> str:
-    if by >= 0:
-        return " " * by + line
-    return line[min(-by, len(line) - len(line.lstrip(" "))) :]
+# --- The tokenizer -------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
-def _converter() -> _Html:
-    return _Html()
+def _parser() -> MarkdownIt:
+    """CommonMark + tables + strikethrough, raw HTML as text, safe links only, and the math rules."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.amsmath import amsmath_block, amsmath_plugin
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+    from mdit_py_plugins.dollarmath.index import math_block_dollar
+
+    md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    # Pandoc's currency rule: no space inside either dollar and no digit after the closer, so "$5 and $10" is text.
+    md.use(dollarmath_plugin, allow_labels=False, allow_space=False, allow_digits=False, allow_blank_lines=False, double_inline=True)
+    md.use(amsmath_plugin)
+    # Both plugins search for a closer to the end of the container, blank lines included: bound that search.
+    md.block.ruler.at("math_block", _bounded(math_block_dollar(False, None, False), "$$"))
+    interrupts = {"alt": ["paragraph", "reference", "blockquote", "list"]}
+    md.block.ruler.at("amsmath", _bounded(amsmath_block, "\\begin{"), interrupts)
+    # texmath's "brackets" rules would do this, but they slice the rest of the source at every opener (quadratic)
+    # and let `\[…\]` run across blank lines, so these two small rules replace them.
+    md.block.ruler.before("fence", "math_bracket", _bounded(_bracket_block, "\\["), interrupts)
+    md.inline.ruler.before("escape", "math_backslash", _backslash_inline)
+    md.core.ruler.push("images_as_links", _images_as_links)
+    md.validateLink = _safe_link  # type: ignore[method-assign]
+    return md
+
+
+def _safe_link(url: str) -> bool:
+    """http, https and mailto only: anything else, relative links included, stays text."""
+    return url.strip().lower().startswith(SAFE_SCHEMES)
+
+
+def _bounded(rule: Callable[[StateBlock, int, int, bool], bool], opener: str) -> Callable[[StateBlock, int, int, bool], bool]:
+    """A display-math block rule that looks for its closer only up to a blank line, the container's end or the next
+    line that opens the same way; so each line is searched by at most two openers, and math never spans a blank line."""
+
+    def bounded(state: StateBlock, start: int, end: int, silent: bool) -> bool:
+        first = state.bMarks[start] + state.tShift[start]
+        if not state.src.startswith(opener, first):
+            return False
+        head = state.src[first : state.src.find("}", first) + 1] if opener == "\\begin{" else opener
+        stop = start + 1
+        while stop < end and not state.isEmpty(stop) and state.sCount[stop] >= state.blkIndent:
+            stop += 1
+            if state.src.startswith(head, state.bMarks[stop - 1] + state.tShift[stop - 1]):
+                break
+        return rule(state, start, stop, silent)
+
+    return bounded
+
+
+def _bracket_block(state: StateBlock, start: int, end: int, silent: bool) -> bool:
+    """`\\[ … \\]` as display math, the closer ending a line."""
+    if state.sCount[start] - state.blkIndent >= 4:
+        return False
+    for line in range(start, end):
+        text = state.src[state.bMarks[line] + state.tShift[line] : state.eMarks[line]].rstrip()
+        if text.endswith("\\]") and (line > start or len(text) >= 4):
+            break
+    else:
+        return False
+    if not silent:
+        token = state.push("math_block", "math", 0)
+        token.block = True
+        token.content = state.getLines(start, line + 1, state.sCount[start], False).strip()[2:-2]
+        token.markup = "\\["
+        token.map = [start, line + 1]
+    state.line = line + 1
+    return True
+
+
+def _backslash_inline(state: StateInline, silent: bool) -> bool:
+    """`\\(…\\)` inline, `\\[…\\]` and `\\begin{env}…\\end{env}` displayed, inside a paragraph."""
+    src, pos = state.src, state.pos
+    if not src.startswith("\\", pos):
+        return False
+    opener, env = src[pos : pos + 2], None
+    if opener in ("\\(", "\\["):
+        closer, start = ("\\)" if opener == "\\(" else "\\]"), pos + 2
+    elif env := _ENV.match(src, pos):
+        closer, start = f"\\end{{{env.group(1)}}}", env.end()
+    else:
+        return False
+    end = _find_closer(state, closer, start)
+    if end == -1 or end + len(closer) > state.posMax or not src[start:end].strip():
+        return False
+    if not silent:
+        token = state.push("math_inline" if opener == "\\(" else "math_inline_double", "math", 0)
+        token.content = src[pos : end + len(closer)] if env else src[start:end]
+        token.markup = opener
+    state.pos = end + len(closer)
+    return True
+
+
+def _find_closer(state: StateInline, closer: str, start: int) -> int:
+    """The first `closer` at or after `start`, remembering the last search so that many openers cost one scan."""
+    memo = state.env.setdefault("closers", {})
+    src = state.src
+    seen = memo.get(closer)
+    if seen is not None and seen[0] is src and seen[1] <= start and (seen[2] == -1 or seen[2] >= start):
+        return seen[2]
+    found = src.find(closer, start)
+    memo[closer] = (src, start, found)
+    return found
+
+
+def _images_as_links(state: Any) -> None:
+    """A model's image becomes a link: an image would load its URL unasked, and the URL can carry data out."""
+    from markdown_it.token import Token
+
+    for block in state.tokens:
+        if block.type != "inline" or not block.children or not any(t.type == "image" for t in block.children):
+            continue
+        children: list[Token] = []
+        for token in block.children:
+            if token.type != "image":
+                children.append(token)
+                continue
+            attrs = {"href": token.attrs["src"], **({"title": token.attrs["title"]} if token.attrs.get("title") else {})}
+            children += [Token("link_open", "a", 1, attrs=attrs), *(token.children or []), Token("link_close", "a", -1)]
+        block.children = children
+
+
+def _tokens(text: str) -> list[Token]:
+    return _parser().parse(text, {})
+
+
+# --- Live HTML -----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _html_renderer() -> Any:
+    """markdown-it's HTML renderer, with math left for MathJax and text kept out of MathJax's reach."""
+    from markdown_it.common.utils import escapeHtml
+    from markdown_it.renderer import RendererHTML
+
+    def math(tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+        token = tokens[idx]
+        tex = escapeHtml(token.content)
+        if token.type == "amsmath" or token.markup.startswith("\\b"):
+            source = tex
+        elif token.type == "math_inline":
+            source = f"\\({tex}\\)"
+        else:
+            source = f"\\[{tex}\\]"
+        return f"<div>{source}</div>\n" if token.block else source
+
+    def text(tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+        # MathJax scans text nodes for delimiters; a `$` or `\` in its own element cannot start a formula.
+        return _MATHJAX_TRIGGERS.sub(r"<span>\g<0></span>", escapeHtml(tokens[idx].content))
+
+    renderer = RendererHTML()
+    for name in _MATH:
+        renderer.rules[name] = math
+    renderer.rules["text"] = text
+    return renderer
+
+
+_MATHJAX_TRIGGERS = re.compile(r"[$\\]")
+
+
+def _html(tokens: list[Token]) -> str:
+    import nh3
+
+    rendered = _html_renderer().render(tokens, _parser().options, {})
+    return nh3.clean(rendered, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes={s[:-1] for s in SAFE_SCHEMES}).strip()
+
+
+_TAGS = {
+    "a", "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "em", "strong", "s", "del", "code", "pre", "blockquote",
+    "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "span", "div",
+}
+_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}, "code": {"class"}}
 
 
 def to_html(text: str) -> str:
-    """Safe HTML for finished Markdown with LaTeX, math left for MathJax (one thread at a time)."""
-    return _converter().convert(text)
+    """Safe HTML for finished Markdown with LaTeX, math left for MathJax."""
+    return _html(_tokens(text))
 
 
-class StreamRenderer:
-    """Renders a growing answer: finished blocks once, and only the tail on each refresh.
+# --- Saved Markdown ------------------------------------------------------------------------------------------
 
-    Only the text after the last frozen block is kept, so each refresh costs the size of the tail,
+
+class _MathWriter:
+    """An mdformat extension: math as `$…$`/`$$…$$`, and text escaped for JupyterLab's math pass too."""
+
+    @staticmethod
+    def inline(node: RenderTreeNode, context: RenderContext) -> str:
+        return f"${_inert_tex(node.content)}$"
+
+    @staticmethod
+    def display(node: RenderTreeNode, context: RenderContext) -> str:
+        return f"$${_inert_tex(node.content)}$$"
+
+    @staticmethod
+    def text(text: str, node: RenderTreeNode, context: RenderContext) -> str:
+        text = text.replace("$", "\\$").replace("~~", "\\~~")  # mdformat doubled every backslash, so these are real
+        following = node.next_sibling
+        if text.endswith("\\\\") and following is not None and following.type in (*_MATH, "code_inline"):
+            # JupyterLab's math pass takes a backslash before "$" or "`" as an escape, whatever precedes it.
+            text = text[:-2] + "&#92;"
+        return text
+
+    @staticmethod
+    def plain(node: RenderTreeNode, context: RenderContext) -> str:
+        # mdformat's text renderer costs ~40 µs a node even with nothing to escape; skip it when that is so.
+        if _NOTHING_TO_ESCAPE.fullmatch(node.content):
+            return node.content
+        from mdformat.renderer import DEFAULT_RENDERERS
+
+        return DEFAULT_RENDERERS["text"](node, context)
+
+    @staticmethod
+    def strikethrough(node: RenderTreeNode, context: RenderContext) -> str:
+        return "~~" + "".join(child.render(context) for child in node.children) + "~~"
+
+    @staticmethod
+    def list_item(node: RenderTreeNode, context: RenderContext) -> str:
+        # mdformat's own asks the whole list whether it is tight for every item (quadratic): ask once per list.
+        tight = context.env.setdefault("tight_lists", {})
+        if id(node.parent) not in tight:
+            items = node.parent.children  # type: ignore[union-attr]
+            tight[id(node.parent)] = all(p.hidden for item in items for p in item.children if p.type == "paragraph")
+        text = ("\n" if tight[id(node.parent)] else "\n\n").join(child.render(context) for child in node.children)
+        return text if text.strip() else ""
+
+    RENDERERS = {
+        "math_inline": inline, "math_inline_double": display, "math_block": display, "amsmath": display,
+        "text": plain, "s": strikethrough, "list_item": list_item,
+    }
+    POSTPROCESSORS = {"text": text}
+
+
+_NOTHING_TO_ESCAPE = re.compile(r"(?: ?[^\s\\*_\[\]<>`&!~#$|])* ?")
+
+
+def _joined(tokens: list[Token]) -> list[Token]:
+    """Runs of text and soft line breaks as one text token each, as mdformat writes them the same: fewer nodes."""
+    from markdown_it.token import Token
+
+    for block in tokens:
+        if block.children and any(child.type == "softbreak" for child in block.children):
+            children: list[Token] = []
+            for child in block.children:
+                if child.type in ("text", "softbreak") and children and children[-1].type == "text":
+                    extra = "\n" if child.type == "softbreak" else child.content
+                    children[-1] = Token("text", "", 0, content=children[-1].content + extra)
+                else:
+                    children.append(child if child.type != "softbreak" else Token("text", "", 0, content="\n"))
+            block.children = children
+    return tokens
+
+
+def _inert_tex(tex: str) -> str:
+    """TeX that no Markdown reader can take for HTML or a link: spaces, which math mode ignores, after `<` and `]`."""
+    tex = re.sub(r"<(?=\S)", "< ", tex.strip())
+    tex = re.sub(r"\](?=[(\[:])", "] ", tex)
+    return re.sub(r"(?<!\\)\$", r"\\$", tex)
+
+
+@lru_cache(maxsize=1)
+def _tree_class() -> type[RenderTreeNode]:
+    from mdformat.renderer import RenderTreeNode
+
+    class Tree(RenderTreeNode):
+        """mdformat's tree, with each node's next sibling found in constant time.
+
+        mdformat's text renderer asks every text node for it, and the stock lookup searches the parent's children,
+        which makes a paragraph of many short pieces quadratic.
+        """
+
+        @property
+        def next_sibling(self) -> Tree | None:
+            parent = self.parent
+            if parent is None:
+                return None
+            index = parent.__dict__.get("sibling_index")
+            if index is None:
+                index = parent.__dict__["sibling_index"] = {id(child): i for i, child in enumerate(parent.children)}
+            following = index[id(self)] + 1
+            return parent.children[following] if following < len(parent.children) else None
+
+    return Tree
+
+
+def _markdown(tokens: list[Token]) -> str:
+    import mdformat.plugins
+    from mdformat.renderer import MDRenderer
+
+    extensions = [_MathWriter, mdformat.plugins.PARSER_EXTENSIONS["tables"]]
+    options = {**_parser().options, "parser_extension": extensions, "mdformat": {"wrap": "keep", "number": False}}
+    return MDRenderer().render_tree(_tree_class()(_joined(tokens)), options, {}).rstrip("\n")
+
+
+def to_markdown(text: str) -> str:
+    """The portable Markdown to save: math as `$`/`$$`, code as written, everything else escaped as text."""
+    return _markdown(_tokens(text))
+
+
+def escape_markdown(text: str) -> str:
+    """Any string (a prompt, a name, an error) as Markdown that shows it literally, line breaks kept."""
+    from markdown_it.token import Token
+
+    tokens: list[Token] = []
+    for paragraph in re.split(r"\n[ \t]*\n", text.strip("\n")):
+        children: list[Token] = []
+        for i, line in enumerate(paragraph.split("\n")):
+            if i:
+                children.append(Token("hardbreak", "br", 0))
+            children.append(Token("text", "", 0, content=line.strip()))
+        tokens += [Token("paragraph_open", "p", 1), Token("inline", "", 0, children=children), Token("paragraph_close", "p", -1)]
+    return _markdown(tokens) if text.strip() else ""
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table whose cells show their text literally."""
+
+    def cell(value: object) -> str:
+        return escape_markdown(" ".join(str(value).split())).replace("|", "\\|") or " "
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- Streaming -----------------------------------------------------------------------------------------------
+
+
+class _Stream:
+    """A growing answer cut into finished blocks and a live tail, for a view that redraws only the tail.
+
+    Only the text after the last finished block is kept, so each refresh costs the size of the tail,
     not of the answer. `min_block_chars` gathers small finished blocks into fewer, larger groups.
+    A single block can grow without end (a 400-row table, a list with no blank line): once the tail
+    passes LIVE_TAIL_CHARS it is redrawn only after it grows by a quarter, so the work over a whole
+    answer stays linear in its length.
     """
+
+    LIVE_TAIL_CHARS = 2_000
 
     def __init__(self, min_block_chars: int = 0) -> None:
         self._parts: list[str] = []
         self._min = min_block_chars
-        self._html = _Html()
+        self._drawn_chars = 0
 
     def feed(self, delta: str) -> None:
         """Add received text."""
         self._parts.append(delta)
 
+    def _advance(self) -> tuple[str | None, str, list[Token]] | None:
+        """The blocks finished since the last call, the tail and its tokens; None while an oversized tail waits."""
+        tail = "".join(self._parts)
+        self._parts = [tail]
+        if self._drawn_chars and self.LIVE_TAIL_CHARS < len(tail) < self._drawn_chars * 5 // 4:
+            return None
+        tokens = _tokens(tail)
+        boundary = _last_boundary(tail, tokens)
+        finished = None
+        if boundary >= max(self._min, 1):
+            finished, tail = tail[:boundary], tail[boundary:]
+            tokens = _tokens(tail)
+            self._parts = [tail]
+        self._drawn_chars = len(tail)
+        return finished, tail, tokens
+
+
+class StreamRenderer(_Stream):
+    """The live HTML of a growing answer: finished blocks once, and only the tail on each refresh."""
+
+    def __init__(self, min_block_chars: int = 0) -> None:
+        super().__init__(min_block_chars)
+        self._shown = ""
+
     def render(self) -> tuple[str | None, str]:
         """HTML of the blocks finished since the last call (None if none), and of the live tail."""
-        tail = "".join(self._parts)
-        boundary = _last_boundary(tail)
-        frozen = None
-        if boundary and boundary >= self._min:
-            frozen = self._html.convert(tail[:boundary])
-            tail = tail[boundary:]
-        self._parts = [tail]
-        return frozen, self._html.convert(tidy_tail(tail), live=True)
+        advanced = self._advance()
+        if advanced is None:
+            return None, self._shown
+        finished, tail, tokens = advanced
+        self._shown = _live_html(tail, tokens)
+        return (None if finished is None else to_html(finished)), self._shown
 
 
-def _last_boundary(text: str) -> int:
-    """The start of the last block that begins after a blank line outside code and math."""
-    best = offset = 0
-    for seg in segments(text):
-        if seg.kind == "text":
-            for m in re.finditer(r"\n[ \t]*\n(?=[^\s])", seg.source):
-                best = offset + m.end()
-        elif seg.kind == "code" and seg.source[:1] in "`~" and _FENCE.match(seg.source) and _is_closed_fence(seg.source):
-            following = offset + len(seg.source)
-            if text.startswith("\n\n", following) and following + 2 < len(text) and not text[following + 2].isspace():
-                best = following + 2
-        offset += len(seg.source)
+class MarkdownStream(_Stream):
+    """The Markdown of a growing answer, for a frontend that shows `text/markdown`: finished blocks written once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written: list[str] = []
+        self._tail = ""
+
+    def render(self) -> str:
+        """The whole answer so far as Markdown, half-typed markers on the last line hidden."""
+        advanced = self._advance()
+        if advanced is not None:
+            finished, tail, tokens = advanced
+            if finished is not None:
+                self._written.append(to_markdown(finished))
+            self._tail = to_markdown(tidy_tail(tail, tokens))
+        return "\n\n".join([*self._written, self._tail])
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0, *(m.end() for m in re.finditer("\n", text))]
+
+
+def _last_boundary(text: str, tokens: list[Token]) -> int:
+    """Where the last top-level block (or top-level list item) starts, if a blank line comes before it."""
+    starts = _line_starts(text)
+    best = 0
+    for token in tokens:
+        top = token.level == 0 or (token.type == "list_item_open" and token.level == 1)
+        if not top or token.nesting == -1 or token.map is None or token.map[0] == 0:
+            continue
+        line = token.map[0]
+        if not text[starts[line - 1] : starts[line]].strip():
+            best = max(best, starts[line])
     return best
 
 
-def tidy_tail(tail: str) -> str:
-    """Hide half-typed markers on the unfinished last line, so nothing flashes."""
+def _live_html(tail: str, tokens: list[Token]) -> str:
+    """The tail as shown mid-stream: half-typed markers hidden, an unclosed display formula shown as code."""
+    tidied = tidy_tail(tail, tokens)
+    if tidied != tail:
+        tail, tokens = tidied, _tokens(tidied)
+    opened = _unclosed_display(tail, tokens)
+    if opened is None:
+        return _html(tokens)
+    from markdown_it.common.utils import escapeHtml
+
+    head = _html(_tokens(tail[:opened])) if tail[:opened].strip() else ""
+    return head + f'<pre><code class="language-latex">{escapeHtml(tail[opened:].lstrip(" >"))}</code></pre>'
+
+
+def _unclosed_display(tail: str, tokens: list[Token]) -> int | None:
+    """Where a display formula opens in the last block without a closer yet, outside code."""
+    starts = _line_starts(tail)
+    covered = {line for t in tokens if t.map and (t.type in _CODE_BLOCKS or t.type in _MATH) for line in range(*t.map)}
+    last_closer: dict[str, int] = {}
+    last_blank = max((i for i in range(len(starts)) if not _line(tail, starts, i).strip()), default=-1)
+    for i in range(last_blank + 1, len(starts)):
+        opener = _DISPLAY_OPENER.match(_line(tail, starts, i))
+        if i in covered or opener is None:
+            continue
+        closer = {"$$": "$$", "\\[": "\\]"}.get(opener.group(1), f"\\end{{{opener.group(2)}}}")
+        if closer not in last_closer:
+            last_closer[closer] = tail.rfind(closer)
+        if last_closer[closer] < starts[i] + opener.end(1):
+            return starts[i] + opener.start(1)
+    return None
+
+
+def _line(text: str, starts: list[int], i: int) -> str:
+    return text[starts[i] : starts[i + 1] if i + 1 < len(starts) else len(text)].rstrip("\n")
+
+
+def tidy_tail(tail: str, tokens: list[Token] | None = None) -> str:
+    """Hide half-typed markers and formulas on the unfinished last line, so nothing flashes."""
+    tokens = _tokens(tail) if tokens is None else tokens
+    last_line = tail.count("\n")
+    if any(t.type in _CODE_BLOCKS and t.map and t.map[1] > last_line for t in tokens):
+        return tail  # the last line is code: it shows as typed
     head, sep, last = tail.rpartition("\n")
     if _HALF_MARKER.match(last):
         return head + sep
@@ -327,9 +505,8 @@ def tidy_tail(tail: str) -> str:
     if last.count("`") % 2 and "```" not in last:
         i = last.rfind("`")
         last = last[:i] + last[i + 1 :]
-    final = segments(last)[-1:]
-    if final and final[0].kind == "text" and (i := _unclosed_inline_math(final[0].source)) is not None:
-        last = last[: len(last) - len(final[0].source) + i]
+    if (i := _unclosed_inline_math(last)) is not None:
+        last = last[:i]
     return head + sep + last
 
 
@@ -345,5 +522,7 @@ def _unclosed_inline_math(text: str) -> int | None:
         after = text[i + len(opener) : i + len(opener) + 1]
         if opener == "$" and (not after or after in " \t$" or after.isdigit()):
             continue
+        if opener == "$" and text.count("$", 0, i) % 2:
+            continue  # the closer of a formula on this line
         return i
     return None

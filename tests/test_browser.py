@@ -36,7 +36,7 @@ if MISSING:
 
 from playwright import sync_api  # after the check, so that a missing Playwright skips
 
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import FakeServer, Reply
 from tests.support.jupyter_lab import jupyter_lab, tree_url
 
 pytestmark = pytest.mark.browser
@@ -63,6 +63,20 @@ REPLY = (
     "The theorem is named after Pythagoras, though Babylonian scribes used it long before him."
 )
 CHUNK_DELAY = 0.06  # about 85 word chunks: the answer streams for about 5 s
+# One answer per class of markup that once got through, each in a cell of its own after the demo cell.
+HOSTILE = [
+    f"A code span `a\n\n{XSS}\n\n` runs across a blank line.",
+    f"Display math $$\na\n\n{XSS}\n\n$$ runs across a blank line.",
+    f"Inline math \\(a\n\n{XSS}\n\nb\\) runs across a blank line.",
+    f"\\begin{{align}}\na &= b\n\n{XSS}\n\n\\end{{align}}",
+    f"A fence indented four spaces:\n\n    ```\n{XSS}\n    ```\n\nafter",
+    f"> ```\n> quoted fence\n\n{XSS}\n\n```",
+    "A [link][a] whose definition has its URL on the next line.\n\n[a]:\njavascript:window.__pwned=1",
+    "> [b]: javascript:window.__pwned=1\n\n- [c]: javascript:window.__pwned=1\n\nSee [b] and [c].",
+    "[escaped scheme](javascript\\:window.__pwned=1) and [d]\n\n[d]: javascript\\:window.__pwned=1",
+    '[title](https://example.com "$a" onmouseover="window.__pwned=1$") and [dest]($a"onmouseover="window.__pwned=1$)',
+    "MathJax links: $\\href{javascript:window.__pwned=1}{click}$ and $\\class{x}{y}$",
+]
 
 KERNEL_IDLE = """name => {
     const widget = window.jupyterapp?.shell.currentWidget;
@@ -77,14 +91,36 @@ OUTPUT_STATE = """area => ({
     liveMath: area.querySelectorAll('.widget-htmlmath mjx-container').length,
     pwned: typeof window.__pwned,
     images: area.querySelectorAll('img').length,
+    text: [...area.querySelectorAll('.widget-htmlmath, .jp-RenderedMarkdown')].map(e => e.innerText).join(' '),
+    formulas: [...area.querySelectorAll('mjx-container')].map(math => math.innerText),
 })"""
+# Every element of every output: anything that runs script, loads a resource or posts data.
+SCRIPT_BEARING = """() => {
+    const bad = [];
+    for (const element of document.querySelectorAll('.jp-OutputArea *')) {
+        const tag = element.tagName.toLowerCase();
+        if (['script', 'iframe', 'object', 'embed', 'img', 'form', 'frame', 'base', 'meta', 'link'].includes(tag)) {
+            bad.push(tag);
+        }
+        for (const attribute of element.attributes) {
+            const value = attribute.value.replace(/[\\x00-\\x20]/g, '').toLowerCase();
+            if (attribute.name.toLowerCase().startsWith('on')
+                || /^(javascript|vbscript|data):/.test(value) && /href|src|action|data/.test(attribute.name)) {
+                bad.push(`${tag} ${attribute.name}=${attribute.value}`);
+            }
+        }
+    }
+    return {bad, pwned: typeof window.__pwned};
+}"""
+
 
 
 def _notebook(path: Path) -> None:
-    """Write an nbformat 4.5 notebook (cell ids included) with the extension and one %%nano cell."""
+    """Write an nbformat 4.5 notebook (cell ids included): the extension, the demo cell, one cell per hostile answer."""
     v4 = nbformat.v4
+    hostile = [v4.new_code_cell(f"%%nano --once\nHostile answer {i}") for i in range(len(HOSTILE))]
     notebook = v4.new_notebook(
-        cells=[v4.new_code_cell("%load_ext nano_magic"), v4.new_code_cell(f"%%nano\n{PROMPT}")],
+        cells=[v4.new_code_cell("%load_ext nano_magic"), v4.new_code_cell(f"%%nano\n{PROMPT}"), *hostile],
         metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
             "language_info": {"name": "python"},
@@ -105,11 +141,18 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def _sample_stream(output: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """Sample the output area every ~300 ms until the live widget is swapped for the final Markdown."""
+def _assert_inert(page: Any, when: str) -> None:
+    """No output holds script-bearing markup, and no payload has run."""
+    found = page.evaluate(SCRIPT_BEARING)
+    assert found == {"bad": [], "pwned": "undefined"}, f"{when}: {found}"
+
+
+def _sample_stream(page: Any, output: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Sample the output area every ~300 ms until the live widget is swapped for the final Markdown; scan every output each time."""
     samples = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _assert_inert(page, "mid-stream")
         state = output.evaluate(OUTPUT_STATE)
         samples.append(state)
         if state["final"] and not state["live"]:
@@ -132,6 +175,8 @@ def _screenshot(page: Any, cell: Any, tmp_path: Path) -> None:
     """Picture the lab down to just below the answer: docs/screenshot.png with NANO_SCREENSHOT set."""
     shot = SCREENSHOT if os.environ.get("NANO_SCREENSHOT") else tmp_path / "screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
+    cell.scroll_into_view_if_needed()
+    page.evaluate("cell => cell.scrollIntoView({block: 'end'})", cell.element_handle())
     box = cell.bounding_box()
     height = min(800, int(box["y"] + box["height"]) + 24) if box else 800
     page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 1100, "height": height})
@@ -145,6 +190,7 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
     page = chromium
     with FakeServer() as server:
         server.reply, server.chunk_delay = REPLY, CHUNK_DELAY
+        server.queue(Reply(), *(Reply(text=text, delay=0.01) for text in HOSTILE))
         env = {"NANO_BASE_URL": server.base_url}
         with jupyter_lab(root, env) as lab_url:
             page.goto(tree_url(lab_url, NOTEBOOK))
@@ -155,7 +201,7 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
             cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
             output = cell.locator(".jp-OutputArea")
 
-            samples = _sample_stream(output)
+            samples = _sample_stream(page, output)
             live = [s for s in samples if s["live"]]
             growth = [s["length"] for s in live]
             rises = [b for a, b in zip([0, *growth], growth) if b > a]
@@ -174,11 +220,26 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
                 arg=cell.element_handle(), timeout=15_000,
             )
             assert XSS in output.inner_text(), "the raw HTML should show as text in the final Markdown"
-            assert page.evaluate("typeof window.__pwned") == "undefined", "the XSS payload ran"
+            _assert_live_matches_final(live[-1], output.evaluate(OUTPUT_STATE))
+
+            last_output = page.locator(".jp-Notebook .jp-Cell").nth(len(HOSTILE) + 1).locator(".jp-OutputArea")
+            deadline = time.monotonic() + 60
+            while not last_output.evaluate(OUTPUT_STATE)["final"]:
+                assert time.monotonic() < deadline, "the hostile cells did not finish"
+                _assert_inert(page, "while the hostile cells stream")
+                time.sleep(0.3)
+            page.wait_for_timeout(1_000)  # MathJax typesets the last outputs
+            _assert_inert(page, "at the end")
 
             page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
             saved = _saved_cell(root / NOTEBOOK)
             _screenshot(page, cell, tmp_path)
+            page.reload()
+            page.wait_for_function(KERNEL_IDLE, arg=NOTEBOOK, timeout=60_000)
+            page.locator(".jp-RenderedMarkdown mjx-container").first.wait_for(timeout=15_000)
+            page.wait_for_timeout(1_000)
+            _assert_inert(page, "after save and reload")
+            assert page.locator(".jp-Notebook .jp-Cell").nth(len(HOSTILE) + 1).locator(".jp-RenderedMarkdown").count() == 2  # answer, footer
 
         posts = server.posts()
 
@@ -188,7 +249,7 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
     answer = answers[0]
     assert "$a^2+b^2=c^2$" in answer.data["text/markdown"]
     assert "$$c=\\sqrt{a^2+b^2}$$" in answer.data["text/markdown"]
-    assert "&lt;img src=x" in answer.data["text/markdown"]
+    assert "\\<img src=x" in answer.data["text/markdown"]
     assert answer.data["text/plain"] == REPLY
     turn = answer.metadata["nano_magic"]
     assert turn["prompt"] == PROMPT
@@ -196,5 +257,18 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
     widget_outputs = [out for out in saved.outputs if WIDGET_MIME in out.get("data", {})]
     assert not widget_outputs, "the live widget is still in the saved notebook"
 
-    assert len(posts) == 1, [post.path for post in posts]
+    assert len(posts) == 1 + len(HOSTILE), [post.path for post in posts]
     assert posts[0].body["messages"][-1]["content"] == PROMPT
+
+
+def _assert_live_matches_final(live: dict[str, Any], final: dict[str, Any]) -> None:
+    """The last live view shows the final answer's words and formulas, up to the text that had not arrived yet."""
+    def words(state: dict[str, Any]) -> list[str]:
+        text = state["text"]
+        for formula in state["formulas"]:
+            text = text.replace(formula, " ", 1)
+        return text.split()
+
+    live_words, final_words = words(live), words(final)
+    assert live_words and live_words[:-1] == final_words[: len(live_words) - 1], (live_words, final_words)
+    assert live["formulas"] == final["formulas"][: len(live["formulas"])] and len(live["formulas"]) >= 4

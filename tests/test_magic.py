@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from IPython.utils.capture import capture_output
@@ -187,13 +188,17 @@ def test_line_magic_subcommands(run, fake) -> None:
     run("%%nano --thread a\nOne")
     run("%%nano --thread b\nTwo")
     threads = run("%nano threads").shown
-    assert "`a` | 1" in threads and "`b` | 1" in threads
-    usage = run("%nano usage").shown
-    assert "**total** | | 2 |" in usage
+    assert "| a | 1 |" in threads and "| b | 1 |" in threads
+    usage = run("%nano usage")
+    assert re.search(r"\| total \| +\| 2 \|", usage.shown) and "\\$0.0000" in usage.shown
+    plain = usage.outputs[-1].data["text/plain"].splitlines()
+    assert plain[0].split() == ["thread", "turns", "requests", "input", "tokens", "output", "tokens", "cost"]
+    assert plain[-1].startswith("total") and "\\" not in "".join(plain) and "|" not in "".join(plain)
+    assert all(line[plain[0].index("cost")] == "$" for line in plain[2:])  # the columns line up
     history = run("%nano history a").shown
     assert "**You:**" in history and "One" in history and "[" not in history.split("Thread")[0]
     run("%nano reset a")
-    assert "`a` | 0" in run("%nano threads").shown
+    assert "| a | 0 |" in run("%nano threads").shown
     models = run("%nano models").shown
     assert "fake-model" in models and "2026-10-23" in models
     unknown = run("%nano frobnicate")

@@ -1,13 +1,17 @@
-"""Markdown with LaTeX: math survives, code is never math, output is safe, streaming is stable."""
+"""Markdown with LaTeX: math survives, code is never math, hostile answers stay inert, streaming is stable and linear."""
 
 from __future__ import annotations
 
 import re
+import time
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
-from nano_magic.render import StreamRenderer, segments, to_html, to_markdown
+from nano_magic.render import MarkdownStream, StreamRenderer, escape_markdown, markdown_table, to_html, to_markdown
 
 DELIMITERS = [
     ("$a_1$", "\\(a_1\\)", "$a_1$"),
@@ -32,19 +36,25 @@ def test_markdown_specials_inside_math_survive() -> None:
     assert "<em>" not in html
 
 
-def test_dollars_in_code_are_not_math() -> None:
-    text = "Use `$x$` or\n\n```bash\necho $HOME $PATH\n```\n"
+def test_dollars_in_code_are_not_math_and_code_is_saved_as_written() -> None:
+    text = "Use `$x$` or\n\n```bash\necho $HOME $PATH <b>\n```"
     html = to_html(text)
-    assert "<code>$x$</code>" in html and "echo $HOME $PATH" in html
+    assert "<code>$x$</code>" in html and "echo $HOME $PATH &lt;b&gt;" in html
     assert "\\(" not in html
     assert to_markdown(text) == text
 
 
 def test_currency_is_not_math_and_is_escaped_in_the_final_markdown() -> None:
     text = "It costs $5 and $10, or $5-$10 in total."
-    assert [s.kind for s in segments(text)] == ["text"]
     assert to_markdown(text) == r"It costs \$5 and \$10, or \$5-\$10 in total."
     assert "\\(" not in to_html(text)
+
+
+def test_currency_next_to_a_formula_typesets_only_the_formula() -> None:
+    text = "The ticket costs $5, and the area is $\\pi r^2$."
+    html = to_html(text)
+    assert re.findall(r"\\\((.*?)\\\)", html) == ["\\pi r^2"]
+    assert to_markdown(text) == "The ticket costs \\$5, and the area is $\\pi r^2$."
 
 
 def test_llm_display_layout_with_text_before_and_after() -> None:
@@ -52,7 +62,13 @@ def test_llm_display_layout_with_text_before_and_after() -> None:
     html = to_html(text)
     assert "<p>The formula is:</p>" in html and "<p>more text</p>" in html
     assert "\\[\nx = \\frac{-b \\pm \\sqrt{b^2-4ac}}{2a}\n\\]" in html
-    assert to_markdown(text) == "The formula is:\n$$x = \\frac{-b \\pm \\sqrt{b^2-4ac}}{2a}$$\nmore text"
+    assert to_markdown(text) == "The formula is:\n\n$$x = \\frac{-b \\pm \\sqrt{b^2-4ac}}{2a}$$\n\nmore text"
+
+
+def test_math_never_spans_a_blank_line() -> None:
+    for text in ("$a\n\nb$", "$$\na\n\nb\n$$", "\\(a\n\nb\\)", "\\[\na\n\nb\n\\]", "\\begin{align}\na\n\nb\n\\end{align}"):
+        assert "\\(" not in to_html(text) and "\\[" not in to_html(text).replace("<span>\\</span>[", "")
+        assert not re.search(r"(?<!\\)\$", to_markdown(text)), to_markdown(text)
 
 
 def test_lists_nested_lists_tables_and_code_in_lists() -> None:
@@ -76,6 +92,24 @@ XSS = [
     "<svg onload=window.__pwned=1>",
     "[ref]: javascript:window.__pwned=1\n\nsee [x][ref]",
 ]
+IMG = '<img src=x onerror="window.__pwned=1">'
+HOSTILE = {
+    "code span across a blank line": f"`a\n\n{IMG}\n\n`",
+    "$$ across a blank line": f"$$\na\n\n{IMG}\n\n$$",
+    "\\( across a blank line": f"\\(a\n\n{IMG}\n\nb\\)",
+    "align across a blank line": f"\\begin{{align}}\na\n\n{IMG}\n\n\\end{{align}}",
+    "fence indented four spaces": f"    ```\n{IMG}\n    ```",
+    "fence indented in a list": f"- item\n\n      ```\n{IMG}\n      ```",
+    "fence inside a quote": f"> ```\n> code\n\n{IMG}\n\n```",
+    "link definition, URL on the next line": "[x]:\njavascript:window.__pwned=1\n\n[x]",
+    "link definition inside a quote": "> [x]: javascript:window.__pwned=1\n\n[x]",
+    "link definition inside a list item": "- [x]: javascript:window.__pwned=1\n\n[x]",
+    "backslash inside the scheme": "[x](javascript\\:window.__pwned=1) and [y]\n\n[y]: javascript\\:window.__pwned=1",
+    "math inside a link title": '[x](https://a.example "$a" onmouseover="window.__pwned=1$")',
+    "math inside a link destination": '[x]($a"onmouseover="window.__pwned=1$)',
+    "math with a tag in it": f"$a {IMG} b$ and $$\n{IMG}\n$$",
+    "math with a link in it": "$[x](javascript:window.__pwned=1)$ and $$[y]: javascript:z$$",
+}
 
 
 class Tags(HTMLParser):
@@ -90,20 +124,61 @@ class Tags(HTMLParser):
         self.found.append((tag, attrs))
 
 
-@pytest.mark.parametrize("payload", XSS)
-def test_hostile_html_is_inert_in_the_html(payload: str) -> None:
-    for tag, attrs in Tags(to_html(f"Answer\n\n{payload}\n\nend")).found:
-        assert tag not in ("script", "iframe", "svg", "object", "embed")
+def assert_inert_html(html: str) -> None:
+    """No element or attribute that runs script, loads a resource or posts data."""
+    for tag, attrs in Tags(html).found:
+        assert tag not in ("script", "iframe", "object", "embed", "img", "form", "style", "svg", "math"), html
         for name, value in attrs:
-            assert not name.startswith("on") and name != "srcdoc"
-            assert not (value or "").strip().lower().startswith(("javascript", "data"))
+            assert not name.startswith("on") and name != "srcdoc", html
+            bare = re.sub(r"[\x00-\x20]", "", value or "").lower()
+            assert not bare.startswith(("javascript:", "vbscript:", "data:")), html
 
 
-@pytest.mark.parametrize("payload", XSS)
-def test_hostile_html_is_inert_in_the_final_markdown(payload: str) -> None:
-    markdown = to_markdown(f"Answer\n\n{payload}\n\nend")
-    assert "<" not in markdown.replace("&lt;", "")
-    assert not re.search(r"\]\(\s*java", markdown, re.I) and not re.search(r"\]:\s*java", markdown, re.I)
+REREAD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+def assert_inert_markdown(markdown: str) -> None:
+    """Read back by a CommonMark parser WITH raw HTML on: no HTML, and links only to http, https or mailto."""
+    for token in REREAD.parse(markdown):
+        assert token.type not in ("html_block", "html_inline"), markdown
+        for child in token.children or []:
+            assert child.type != "html_inline", markdown
+            if child.type in ("link_open", "image"):
+                url = str(child.attrs.get("href", child.attrs.get("src", "")))
+                assert url.lower().startswith(("http:", "https:", "mailto:")), markdown
+
+
+def live_html(text: str, step: int = 7) -> list[str]:
+    """Every frozen block and every tail a stream of `text` in `step`-character deltas shows."""
+    renderer, shown = StreamRenderer(), []
+    for i in range(0, len(text), step):
+        renderer.feed(text[i : i + step])
+        block, tail = renderer.render()
+        shown += [tail] + ([block] if block is not None else [])
+    return shown
+
+
+@pytest.mark.parametrize("payload", XSS + list(HOSTILE.values()), ids=[f"xss{i}" for i in range(len(XSS))] + list(HOSTILE))
+def test_hostile_answers_are_inert_live_and_saved(payload: str) -> None:
+    text = f"Answer\n\n{payload}\n\nend"
+    assert_inert_html(to_html(text))
+    for shown in live_html(text):
+        assert_inert_html(shown)
+    assert_inert_markdown(to_markdown(text))
+
+
+def test_raw_html_shows_as_text() -> None:
+    text = f"Look: {IMG}"
+    assert "&lt;img src=x onerror=" in to_html(text)
+    assert "\\<img src=x onerror=" in to_markdown(text)
+
+
+def test_relative_and_unsafe_links_become_text() -> None:
+    html = to_html("[a](/etc/passwd) [b](javascript:x) [c](https://ok.example) <mailto:me@x.example>")
+    assert [attrs for tag, attrs in Tags(html).found if tag == "a"] == [
+        [("href", "https://ok.example"), ("rel", "noopener noreferrer")],
+        [("href", "mailto:me@x.example"), ("rel", "noopener noreferrer")],
+    ]
 
 
 def test_images_from_the_model_become_links_so_nothing_loads_unasked() -> None:
@@ -115,6 +190,43 @@ def test_images_from_the_model_become_links_so_nothing_loads_unasked() -> None:
 def test_code_text_survives_sanitizing() -> None:
     html = to_html("```html\n<script>alert('x') && a < b</script>\n```")
     assert "&lt;script&gt;alert('x') &amp;&amp; a &lt; b&lt;/script&gt;" in html
+
+
+PIECES = [
+    *"`$\\<>[]()\"':!|-* \n0123456789", "\n> ", "\n\n", "\n- ", "\n1. ", "    ", "```", "$$", "\\(", "\\)", "\\[", "\\]",
+    "javascript", "onerror", "img", "href", "begin{align}", "end{align}", "\\begin{align}", "http://x.example", "data:",
+    "vbscript:", "&#115;", "a", "b", "x",
+]
+ANSWERS = st.lists(st.sampled_from(PIECES), max_size=120).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ANSWERS)
+def test_any_answer_saves_as_markdown_without_html_or_unsafe_links(text: str) -> None:
+    assert_inert_markdown(to_markdown(text))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ANSWERS, st.integers(1, 9))
+def test_any_answer_shows_as_html_without_script(text: str, step: int) -> None:
+    assert_inert_html(to_html(text))
+    for shown in live_html(text, step):
+        assert_inert_html(shown)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=40).map("".join).filter(str.strip))
+def test_any_20000_character_answer_renders_in_linear_time(unit: str) -> None:
+    # The figures are measured in benchmarks/adversarial.py; this bound is generous, only a blow-up fails it.
+    text = (unit * (20_000 // len(unit) + 1))[:20_000]
+    started = time.process_time()
+    to_markdown(text)
+    to_html(text)
+    renderer = StreamRenderer(400)
+    for i in range(0, len(text), 2_000):
+        renderer.feed(text[i : i + 2_000])
+        renderer.render()
+    assert time.process_time() - started < 3.0
 
 
 LONG = (
@@ -142,7 +254,7 @@ def test_every_prefix_streams_without_errors_or_unbalanced_fences() -> None:
         assert piece in whole
 
 
-def test_unclosed_display_math_shows_as_code_until_it_closes() -> None:
+def test_unclosed_fence_and_display_math_show_as_code_until_they_close() -> None:
     renderer = StreamRenderer()
     renderer.feed("Look:\n\n$$\n\\frac{a}{b")
     _, tail = renderer.render()
@@ -150,6 +262,9 @@ def test_unclosed_display_math_shows_as_code_until_it_closes() -> None:
     renderer.feed("}\n$$\n")
     block, tail = renderer.render()
     assert "\\[\n\\frac{a}{b}\n\\]" in (block or "") + tail
+    renderer.feed("\n```python\nx = '$a$ <b>'")
+    _, tail = renderer.render()
+    assert "<pre><code" in tail and "$a$ &lt;b&gt;" in tail and "\\(" not in tail
 
 
 def test_half_typed_markers_do_not_flash() -> None:
@@ -167,7 +282,7 @@ def test_currency_and_long_text_after_a_dollar_are_not_held_back() -> None:
         renderer = StreamRenderer()
         renderer.feed(partial)
         _, tail = renderer.render()
-        assert re.sub(r"<[^>]+>", "", tail).replace("\\$", "$").strip() == shown
+        assert re.sub(r"<[^>]+>", "", tail).strip() == shown
 
 
 def test_finished_blocks_are_rendered_once() -> None:
@@ -184,4 +299,91 @@ def test_ordered_lists_split_across_blocks_keep_their_numbers() -> None:
     renderer = StreamRenderer()
     renderer.feed("1. one\n\n2. two\n\n3. three")
     block, tail = renderer.render()
-    assert 'start="3"' in tail or "<ol>" in (block or "")
+    assert 'start="3"' in tail and "<ol>" in (block or "")
+
+
+def test_live_and_final_html_agree_on_words_and_formulas() -> None:
+    shown = live_html(LONG, 5)
+    renderer = StreamRenderer()
+    parts = []
+    for i in range(0, len(LONG), 5):
+        renderer.feed(LONG[i : i + 5])
+        block, tail = renderer.render()
+        parts += [block] if block else []
+    live = "".join(parts) + tail
+    assert shown and _words_and_formulas(live) == _words_and_formulas(to_html(LONG))
+
+
+def _words_and_formulas(html: str) -> tuple[list[str], list[str]]:
+    text = re.sub(r"<[^>]+>", " ", html)
+    return re.findall(r"[A-Za-z]{3,}", re.sub(r"\\[(\[].*?\\[)\]]", " ", text, flags=re.S)), re.findall(r"\\[(\[](.*?)\\[)\]]", text, re.S)
+
+
+@pytest.mark.parametrize("value", ["# not a heading", "- not a list", "<img src=x onerror=alert(1)>", "$5 and $6", "`tick` *star* _u_",
+                                   "[x](javascript:alert(1))", "1. one\n\n    code?", "> quote", "a\\b | c", "---"])
+def test_escape_markdown_shows_any_string_literally(value: str) -> None:
+    escaped = escape_markdown(value)
+    assert_inert_markdown(escaped)
+    tokens = REREAD.parse(escaped)
+    assert [t.type for t in tokens if t.level == 0 and t.nesting >= 0] == ["paragraph_open"] * (value.count("\n\n") + 1)
+    inlines = [t.children or [] for t in tokens if t.type == "inline"]
+    shown = "\n".join("".join(c.content if c.type == "text" else "\n" for c in children) for children in inlines)
+    assert shown.split() == value.replace("\n\n", "\n").split()
+
+
+def test_markdown_table_cells_are_escaped() -> None:
+    table = markdown_table(["name", "value"], [["a|b", "<img src=x onerror=alert(1)>"], ["$5", "line\nbreak"]])
+    assert_inert_markdown(table)
+    cells = [t.children[0].content for t in REREAD.parse(table) if t.type == "inline" and t.children]
+    assert cells == ["name", "value", "a|b", "<img src=x onerror=alert(1)>", "$5", "line break"]
+
+
+HOSTILE_NAME = '<img src=x onerror="window.__pwned=1"> [x](javascript:alert(1)) `| $5 and $6 |`'
+
+
+def _shown(cell) -> tuple[str, str]:  # noqa: ANN001 - a tests.conftest.CellRun
+    assert not cell.failed, cell.shown
+    return cell.outputs[-1].data["text/markdown"], cell.outputs[-1].data["text/plain"]
+
+
+def test_history_threads_and_export_escape_a_shared_notebooks_metadata(run, tmp_path) -> None:
+    import nbformat
+
+    saved = {"thread": HOSTILE_NAME, "system": f"Be {IMG}", "prompt": f"Tell me\n# {IMG}", "answer": f"Sure {IMG}",
+             "model": f"m{IMG}", "turn": 0}
+    output = nbformat.v4.new_output("display_data", data={"text/plain": "x"}, metadata={"nano_magic": saved})
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%%nano\nTell me", outputs=[output])])
+    nbformat.write(notebook, tmp_path / "shared.ipynb")
+    assert "Loaded 1 turns" in run(f"%nano load {tmp_path / 'shared.ipynb'}").shown
+    for command in ("history", "threads", f"export {tmp_path / 'out.md'}"):
+        markdown, text = _shown(run(f"%nano {command}"))
+        assert_inert_markdown(markdown)
+        assert "\\" not in text.replace("\\$", "")
+    markdown, text = _shown(run("%nano threads"))
+    assert HOSTILE_NAME in text and f"Be {IMG}" in text
+    history_markdown, history_text = _shown(run("%nano history"))
+    assert f"# {IMG}" in history_text and f"m{IMG}:" in history_text
+    exported = (tmp_path / "out.md").read_text()
+    assert_inert_markdown(exported)
+    assert exported.count("\n# ") == 0 and exported.startswith("# Thread: ")  # the prompt's "#" is not a heading
+
+
+def test_models_escape_what_the_server_lists(run, fake, monkeypatch) -> None:
+    from tests.support import fake_server
+
+    monkeypatch.setattr(fake_server, "MODELS", {"object": "list", "data": [{"id": HOSTILE_NAME, "owned_by": IMG}]})
+    markdown, text = _shown(run("%nano models"))
+    assert_inert_markdown(markdown)
+    rows = [t for t in REREAD.parse(markdown) if t.type == "inline"]
+    assert [r.content for r in rows][:3] == ["model", "owner", "shutdown date"] and len(rows) == 6
+    assert HOSTILE_NAME in text and IMG in text
+
+
+def test_the_markdown_stream_writes_what_the_final_markdown_says() -> None:
+    stream = MarkdownStream()
+    for i in range(0, len(LONG), 9):
+        stream.feed(LONG[i : i + 9])
+        shown = stream.render()
+        assert_inert_markdown(shown)
+        assert "**" not in shown.splitlines()[-1] or shown.splitlines()[-1].count("**") % 2 == 0
+    assert REREAD.render(stream.render()) == REREAD.render(to_markdown(LONG))
