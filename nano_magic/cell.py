@@ -26,7 +26,7 @@ from .schema import OutputSchema, SchemaError
 from .tools import ToolError, Toolbox, tools_from_names
 from .usage import format_usage
 
-__all__ = ["run_cell", "parent_cell", "options_from", "load_replay", "schema_named"]
+__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named"]
 
 _CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 NOTES = {
@@ -68,7 +68,7 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if args.map:
         from .map_cell import run_map_cell
 
-        return _in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
+        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
@@ -88,10 +88,10 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
             chat.replay_store = load_replay(current_notebook(shell.user_ns), "NanoMagics.replay is on")
         return _ask(shell, chat, settings, args, prompt, options, cell_id, toolbox, schema)
 
-    return _in_one_line(ask)
+    return in_one_line(ask)
 
 
-def _in_one_line(work: Callable[[], T]) -> T:
+def in_one_line(work: Callable[[], T]) -> T:
     """Run the cell's work; whatever goes wrong becomes a UsageError or a one-line CellFailed."""
     try:
         return work()
