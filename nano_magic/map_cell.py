@@ -55,6 +55,8 @@ def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, opt
         raise UsageError(f"--map: there is no variable named {args.map!r}.")
     if not body.strip():
         raise UsageError("The cell is empty: write the prompt template under %%nano --map.")
+    if args.tools:
+        raise UsageError("--tools does not work with --map: each item is one request, with no tool calls.")
     try:
         schema = schema_named(shell, args.schema)
         validate(options, schema=schema)

@@ -111,6 +111,7 @@ def test_without_out_the_first_rows_show_as_a_table(run, fake, ip) -> None:
     ("rows = ['a', 'b']", "--map rows --schema Nope", "{item}", "--schema: there is no variable named 'Nope'."),
     ("rows = ['a', 'b']; Shape = {'type': 'object', 'properties': {'x': {'type': 'integer'}}}", "--map rows --schema Shape --json",
      "{item}", "--json and --schema ask for different things"),
+    ("rows = ['a', 'b']; area = len", "--map rows --tools area", "{item}", "--tools does not work with --map"),
 ])
 def test_bad_input_gets_one_line_and_no_request(run, fake, setup: str, line: str, body: str, message: str) -> None:
     run(setup)
