@@ -15,6 +15,7 @@ from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, Options, Request, backoff, build_request
 from .limiter import Limiter
 from .progress import Tally, open_bar
+from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
 from .tokens import estimate_request, exact_counts
 from .usage import Usage
@@ -26,6 +27,7 @@ __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map"
 
 T = TypeVar("T")
 SHOWN_FAILURES = 3
+DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}  # nullable: failed rows stay <NA>
 
 
 @dataclass(slots=True)
@@ -48,7 +50,7 @@ class MapPlan:
     model: str
     system: str | None
     options: Options
-    schema: Any
+    schema: OutputSchema | None
     keys: list[str]
     cached: dict[str, tuple[str, Usage | None]]
     jobs: list[_Job]
@@ -59,7 +61,8 @@ class MapPlan:
 
     def request(self, prompt: str) -> Request:
         """The request for one item's prompt."""
-        return build_request(self.chat.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options)
+        return build_request(self.chat.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options,
+                             schema=self.schema)
 
     def first_requests(self, count: int = 2) -> list[Request]:
         """The first requests that would be sent."""
@@ -88,7 +91,7 @@ class MapPlan:
             self.cache.close()
 
 
-def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: Any = None,
+def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
              concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data") -> MapPlan:
     """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
@@ -184,9 +187,12 @@ class _Run:
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
             self.tally.usage = self.tally.usage + completion.usage
-        value, error = _interpret(completion.text, self.plan)
-        if error is None and completion.finish_reason == "length":
-            error = "The answer hit the token limit and is cut short (raise --max-tokens)."
+        if completion.refusal:
+            value, error = None, f"The model refused: {' '.join(completion.refusal.split())}"
+        elif completion.finish_reason == "length":
+            value, error = None, "The answer hit the token limit and is cut short (raise --max-tokens)."
+        else:
+            value, error = _interpret(completion.text, self.plan)
         if error is not None:
             self.failed(job, error)
             return
@@ -203,28 +209,17 @@ class _Run:
 
 
 def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
-    """An answer as the result holds it: text, parsed JSON, or the schema's record; or why it is not valid."""
+    """An answer as the result holds it: text, parsed JSON, or the schema's validated value; or why it is not valid."""
     if plan.schema is not None:
         try:
-            return _record(plan.schema.parse(text)), None
-        except ValueError as exc:
-            return None, f"The answer does not match the schema: {str(exc).splitlines()[0]}"
+            return plan.schema.parse(text), None
+        except SchemaError as exc:
+            return None, f"The answer does not fit the schema {plan.schema.name}: {(str(exc).splitlines() or ['?'])[0]}."
     if plan.options.json:
         from .chat import _parse_json
 
         return _parse_json(text)
     return text, None
-
-
-def _record(value: Any) -> dict[str, Any]:
-    """A parsed structured answer (pydantic model, dataclass or dict) as a plain dict of fields."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump()
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(value)
-    return dict(value)
 
 
 async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int) -> None:
@@ -326,22 +321,41 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
     index = plan.items.index
     values: list[Any] = []
     for key in plan.keys:
-        if key in run.answers:
-            values.append(run.answers[key])
-        elif key in plan.cached:
-            values.append(_interpret(plan.cached[key][0], plan)[0])
-        else:
-            values.append(None)
+        if key in plan.cached and key not in run.answers:
+            run.answers[key], error = _interpret(plan.cached[key][0], plan)
+            if error is not None:  # the schema's own checks changed since the answer was kept
+                run.errors[key] = error
+        values.append(run.answers.get(key))
     failed = {label: run.errors[key] for label, key in zip(index, plan.keys) if key in run.errors}
     failures = pd.Series(failed, dtype="string", name="error")
     if plan.schema is not None:
-        table = pd.DataFrame.from_records([v or {} for v in values], index=index).convert_dtypes()
+        table = _schema_table(plan.schema, values, index)
         answers = pd.Series(values, index=index, dtype=object, name="answer")
     else:
         answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
         table = answers
     plan.close()
     return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped)
+
+
+def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
+    """One column per schema field on the input's index, typed from the schema; a failed row holds missing values.
+
+    The dtypes come from the schema rather than `convert_dtypes`, which would make a float field of whole numbers Int64.
+    """
+    import pandas as pd
+
+    records = [{} if value is None else schema.dump(value) for value in values]
+    types = schema.fields()
+    names = list(types) or list(dict.fromkeys(name for record in records for name in record))
+    columns = {}
+    for name in names:
+        cells = [record.get(name) for record in records]
+        try:
+            columns[name] = pd.Series(cells, index=index, dtype=DTYPES.get(types.get(name) or "", object))
+        except (TypeError, ValueError, OverflowError):  # e.g. an integer beyond int64: kept as Python objects
+            columns[name] = pd.Series(cells, index=index, dtype=object)
+    return pd.DataFrame(columns, index=index)
 
 
 def describe_requests(plan: MapPlan) -> str:

@@ -26,7 +26,7 @@ from .schema import OutputSchema, SchemaError
 from .tools import ToolError, Toolbox, tools_from_names
 from .usage import format_usage
 
-__all__ = ["run_cell", "parent_cell", "options_from", "load_replay"]
+__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named"]
 
 _CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 NOTES = {
@@ -68,7 +68,7 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if args.map:
         from .map_cell import run_map_cell
 
-        return _in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
+        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
@@ -88,10 +88,10 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
             chat.replay_store = load_replay(current_notebook(shell.user_ns), "NanoMagics.replay is on")
         return _ask(shell, chat, settings, args, prompt, options, cell_id, toolbox, schema)
 
-    return _in_one_line(ask)
+    return in_one_line(ask)
 
 
-def _in_one_line(work: Callable[[], T]) -> T:
+def in_one_line(work: Callable[[], T]) -> T:
     """Run the cell's work; whatever goes wrong becomes a UsageError or a one-line CellFailed."""
     try:
         return work()
@@ -108,14 +108,19 @@ def _in_one_line(work: Callable[[], T]) -> T:
 def _tools_and_schema(shell: Any, args: Namespace, settings: Any) -> tuple[Toolbox, OutputSchema | None]:
     """The functions `--tools` names and the schema `--schema` names, from the user namespace; ValueError in one line."""
     toolbox = Toolbox(tools_from_names(args.tools, shell.user_ns) if args.tools else (), settings.tool_result_chars)
-    if not args.schema:
-        return toolbox, None
-    if args.schema not in shell.user_ns:
-        raise ToolError(f"--schema: there is no variable named {args.schema!r}.")
+    return toolbox, schema_named(shell, args.schema)
+
+
+def schema_named(shell: Any, name: str | None) -> OutputSchema | None:
+    """The schema of the variable `--schema` names, or None without one; ValueError in one line."""
+    if not name:
+        return None
+    if name not in shell.user_ns:
+        raise ToolError(f"--schema: there is no variable named {name!r}.")
     try:
-        return toolbox, OutputSchema.from_object(shell.user_ns[args.schema], args.schema)
+        return OutputSchema.from_object(shell.user_ns[name], name)
     except SchemaError as exc:
-        raise SchemaError(f"--schema {args.schema}: {exc}") from None
+        raise SchemaError(f"--schema {name}: {exc}") from None
 
 
 def load_replay(path: Path | None, what: str) -> ReplayStore:

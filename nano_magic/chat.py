@@ -376,9 +376,10 @@ class Chat:
         from .batch import plan_map
 
         opts = Options(**{"api": self.api, **options})
-        validate(opts)
+        shape = None if schema is None else OutputSchema.from_object(schema)
+        validate(opts, schema=shape)
         path = default_cache_path() if cache is True else (cache or None)
-        return plan_map(self, data, template, opts, system=system, schema=schema, concurrency=concurrency, cache_path=path)
+        return plan_map(self, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path)
 
     def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
                 execution_count: int | None, once: bool, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:

@@ -409,6 +409,7 @@ class Completion:
     usage: Usage | None
     finish_reason: str | None
     headers: httpx.Headers
+    refusal: str = ""
 
 
 class AttemptFailed(NanoError):
@@ -492,15 +493,19 @@ def _answer_object(response: httpx.Response, backend: Backend, key: str) -> dict
 
 def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
     parts: list[str] = []
+    refusal: list[str] = []
     completion = Completion("", None, None, headers)
     for event in events:
         if isinstance(event, Delta):
             parts.append(event.text)
+        elif isinstance(event, Refusal):
+            refusal.append(event.text)
         elif isinstance(event, UsageReport):
             completion.usage = event.usage
         elif isinstance(event, Finish):
             completion.finish_reason = event.reason
     completion.text = "".join(parts)
+    completion.refusal = "".join(refusal)
     return completion
 
 

@@ -16,10 +16,11 @@ from typing import Any, Callable, Sequence
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
 
+from .cell import in_one_line, load_replay, run_cell
 from .chat import Chat
 from .config import NanoSettings, mask, turned_off
 from .conversation import read_notebook_or_export
-from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend
+from .errors import OFF_MESSAGE, NoBackend
 from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
 from .guard import budget_line, spent
 from .magics import NanoMagics
@@ -93,10 +94,7 @@ def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Sh
         raise UsageError(f"%nano {name}: unknown subcommand. Valid: {', '.join(COMMANDS)}.")
     if name in SENDERS and turned_off():
         return Shown.say("{}", OFF_MESSAGE)
-    try:
-        return command(rest, chat, settings, shell)
-    except (NanoError, NoBackend) as exc:
-        raise CellFailed(str(exc)) from None
+    return in_one_line(lambda: command(rest, chat, settings, shell))
 
 
 def reset(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
@@ -244,8 +242,6 @@ def load(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sho
 
 def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Answer matching cells from a notebook's saved turns, or `off`."""
-    from .cell import load_replay
-
     if rest == ["off"]:
         settings.replay, chat.replay_store = "off", None
         return Shown.say("Replay is off: every cell goes to the model.")
@@ -271,8 +267,6 @@ def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
 
 def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> None:
     """Ask, one-shot, why the last error happened and how to fix it; secrets are masked in what is sent."""
-    from .cell import run_cell
-
     fmt, rest = _flag(rest, "--format")
     dry_run = "--dry-run" in rest
     if [word for word in rest if word != "--dry-run"] or fmt not in (None, "markdown", "text", "code"):

@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 from IPython.display import display
 
 from .batch import BadInput, MapPlan, MapResult, describe_requests, plan_map, run_map
+from .cell import schema_named
 from .chat import Chat, validate
 from .client import Options
 from .config import default_cache_path
@@ -54,10 +55,13 @@ def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, opt
         raise UsageError(f"--map: there is no variable named {args.map!r}.")
     if not body.strip():
         raise UsageError("The cell is empty: write the prompt template under %%nano --map.")
+    if args.tools:
+        raise UsageError("--tools does not work with --map: each item is one request, with no tool calls.")
     try:
-        validate(options)
+        schema = schema_named(shell, args.schema)
+        validate(options, schema=schema)
         return plan_map(
-            chat, shell.user_ns[args.map], body, options, system=args.system,
+            chat, shell.user_ns[args.map], body, options, system=args.system, schema=schema,
             concurrency=settings.concurrency if args.concurrency is None else args.concurrency,
             cache_path=None if args.no_cache else settings.cache_path or default_cache_path(), label=args.map,
         )

@@ -6,7 +6,7 @@ import html
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from .display import Ticker
 from .usage import Usage

@@ -122,6 +122,16 @@ class OutputSchema:
         """The Responses API `text.format` field."""
         return {"type": "json_schema", "name": self.name, "schema": self.schema, "strict": self.strict}
 
+    def fields(self) -> dict[str, str | None]:
+        """Each top-level field with its JSON type (`string`, `integer`, `number`, `boolean`), or None when it is not one scalar type."""
+        root = self.original
+        properties = _resolve(root, root).get("properties") or {}
+        return {name: _scalar_type(_resolve(sub, root), root) for name, sub in properties.items()}
+
+    def dump(self, value: Any) -> Any:
+        """A parsed answer as plain JSON values: a model, dataclass or TypedDict as a dict, enums and dates as their JSON form."""
+        return value if self.target is None else self.target.dump_python(value, mode="json")
+
     def parse(self, text: str) -> Any:
         """The answer as a validated value: an instance of the model or dataclass, or a dict; SchemaError names the first problem."""
         try:
@@ -165,6 +175,18 @@ def _drop_absent(value: Any, schema: Any, root: Mapping[str, Any]) -> Any:
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_drop_absent(item, schema["items"], root) for item in value]
     return value
+
+
+def _scalar_type(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str | None:
+    """The one scalar JSON type a schema allows besides null, or None."""
+    kinds = schema.get("type")
+    if isinstance(kinds, list):
+        kinds = [k for k in kinds if k != "null"]
+        kinds = kinds[0] if len(kinds) == 1 else None
+    elif kinds is None and isinstance(schema.get("anyOf"), list):
+        options = [_resolve(option, root) for option in schema["anyOf"] if option != _NULL]
+        kinds = _scalar_type(options[0], root) if len(options) == 1 else None
+    return kinds if kinds in ("string", "integer", "number", "boolean") else None
 
 
 def _resolve(schema: Any, root: Mapping[str, Any]) -> dict[str, Any]:

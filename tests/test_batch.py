@@ -4,21 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import pytest
+from pydantic import BaseModel
 
 from nano_magic import Chat
 from nano_magic.limiter import parse_duration
+from nano_magic.schema import OutputSchema
 from nano_magic.template import BadInput, Template, items_of
-from tests.support.fake_server import Status
+from tests.support.fake_server import Refuse, Reply, Status
 from tests.support.rate_limited import RateLimitedServer
 
 
+class Review(BaseModel):
+    """A review's label, as a model would fill it in."""
+
+    label: Literal["positive", "negative"]
+    stars: int
+    score: float
+    spam: bool
+
+
+def prompt_of(body: dict) -> str:
+    return (body.get("messages") or body.get("input"))[-1]["content"]
+
+
 def user_prompts(server) -> list[str]:
-    return [p.body["messages"][-1]["content"] for p in server.posts()]
+    return [prompt_of(p.body) for p in server.posts()]
+
+
+def by_prompt(answers: dict) -> callable:
+    """A fake-server script answering each prompt with its own text or behaviour, whatever order the rows go in."""
+    def script(body: dict):
+        answer = answers[prompt_of(body)]
+        return Reply(answer) if isinstance(answer, str) else answer
+    return script
+
+
+REVIEWS = pd.DataFrame({"text": ["loved it", "broken on arrival", "fine", "ad for pills"]}, index=["a", "b", "c", "d"])
+GOOD = {
+    "Rate: loved it": '{"label": "positive", "stars": 5, "score": 4, "spam": false}',
+    "Rate: broken on arrival": '{"label": "negative", "stars": 1, "score": 0.5, "spam": false}',
+    "Rate: fine": '{"label": "positive", "stars": 3, "score": 3.25, "spam": false}',
+    "Rate: ad for pills": '{"label": "negative", "stars": 1, "score": 0, "spam": true}',
+}
 
 
 def test_placeholders_literal_braces_and_json_stay_as_written() -> None:
@@ -74,6 +108,10 @@ def test_without_out_the_first_rows_show_as_a_table(run, fake, ip) -> None:
     ("", "--map nowhere", "{item}", "--map: there is no variable named 'nowhere'."),
     ("rows = {1, 2}", "--map rows", "{item}", "--map rows: a set cannot be mapped"),
     ("rows = ['a']", "--map rows", "{text}", "uses {text}, which the data does not have; available: {item}."),
+    ("rows = ['a', 'b']", "--map rows --schema Nope", "{item}", "--schema: there is no variable named 'Nope'."),
+    ("rows = ['a', 'b']; Shape = {'type': 'object', 'properties': {'x': {'type': 'integer'}}}", "--map rows --schema Shape --json",
+     "{item}", "--json and --schema ask for different things"),
+    ("rows = ['a', 'b']; area = len", "--map rows --tools area", "{item}", "--tools does not work with --map"),
 ])
 def test_bad_input_gets_one_line_and_no_request(run, fake, setup: str, line: str, body: str, message: str) -> None:
     run(setup)
@@ -170,3 +208,112 @@ def test_the_python_api_maps_in_threads_and_on_a_running_loop(fake, tmp_path) ->
         chat.map(["a", "b"], "{item}", concurrency=0, cache=False)
     assert len(fake.posts()) == 4
     assert json.loads(json.dumps(result.usage.to_dict()))["output_tokens"] == 10
+
+
+def test_a_schema_gives_typed_columns_on_the_input_index(run, fake, ip) -> None:
+    ip.user_ns.update(reviews=REVIEWS, Review=Review)
+    fake.script = by_prompt(GOOD)
+    cell = run("%%nano --map reviews --schema Review --out labels -t 0\nRate: {text}")
+    assert not cell.failed, cell.shown
+    wanted = OutputSchema.from_object(Review, "Review").chat_format()
+    assert [p.body["response_format"] for p in fake.posts()] == [wanted] * 4 and wanted["json_schema"]["strict"] is True
+    labels = ip.user_ns["labels"]
+    assert list(labels.columns) == ["label", "stars", "score", "spam"] and list(labels.index) == ["a", "b", "c", "d"]
+    assert labels.dtypes.astype(str).tolist() == ["string", "Int64", "Float64", "boolean"], "score stays a float though 4 and 0 are whole"
+    assert labels.loc["a"].tolist() == ["positive", 5, 4.0, False] and labels.loc["d"].tolist() == ["negative", 1, 0.0, True]
+    assert labels["stars"].sum() == 10 and labels["spam"].sum() == 1
+    answers = ip.user_ns["_nano"].answers
+    assert all(isinstance(a, Review) for a in answers) and answers["c"].score == 3.25
+    assert "4 of 4 items answered" in cell.stdout
+
+
+def test_a_row_with_invalid_json_or_the_wrong_shape_fails_alone(run, fake, ip) -> None:
+    ip.user_ns.update(reviews=REVIEWS, Review=Review)
+    fake.script = by_prompt({**GOOD, "Rate: broken on arrival": '{"label": "negative", "stars": 1',
+                             "Rate: fine": '{"label": "meh", "stars": 3, "score": 3, "spam": false}'})
+    cell = run("%%nano --map reviews --schema Review --out labels\nRate: {text}")
+    assert not cell.failed, cell.shown
+    assert "2 of 4 items answered · 2 failed" in cell.stdout
+    failed = ip.user_ns["_nano"].failed
+    assert list(failed.index) == ["b", "c"]
+    assert failed["b"].startswith("The answer does not fit the schema Review: the answer is not valid JSON (")
+    assert failed["c"].startswith("The answer does not fit the schema Review: label: ") and "'positive' or 'negative'" in failed["c"]
+    assert all("\n" not in error for error in failed)
+    labels = ip.user_ns["labels"]
+    assert labels.loc[["b", "c"]].isna().all(axis=None) and labels.loc[["a", "d"]].notna().all(axis=None)
+    assert labels.dtypes.astype(str).tolist() == ["string", "Int64", "Float64", "boolean"]
+    fake.script = by_prompt(GOOD)
+    again = run("%%nano --map reviews --schema Review --out labels\nRate: {text}")
+    assert sorted(user_prompts(fake)[4:]) == ["Rate: broken on arrival", "Rate: fine"], "only the failed rows went again"
+    assert "4 of 4 items answered (2 from the cache)" in again.stdout and ip.user_ns["labels"]["stars"].tolist() == [5, 1, 3, 1]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_refused_row_fails_saying_so(run, fake, ip, api: str) -> None:
+    ip.user_ns.update(reviews=REVIEWS, Review=Review)
+    fake.script = by_prompt({**GOOD, "Rate: ad for pills": Refuse("I can't help with that request.")})
+    cell = run(f"%%nano --map reviews --schema Review --out labels --api {api}\nRate: {{text}}")
+    assert not cell.failed, cell.shown
+    failed = ip.user_ns["_nano"].failed
+    assert failed.to_dict() == {"d": "The model refused: I can't help with that request."}
+    assert "d: The model refused" in cell.stdout and "JSON" not in cell.stdout
+    assert ip.user_ns["labels"].loc["d"].isna().all() and ip.user_ns["labels"]["stars"].count() == 3
+
+
+def test_the_responses_api_carries_the_schema_in_text_format(run, fake, ip) -> None:
+    ip.user_ns.update(reviews=REVIEWS, Review=Review)
+    fake.script = by_prompt(GOOD)
+    cell = run("%%nano --map reviews --schema Review --out labels --api responses\nRate: {text}")
+    assert not cell.failed, cell.shown
+    wanted = OutputSchema.from_object(Review, "Review").responses_format()
+    assert all(p.path.endswith("/responses") and p.body["text"] == {"format": wanted} for p in fake.posts())
+    assert ip.user_ns["labels"]["label"].tolist() == ["positive", "negative", "positive", "negative"]
+
+
+def test_dry_run_shows_the_schema_and_counts_its_tokens(run, fake, ip) -> None:
+    ip.user_ns.update(reviews=REVIEWS, Review=Review)
+
+    def input_tokens(stdout: str) -> int:
+        return int(re.search(r"about ([\d,]+) input tokens", stdout).group(1).replace(",", ""))
+
+    plain = run("%%nano --map reviews --dry-run -m gpt-4.1-nano\nRate: {text}")
+    shaped = run("%%nano --map reviews --schema Review --dry-run -m gpt-4.1-nano\nRate: {text}")
+    assert shaped.stdout.count('"response_format"') == 2 and shaped.stdout.count('"strict": true') == 2
+    assert '"spam"' in shaped.stdout and "response_format" not in plain.stdout
+    assert input_tokens(shaped.stdout) > input_tokens(plain.stdout) + 4 * 20, "each request counts its schema"
+    assert fake.posts() == []
+
+
+def test_the_cache_key_includes_the_schema(run, fake, ip) -> None:
+    ip.user_ns.update(reviews=REVIEWS, Review=Review)
+    fake.script = by_prompt(GOOD)
+    run("%%nano --map reviews --out text\nRate: {text}")
+    first = run("%%nano --map reviews --schema Review --out labels\nRate: {text}")
+    assert len(fake.posts()) == 8 and "from the cache" not in first.stdout
+    table = ip.user_ns["labels"]
+    again = run("%%nano --map reviews --schema Review --out labels\nRate: {text}")
+    assert len(fake.posts()) == 8 and "4 of 4 items answered (4 from the cache)" in again.stdout
+    pd.testing.assert_frame_equal(ip.user_ns["labels"], table)
+    assert isinstance(ip.user_ns["_nano"].answers["a"], Review)
+
+
+def test_chat_map_takes_a_schema(fake, tmp_path) -> None:
+    fake.script = by_prompt(GOOD)
+    chat = Chat(base_url=fake.base_url)
+    result = chat.map(REVIEWS, "Rate: {text}", schema=Review, cache=tmp_path / "c.sqlite3", progress=False, temperature=0)
+    assert result.table["score"].tolist() == [4.0, 0.5, 3.25, 0.0] and str(result.table["score"].dtype) == "Float64"
+    assert result.answers["b"] == Review(label="negative", stars=1, score=0.5, spam=False)
+    assert all(p.body["response_format"]["json_schema"]["name"] == "Review" for p in fake.posts())
+    shape = {"type": "object", "properties": {"label": {"type": "string"}, "stars": {"type": "integer"}}, "required": ["label"]}
+
+    async def main():
+        return await chat.amap(REVIEWS, "Rate: {text}", schema=shape, cache=False, progress=False)
+
+    loose = asyncio.run(main())
+    assert list(loose.table.columns) == ["label", "stars"] and loose.table.dtypes.astype(str).tolist() == ["string", "Int64"]
+    assert loose.answers["a"] == {"label": "positive", "stars": 5, "score": 4, "spam": False}
+    with pytest.raises(ValueError, match="--json and --schema"):
+        chat.map(REVIEWS, "Rate: {text}", schema=Review, json=True, cache=False)
+    with pytest.raises(ValueError, match="is not a pydantic model"):
+        chat.map(REVIEWS, "Rate: {text}", schema=42, cache=False)
+    assert len(fake.posts()) == 8

@@ -10,7 +10,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from tests.conftest import BACKEND_VARIABLES
-from tests.support.fake_server import FakeServer, Reply, Status
+from tests.support.fake_server import FakeServer, Status
 
 REPLY = "Partial words arrive here."
 

@@ -11,7 +11,6 @@ import pytest
 from nano_magic.errors import OFF_MESSAGE
 from nano_magic.replay import ReplayStore, replay_events
 from nano_magic.conversation import Turn
-from tests.support.fake_server import Reply
 from tests.support.notebooks import notebook
 
 PRICED = "gpt-4.1-nano"  # the fake server serves any model name; this one has a price

@@ -194,3 +194,16 @@ def test_a_redirect_through_the_magic_is_one_sentence(run, fake) -> None:
     target = fake.base_url.removesuffix("/v1") + "/v2"
     assert f"redirects (307) to {target}/chat/completions" in cell.stdout
     assert f"%config NanoMagics.base_url = '{target}'" in cell.stdout
+
+
+def test_a_bug_in_a_subcommand_is_one_line_and_the_next_works(run, monkeypatch) -> None:
+    from nano_magic import commands
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("injected in a subcommand")
+
+    monkeypatch.setitem(commands.COMMANDS, "history", broken)
+    cell = run("%nano history")
+    assert cell.failed and "Traceback" not in cell.shown
+    assert "nano_magic failed unexpectedly (RuntimeError: injected in a subcommand)" in cell.shown
+    assert not run("%nano threads").failed

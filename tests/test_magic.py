@@ -8,7 +8,7 @@ import re
 import pytest
 from IPython.utils.capture import capture_output
 
-from tests.support.fake_server import Reply, Status
+from tests.support.fake_server import Status
 
 
 def messages(post) -> list[tuple[str, str]]:

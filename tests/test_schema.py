@@ -136,3 +136,13 @@ def test_nullable_fields_are_not_wrapped_twice() -> None:
 def test_what_cannot_be_a_schema_says_so(bad) -> None:
     with pytest.raises(SchemaError):
         OutputSchema.from_object(bad)
+
+
+def test_fields_name_each_top_level_scalar_type_for_table_columns() -> None:
+    assert OutputSchema.from_object(Shape).fields() == {"name": "string", "kind": "string", "corners": None, "label": "string", "sides": "integer"}
+    assert OutputSchema.from_object(City).fields() == {"name": "string", "population": "integer", "country": "string"}
+    loose = {"type": "object", "properties": {"n": {"type": ["number", "null"]}, "any": {"type": ["string", "integer"]}}}
+    assert OutputSchema.from_object(loose).fields() == {"n": "number", "any": None}
+    shape = OutputSchema.from_object(Shape)
+    value = shape.parse('{"name": "tri", "kind": "convex", "corners": [{"x": 0, "y": 1}], "label": null, "sides": 3}')
+    assert shape.dump(value) == {"name": "tri", "kind": "convex", "corners": [{"x": 0.0, "y": 1.0}], "label": None, "sides": 3}

@@ -5,7 +5,8 @@ It answers ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/resp
 replays queued behaviours to inject faults: HTTP error statuses, redirects and non-JSON pages
 (``Status`` with any code and body), errors in the middle of a stream, connections cut mid-stream
 or just after the finish, and streams that end without finishing. It also notes when a client
-goes away in the middle of a stream (``wait_for_client_gone``).
+goes away in the middle of a stream (``wait_for_client_gone``). ``script`` picks a behaviour from
+each request's body, for concurrent requests whose order is not known.
 
     with FakeServer() as server:
         server.queue(Status(429, headers={"Retry-After": "1"}), Reply("Hi there"))
@@ -24,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 MODELS = {
@@ -439,7 +440,7 @@ class Handler(BaseHTTPRequestHandler):
         if api_class is None:
             self._send_json(404, NOT_FOUND)
             return
-        behaviour = self.server.fake._next_behaviour()
+        behaviour = self.server.fake._next_behaviour(body or {})
         if isinstance(behaviour, Status):
             self._send_bytes(behaviour.code, *status_payload(behaviour), behaviour.headers)
             return
@@ -597,6 +598,7 @@ class FakeServer:
 
     reply: str = "Hello from the fake server."
     chunk_delay: float = 0.0
+    script: Callable[[dict[str, Any]], Behaviour | None] | None = None  # when the queue is empty: the body's behaviour, or None for the default
 
     def __init__(self) -> None:
         """Create a stopped server."""
@@ -657,6 +659,7 @@ class FakeServer:
             self.connections = 0
             self.reply = type(self).reply
             self.chunk_delay = type(self).chunk_delay
+            self.script = None
 
     def posts(self) -> list[Recorded]:
         """Return only the POST requests."""
@@ -671,10 +674,13 @@ class FakeServer:
         """Note that a client closed its connection while text was still streaming."""
         self._gone.set()
 
-    def _next_behaviour(self) -> Behaviour:
-        """Pop the next queued behaviour, or a default Reply."""
+    def _next_behaviour(self, body: dict[str, Any]) -> Behaviour:
+        """Pop the next queued behaviour, or the script's for this body, or a default Reply."""
         with self._lock:
-            return self._queue.popleft() if self._queue else Reply()
+            if self._queue:
+                return self._queue.popleft()
+            script = self.script
+        return (script(body) if script is not None else None) or Reply()
 
     def _record(self, request: Recorded) -> None:
         """Record a received request."""
