@@ -128,6 +128,13 @@ def test_explain_masks_keys_from_the_environment_and_the_backend(run, fake, ip, 
     assert "rejected …8e40 and …9735" in sent
 
 
+def test_explain_names_a_library_error_once(run, fake, no_error) -> None:
+    run("import json\njson.loads('{oops')")
+    run("%nano explain")
+    sent = fake.posts()[0].body["messages"][1]["content"]
+    assert "```text\njson.decoder.JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)\n```" in sent
+
+
 def test_explain_with_no_error_yet_sends_nothing(run, fake, no_error) -> None:
     cell = run("%nano explain")
     assert [s for s in cell.shown.splitlines() if s.strip()] == ["No error yet in this session: `%nano explain` explains the last error a cell raised."]
