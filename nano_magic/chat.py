@@ -14,7 +14,7 @@ import httpx
 from .client import AsyncClient, Client, Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
 from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
-from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, StreamError, TurnedOff, unexpected
+from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, StreamError, TurnedOff, unexpected
 from .guard import Meter, check_budget, spent
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .schema import OutputSchema, SchemaError
@@ -291,15 +291,15 @@ class Chat:
         except NoBackend:
             return None
 
-    def _meter(self, request: Request, options: Options) -> Meter | None:
-        """Refuse a request that could pass the budget; otherwise a meter for its running cost."""
+    def _meter(self, request: Request, options: Options, this_turn: Iterable[Usage] = ()) -> Meter | None:
+        """Refuse a request that could pass the budget, counting the turn's earlier requests; otherwise a meter for its running cost."""
         if self.budget is None:
             return None
         from .tokens import estimate_request
 
         model = request.body["model"]
         estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
-        so_far = spent(self.ledger)
+        so_far = spent([*self.ledger, *(("", model, used) for used in this_turn)])
         check_budget(self.budget, so_far, estimate)
         return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
 
@@ -333,7 +333,13 @@ class Chat:
                     return answer
                 messages = _opening(text, opts, seen, cell_id) + step_messages(run.answer.steps, opts.api)
                 request = build_request(self.backend, run.answer.model, seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
-                meter = self._meter(request, opts) if opts.stream else None
+                try:
+                    meter = self._meter(request, opts, run.usages)
+                except OverBudget as exc:  # the calls so far stay in the turn, as at a cap reached mid-stream
+                    answer = settle("budget")
+                    answer.error = str(exc)
+                    return answer
+                meter = meter if opts.stream else None
                 run.answer.request, events = request, self.client.stream(request)
         except KeyboardInterrupt:
             answer = settle("stopped")

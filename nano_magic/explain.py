@@ -60,6 +60,8 @@ def last_error(shell: Any) -> LastError | None:
         frames.append(traceback.FrameSummary(value.filename, value.lineno or 0, "<cell>", line=value.text or ""))
     source = "".join(linecache.getlines(frames[-1].filename)) if frames else None
     kind = type(value).__qualname__
+    if type(value).__module__ not in ("builtins", "__main__"):  # named as the traceback names it, so its prefix comes off
+        kind = f"{type(value).__module__}.{kind}"
     message = "".join(traceback.format_exception_only(type(value), value)).strip().removeprefix(kind).removeprefix(":").strip()
     return LastError(kind, message, frames, cells, source)
 

@@ -53,7 +53,7 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--json", action="store_true", help="Ask for a JSON object; the parsed value is in _nano.json.")
     @argument("--format", choices=["markdown", "text", "code"], default="markdown",
               help="Show the answer as Markdown, as plain text, or put its first code block in a new cell below.")
-    @argument("--out", help="Store the answer text in this variable.")
+    @argument("--out", help="Store the answer text in this variable (with --map: a Series, or a DataFrame with --schema).")
     @argument("--context", help="Comma-separated variables to describe to the model (DataFrame: shape, dtypes, head).")
     @argument("--tools", help="Comma-separated notebook functions the model may call (dotted names allowed); "
               "each one's schema comes from its type hints and docstring.")

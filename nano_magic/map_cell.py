@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from argparse import Namespace
+from argparse import ArgumentParser, Namespace
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -19,6 +19,11 @@ from .errors import CellFailed
 __all__ = ["run_map_cell"]
 
 SHOWN_ROWS = 10
+_NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
+    "--tools": "with no tool calls", "--tool-choice": "with no tool calls", "--max-steps": "with no tool calls",
+    "--context": "so put what the model needs in the template", "--thread": "in no thread", "--new": "in no thread",
+    "--format": "and the answers go to --out or a table",
+}
 
 
 def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapResult | None:
@@ -50,13 +55,21 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
     return result
 
 
+def _parser() -> ArgumentParser:
+    from .magics import NanoMagics
+
+    return NanoMagics.nano_cell.parser
+
+
 def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapPlan:
     if args.map not in shell.user_ns:
         raise UsageError(f"--map: there is no variable named {args.map!r}.")
     if not body.strip():
         raise UsageError("The cell is empty: write the prompt template under %%nano --map.")
-    if args.tools:
-        raise UsageError("--tools does not work with --map: each item is one request, with no tool calls.")
+    for flag, why in _NOT_FOR_MAP.items():
+        dest = flag.removeprefix("--").replace("-", "_")
+        if getattr(args, dest) != _parser().get_default(dest):
+            raise UsageError(f"{flag} does not work with --map: each item is one one-shot request, {why}.")
     try:
         schema = schema_named(shell, args.schema)
         validate(options, schema=schema)

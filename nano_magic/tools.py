@@ -49,6 +49,7 @@ class Tool:
     arguments: type[BaseModel] = field(repr=False)  # validates the arguments
     aliases: dict[str, str] = field(repr=False)  # argument name -> field name of that model
     original: dict[str, Any] = field(repr=False)  # the schema before strict shaping
+    positional: tuple[str, ...] = field(default=(), repr=False)  # positional-only parameters, as builtins have
 
     @classmethod
     def from_callable(cls, function: Callable[..., Any], name: str | None = None) -> Tool:
@@ -96,7 +97,8 @@ class Tool:
         shaped, faithful = strict_shape(schema)
         strict = annotated and every_required and faithful
         description = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
-        return cls(name, function, description, shaped if strict else schema, strict, model, aliases, schema)
+        positional = tuple(arg for arg, param in signature.parameters.items() if param.kind is param.POSITIONAL_ONLY)
+        return cls(name, function, description, shaped if strict else schema, strict, model, aliases, schema, positional)
 
     def chat_spec(self) -> dict[str, Any]:
         """The tool in the Chat Completions `tools` list."""
@@ -165,7 +167,8 @@ class Toolbox:
         except ValueError as exc:
             return self._failed(call, str(exc))
         try:
-            value = tool.function(**kwargs)
+            positional = [kwargs.pop(arg) for arg in tool.positional]
+            value = tool.function(*positional, **kwargs)
         except Exception as exc:  # the tool's own failure goes back to the model; KeyboardInterrupt stops the cell
             return self._failed(call, f"{type(exc).__name__}: {exc}")
         call.result, call.error = self._cut(as_text(value)), None

@@ -112,6 +112,10 @@ def test_without_out_the_first_rows_show_as_a_table(run, fake, ip) -> None:
     ("rows = ['a', 'b']; Shape = {'type': 'object', 'properties': {'x': {'type': 'integer'}}}", "--map rows --schema Shape --json",
      "{item}", "--json and --schema ask for different things"),
     ("rows = ['a', 'b']; area = len", "--map rows --tools area", "{item}", "--tools does not work with --map"),
+    ("rows = ['a', 'b']; note = 'n'", "--map rows --context note", "{item}", "--context does not work with --map"),
+    ("rows = ['a', 'b']", "--map rows --thread lab", "{item}", "--thread does not work with --map: each item is one one-shot request"),
+    ("rows = ['a', 'b']", "--map rows --format code", "{item}", "--format does not work with --map"),
+    ("rows = ['a', 'b']", "--map rows --tool-choice none", "{item}", "--tool-choice does not work with --map"),
 ])
 def test_bad_input_gets_one_line_and_no_request(run, fake, setup: str, line: str, body: str, message: str) -> None:
     run(setup)

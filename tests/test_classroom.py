@@ -56,6 +56,21 @@ def test_reaching_the_cap_mid_stream_closes_the_stream_and_keeps_the_partial_ans
     assert again.failed and "Budget:" in again.shown and len(fake.posts()) == 1
 
 
+@pytest.mark.parametrize("stream", ["", "--no-stream"])
+def test_each_request_of_a_tool_loop_is_checked_against_the_cap(run, fake, ip, stream) -> None:
+    from tests.support.fake_server import Call, Reply, ToolCalls
+
+    ip.user_ns["lookup"] = lambda topic: "fact " * 1000  # a long result makes the second request cost more
+    magics(ip).budget = 0.00006  # the first request's estimate fits (100 output tokens); the second one's does not
+    fake.queue(ToolCalls([Call("lookup", '{"topic": "heat"}')]), Reply("Never sent."))
+    cell = run(f"%%nano -m {PRICED} --max-tokens 100 --tools lookup {stream}\nLook it up")
+    assert cell.failed and "Budget: this request could cost" in cell.shown and "Traceback" not in cell.shown
+    assert len(fake.posts()) == 1
+    answer = ip.user_ns["_nano"]
+    assert answer.status == "budget" and [c["name"] for c in answer.steps[0]["calls"]] == ["lookup"]
+    assert "of the $0.000060 cap" in cell.shown
+
+
 def test_models_without_a_price_count_as_zero_and_usage_shows_the_cap(run, fake, ip) -> None:
     magics(ip).budget = 0.5
     assert not run("%%nano\nHi").failed  # fake-model has no price
@@ -126,6 +141,13 @@ def test_explain_masks_keys_from_the_environment_and_the_backend(run, fake, ip, 
     sent = str(fake.posts()[0].body)
     assert token not in sent and key not in sent
     assert "rejected …8e40 and …9735" in sent
+
+
+def test_explain_names_a_library_error_once(run, fake, no_error) -> None:
+    run("import json\njson.loads('{oops')")
+    run("%nano explain")
+    sent = fake.posts()[0].body["messages"][1]["content"]
+    assert "```text\njson.decoder.JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)\n```" in sent
 
 
 def test_explain_with_no_error_yet_sends_nothing(run, fake, no_error) -> None:

@@ -429,3 +429,16 @@ def test_a_slow_refresh_never_holds_up_incoming_text() -> None:
         release.set()
         view.close()
     assert waited < 1.0, f"delta waited {waited:.1f} s for a render in progress"
+
+
+def test_the_help_explains_every_option_in_a_sentence(run, fake) -> None:
+    from nano_magic.magics import NanoMagics
+
+    shown = run("%%nano?").stdout
+    for action in NanoMagics.nano_cell.parser._actions:
+        if "-h" in action.option_strings:
+            continue
+        assert action.option_strings[-1] in shown, action.dest
+        words = (action.help or "").split()
+        assert len(words) >= 3 and action.help.rstrip().endswith((".", ")")), f"{action.option_strings[-1]}: {action.help!r}"
+    assert fake.requests == []

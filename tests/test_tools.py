@@ -171,6 +171,25 @@ def test_names_are_looked_up_in_the_namespace_with_dots() -> None:
         Tool.from_callable(star)
 
 
+def test_any_kind_of_callable_runs_with_the_arguments_the_model_sends() -> None:
+    class Counter:
+        def __init__(self, start: int) -> None:
+            self.start = start
+
+        def add(self, n: int) -> int:
+            """Add n to the start."""
+            return self.start + n
+
+    box = Toolbox([Tool.from_callable(lambda x: x * 2, "double"), Counter(40).add, Tool.from_callable(divmod, "divmod"),
+                   Tool.from_callable(sorted, "sorted"), Counter])
+    assert box.run(ToolCall("1", "double", '{"x": 21}')).result == "42"
+    assert box.run(ToolCall("2", "add", '{"n": 2}')).result == "42"
+    assert box.run(ToolCall("3", "divmod", '{"x": 85, "y": 2}')).result == "[42,1]", "builtins take positional-only arguments"
+    assert box.run(ToolCall("4", "sorted", '{"iterable": [3, 1, 2]}')).result == "[1,2,3]"
+    made = box.run(ToolCall("5", "Counter", '{"start": 1}'))
+    assert made.error is None and made.result.startswith("<") and "Counter object" in made.result
+
+
 def test_results_are_json_or_repr_tables_compact_and_long_results_cut() -> None:
     def table() -> pd.DataFrame:
         return pd.DataFrame({"a": range(200), "b": ["x"] * 200})
