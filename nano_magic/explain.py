@@ -58,12 +58,21 @@ def last_error(shell: Any) -> LastError | None:
     frames = [f for f in traceback.extract_tb(value.__traceback__) if f.filename in cells]
     if isinstance(value, SyntaxError) and value.filename in cells:
         frames.append(traceback.FrameSummary(value.filename, value.lineno or 0, "<cell>", line=value.text or ""))
-    source = "".join(linecache.getlines(frames[-1].filename)) if frames else None
+    source = _cell_source(shell, frames[-1].filename, cells) if frames else None
     kind = type(value).__qualname__
     if type(value).__module__ not in ("builtins", "__main__"):  # named as the traceback names it, so its prefix comes off
         kind = f"{type(value).__module__}.{kind}"
     message = "".join(traceback.format_exception_only(type(value), value)).strip().removeprefix(kind).removeprefix(":").strip()
     return LastError(kind, message, frames, cells, source)
+
+
+def _cell_source(shell: Any, filename: str, cells: Mapping[str, int]) -> str:
+    """The cell as the user typed it (magics and all), from the history; its compiled form when it was not stored."""
+    raw = getattr(getattr(shell, "history_manager", None), "input_hist_raw", [])
+    number = cells.get(filename, 0)
+    if 0 < number < len(raw) and raw[number].strip():
+        return raw[number]
+    return "".join(linecache.getlines(filename))
 
 
 def env_secrets(env: Mapping[str, str]) -> list[str]:

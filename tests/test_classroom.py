@@ -247,3 +247,11 @@ def test_the_python_api_is_turned_off_too(fake, monkeypatch) -> None:
     with pytest.raises(TurnedOff, match=OFF_MESSAGE):
         chat.ask("Hello")
     assert fake.requests == []
+
+
+def test_explain_sends_the_cell_as_typed_with_its_magics(ip, run, fake, no_error) -> None:
+    ip.run_cell("%config NanoMagics.refresh_rate = 10\nratio = 1 / 0", store_history=True)
+    run("%nano explain")
+    sent = fake.posts()[0].body["messages"][1]["content"]
+    assert "%config NanoMagics.refresh_rate = 10\nratio = 1 / 0" in sent
+    assert "run_line_magic" not in sent
