@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .jsontext import load_json
+
 __all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export", "step_messages", "step_line"]
 
 METADATA_KEY = "nano_magic"
@@ -166,7 +168,7 @@ class Conversation:
             if thread.system:
                 parts.append(f"{strong}System:{strong} {escape(thread.system)}\n")
             for number, turn in enumerate(thread.turns, 1):
-                status = "" if turn.status == "complete" else f" ({turn.status})"
+                status = "" if turn.status == "complete" else f" ({escape(turn.status)})"
                 model = escape(turn.model or "Model")
                 steps = "".join(f"{answer(s['text'])}\n\n" if s.get("text") else "" for s in turn.steps)
                 calls = [step_line(c) for s in turn.steps for c in s.get("calls") or []]
@@ -211,7 +213,7 @@ def step_messages(steps: list[dict[str, Any]], api: str) -> list[dict[str, Any]]
 def step_line(call: dict[str, Any], width: int = 40) -> str:
     """One call for people: `→ area(r=3) = 28.27`, each value shortened to `width` characters."""
     try:
-        given = json.loads(call.get("arguments") or "{}")
+        given = load_json(call.get("arguments") or "{}")
     except json.JSONDecodeError:
         given = None
     if isinstance(given, dict):
@@ -237,7 +239,7 @@ def metadata(thread: Thread, index: int) -> dict[str, Any]:
 
 def read_notebook_or_export(path: Path) -> Conversation:
     """Load a `.ipynb` notebook or a `.json` export."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = load_json(path.read_text(encoding="utf-8"))
     if path.suffix == ".ipynb":
         return Conversation.from_notebook(data)
     return Conversation.from_dict(data)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .client import Delta, Event, Finish, UsageReport
 from .conversation import METADATA_KEY, Conversation, Turn
+from .jsontext import load_json
 from .tokens import count_tokens
 from .usage import Usage
 
@@ -68,7 +69,7 @@ class ReplayStore:
     @classmethod
     def load(cls, path: Path) -> ReplayStore:
         """Index a `.ipynb` notebook's saved answers or a `.json` export; ValueError if it is neither."""
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise ValueError("it holds no JSON object")
         store = cls(path)
