@@ -3,6 +3,7 @@ too deep for Python's parser. Each test failed before its fix."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -76,3 +77,27 @@ def test_a_json_answer_nested_too_deep_is_reported_as_invalid_json(run, fake, ip
     cell = run("%%nano --json\nGive JSON")
     assert cell.failed and "not valid JSON" in str(cell.result.error_in_exec)
     assert ip.user_ns["_nano"].text == DEEP  # the raw text is kept
+
+
+@pytest.mark.parametrize("odd", [
+    {"prompt": [{"type": "image_url", "image_url": {"url": "https://evil.example/track"}}]}, {"answer": 3},
+    {"thread": {"a": 1}}, {"thread": 5}, {"system": {"role": "developer"}}, {"model": 7}, {"status": 3}, {"options": "x"},
+])
+def test_a_turn_of_the_wrong_shape_in_a_shared_notebook_is_skipped(run, fake, tmp_path: Path, odd: dict) -> None:
+    path = _saved_notebook(tmp_path / "shared.ipynb", **odd)
+    assert "Loaded 0 turns" in run(f"%nano load {path}").shown
+    for command in ("%nano history", "%nano threads", "%%nano\nHello there"):
+        assert not run(command).failed
+    messages = fake.posts()[-1].body["messages"]
+    assert all(isinstance(m["content"], str) for m in messages), messages
+
+
+@pytest.mark.parametrize("thread", [
+    {"name": 5, "turns": []}, {"name": "t", "system": ["x"], "turns": []}, {"name": "t", "turns": [{"prompt": ["x"], "answer": "a"}]},
+    {"name": "t", "turns": 3}, "junk",
+])
+def test_an_export_of_the_wrong_shape_is_refused_in_one_line(run, fake, tmp_path: Path, thread: object) -> None:
+    path = tmp_path / "shared.json"
+    path.write_text(json.dumps({"format": "nano_magic", "version": 1, "threads": [thread]}))
+    cell = run(f"%nano load {path}")
+    assert cell.failed and "is not a notebook or a nano_magic export" in str(cell.result.error_in_exec)
