@@ -16,6 +16,7 @@ from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
 from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, StreamError, TurnedOff, unexpected
 from .guard import Meter, check_budget, spent
+from .jsontext import load_json
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
@@ -508,6 +509,6 @@ def _parse_json(text: str) -> tuple[Any, str | None]:
     if body.startswith("```"):
         body = body.split("\n", 1)[-1].rsplit("```", 1)[0]
     try:
-        return json.loads(body), None
+        return load_json(body), None
     except json.JSONDecodeError as exc:
         return None, f"The answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the raw text is kept in .text."

@@ -16,6 +16,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from .config import Backend, mask
 from .errors import NanoError, StreamError
+from .jsontext import load_json
 from .schema import OutputSchema
 from .tools import ToolCall, Toolbox
 from .usage import Usage
@@ -302,7 +303,7 @@ def _json_or_none(text: str) -> dict[str, Any] | None:
     if not text.strip():
         return None
     try:
-        data = json.loads(text)
+        data = load_json(text)
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
@@ -354,6 +355,8 @@ class Client:
             if finished:
                 return  # the model said it was done; only the close was unclean
             raise StreamError(_scrub(f"The connection was cut mid-answer ({_reason(exc)}).", self.backend)) from None
+        except StreamError as exc:  # an error event quotes the server, which may echo the key
+            raise StreamError(_scrub(str(exc), self.backend)) from None
         finally:
             response.close()
 
@@ -510,8 +513,10 @@ def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
 
 
 def _scrub(text: str, backend: Backend) -> str:
+    """`text` with every secret masked, also as a repr quotes it (h11 shows a header it refuses as `b'Bearer sk-…\\n'`)."""
     for secret in backend.secrets():
-        text = text.replace(secret, mask(secret))
+        for form in {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}:
+            text = text.replace(form, mask(secret))
     return text
 
 
@@ -587,7 +592,7 @@ def describe_body(response: httpx.Response, backend: Backend, expected: str, key
     text = response.text
     kind = response.headers.get("content-type", "no content type").split(";")[0].strip()
     try:
-        parsed, is_json = json.loads(text), True
+        parsed, is_json = load_json(text), True
     except ValueError:
         parsed, is_json = None, False
     if isinstance(parsed, dict) and (parsed.get("error") or parsed.get("errors") or parsed.get("detail")):

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export", "step_messages", "step_line"]
+from .jsontext import load_json
+
+__all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export", "saved_turn", "step_messages", "step_line"]
 
 METADATA_KEY = "nano_magic"
 FORMAT_VERSION = 1
@@ -118,26 +120,31 @@ class Conversation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conversation:
-        """Rebuild from `to_dict` output."""
+        """Rebuild from `to_dict` output; ValueError when a thread or turn in it does not have the shape of one."""
         if data.get("format") != METADATA_KEY:
             raise ValueError("this JSON file is not a nano_magic export")
-        return cls(
-            Thread(t["name"], t.get("system"), [Turn.from_dict(x) for x in t.get("turns", [])])
-            for t in data.get("threads", [])
-        )
+        threads = []
+        for t in data.get("threads") or []:
+            t = t if isinstance(t, dict) else {}
+            turns = [saved_turn(x) for x in t.get("turns") or []] if isinstance(t.get("turns") or [], list) else [None]
+            if None in turns or not isinstance(t.get("name"), str) or not _text_or_none(t.get("system")):
+                raise ValueError("a thread in it does not have the shape of a nano_magic thread")
+            threads.append(Thread(t["name"], t.get("system"), turns))  # type: ignore[arg-type]
+        return cls(threads)
 
     @classmethod
     def from_notebook(cls, notebook: dict[str, Any]) -> Conversation:
-        """Rebuild the threads from the `nano_magic` metadata of a notebook's saved answers."""
+        """Rebuild the threads from the `nano_magic` metadata of a notebook's saved answers; an output of another shape is skipped."""
         conversation = cls()
-        for cell in notebook.get("cells", []):
-            for output in cell.get("outputs", []):
-                saved = (output.get("metadata") or {}).get(METADATA_KEY)
-                if not isinstance(saved, dict) or "prompt" not in saved:
+        for cell in notebook.get("cells") or []:
+            for output in (cell.get("outputs") or []) if isinstance(cell, dict) else []:
+                meta = output.get("metadata") if isinstance(output, dict) else None
+                saved = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+                turn = saved_turn(saved)
+                if turn is None or not isinstance(saved.get("thread", "default"), str) or not _text_or_none(saved.get("system")):
                     continue
                 thread = conversation.thread(saved.get("thread", "default"))
                 thread.system = saved.get("system", thread.system)
-                turn = Turn.from_dict(saved)
                 turn.cell_id = cell.get("id") or turn.cell_id
                 thread.record(turn)
         return conversation
@@ -166,7 +173,7 @@ class Conversation:
             if thread.system:
                 parts.append(f"{strong}System:{strong} {escape(thread.system)}\n")
             for number, turn in enumerate(thread.turns, 1):
-                status = "" if turn.status == "complete" else f" ({turn.status})"
+                status = "" if turn.status == "complete" else f" ({escape(turn.status)})"
                 model = escape(turn.model or "Model")
                 steps = "".join(f"{answer(s['text'])}\n\n" if s.get("text") else "" for s in turn.steps)
                 calls = [step_line(c) for s in turn.steps for c in s.get("calls") or []]
@@ -174,6 +181,20 @@ class Conversation:
                 parts.append(f"{heading}Turn {number}{status}\n\n{strong}You:{strong}\n\n{escape(turn.prompt)}\n\n"
                              f"{strong}{model}:{strong}\n\n{steps}{listed}{answer(turn.answer)}\n")
         return "\n".join(parts)
+
+
+def saved_turn(saved: Any) -> Turn | None:
+    """A turn from untrusted saved data (a shared notebook's metadata, an export), or None when it does not have the shape of one."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("prompt"), str) or not isinstance(saved.get("answer"), str):
+        return None
+    turn = Turn.from_dict(saved)
+    if not isinstance(turn.options, dict) or not isinstance(turn.model, str) or not isinstance(turn.status, str):
+        return None
+    return turn
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def _steps_from(saved: Any) -> list[dict[str, Any]]:
@@ -211,7 +232,7 @@ def step_messages(steps: list[dict[str, Any]], api: str) -> list[dict[str, Any]]
 def step_line(call: dict[str, Any], width: int = 40) -> str:
     """One call for people: `→ area(r=3) = 28.27`, each value shortened to `width` characters."""
     try:
-        given = json.loads(call.get("arguments") or "{}")
+        given = load_json(call.get("arguments") or "{}")
     except json.JSONDecodeError:
         given = None
     if isinstance(given, dict):
@@ -237,7 +258,7 @@ def metadata(thread: Thread, index: int) -> dict[str, Any]:
 
 def read_notebook_or_export(path: Path) -> Conversation:
     """Load a `.ipynb` notebook or a `.json` export."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = load_json(path.read_text(encoding="utf-8"))
     if path.suffix == ".ipynb":
         return Conversation.from_notebook(data)
     return Conversation.from_dict(data)

@@ -228,33 +228,43 @@ class WidgetView:
 
 
 class MarkdownView:
-    """A `text/markdown` output updated in place, for frontends whose widgets cannot typeset math."""
+    """A `text/markdown` output updated in place, for frontends whose widgets cannot typeset math.
+
+    Each update sends the whole output, so deltas and tool steps alike update it at most `refresh_rate` times a
+    second: a model that calls a thousand tools must not make the frontend redraw a thousand growing outputs.
+    """
 
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._interval = 1.0 / max(refresh_rate, 0.1)
         self._stream = MarkdownStream()
-        self._title = self._header = f"**{escape_markdown(header)}**\n\n"
+        self._title = f"**{escape_markdown(header)}**\n\n"
         self._steps: list[str] = []
         self._last = 0.0
-        self._handle: DisplayHandle = display({"text/markdown": self._header + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
+        self._handle: DisplayHandle = display({"text/markdown": self._title + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
 
     def delta(self, text: str) -> None:
         """Take new answer text; refresh at most `refresh_rate` times a second."""
         self._stream.feed(text)
-        now = time.perf_counter()
-        if now - self._last >= self._interval:
-            self._last = now
-            self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
+        self._refresh()
 
     def step(self, line: str) -> None:
-        """Show a tool call and its result above the answer."""
+        """Show a tool call and its result above the answer; refresh at most `refresh_rate` times a second."""
         self._steps.append(f"- {escape_markdown(line)}\n")
-        self._header = self._title + "".join(self._steps) + "\n"
-        self._handle.update({"text/markdown": self._header + self._stream.render()}, raw=True)
+        self._refresh()
 
     def notice(self, text: str) -> None:
         """Show a retry or warning under the answer so far."""
-        self._handle.update({"text/markdown": self._header + self._stream.render() + f"\n\n*{escape_markdown(text)}*"}, raw=True)
+        self._handle.update({"text/markdown": self._shown() + f"\n\n*{escape_markdown(text)}*"}, raw=True)
+
+    def _refresh(self) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._handle.update({"text/markdown": self._shown()}, raw=True)
+
+    def _shown(self) -> str:
+        steps = "".join(self._steps) + "\n" if self._steps else ""
+        return self._title + steps + self._stream.render()
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Replace the live output with the final Markdown, then show the footer."""

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .client import Delta, Event, Finish, UsageReport
-from .conversation import METADATA_KEY, Conversation, Turn
+from .conversation import METADATA_KEY, Conversation, Turn, saved_turn
+from .jsontext import load_json
 from .tokens import count_tokens
 from .usage import Usage
 
@@ -68,7 +69,7 @@ class ReplayStore:
     @classmethod
     def load(cls, path: Path) -> ReplayStore:
         """Index a `.ipynb` notebook's saved answers or a `.json` export; ValueError if it is neither."""
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_json(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise ValueError("it holds no JSON object")
         store = cls(path)
@@ -96,16 +97,6 @@ def current_notebook(namespace: Mapping[str, Any], env: Mapping[str, str] | None
     return path if path.is_file() else Path(path.name)
 
 
-def _saved_turn(saved: Any) -> Turn | None:
-    """A turn from untrusted output metadata, or None when it does not have the shape of one."""
-    if not isinstance(saved, dict) or not isinstance(saved.get("prompt"), str) or not isinstance(saved.get("answer"), str):
-        return None
-    turn = Turn.from_dict(saved)
-    if not isinstance(turn.options, dict) or not isinstance(turn.model, str) or not isinstance(turn.status, str):
-        return None
-    return turn
-
-
 def _from_notebook(notebook: Mapping[str, Any]) -> Iterator[tuple[str, Turn]]:
     """Keys and turns of a notebook's saved answers, replaying each thread in cell order as Run All built it."""
     chains: dict[str, list[str]] = {}
@@ -113,7 +104,7 @@ def _from_notebook(notebook: Mapping[str, Any]) -> Iterator[tuple[str, Turn]]:
         for output in (cell.get("outputs") or []) if isinstance(cell, dict) else []:
             meta = output.get("metadata") if isinstance(output, dict) else None
             saved = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
-            turn = _saved_turn(saved)
+            turn = saved_turn(saved)
             if turn is None:
                 continue
             thread = str(saved.get("thread", "default"))

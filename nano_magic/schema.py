@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .jsontext import load_json
+
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
@@ -135,7 +137,7 @@ class OutputSchema:
     def parse(self, text: str) -> Any:
         """The answer as a validated value: an instance of the model or dataclass, or a dict; SchemaError names the first problem."""
         try:
-            value = json.loads(text)
+            value = load_json(text)
         except json.JSONDecodeError as exc:
             raise SchemaError(f"the answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
         value = drop_absent(value, self.original)

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from .jsontext import load_json
 from .schema import drop_absent, pydantic_ready, strict_shape
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class Tool:
         from pydantic import ValidationError
 
         try:
-            given = json.loads(arguments or "{}")
+            given = load_json(arguments or "{}")
         except json.JSONDecodeError as exc:
             raise ValueError(f"the arguments are not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(given, dict):
