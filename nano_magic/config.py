@@ -111,7 +111,7 @@ class NanoSettings(Configurable):
 
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
-        return None if proposal["value"] is None else Secret(proposal["value"])
+        return None if proposal["value"] is None else Secret(proposal["value"].strip())  # a key read from a file ends in \n
 
     @validate("max_retries")
     def _retries(self, proposal: Any) -> int:
@@ -203,7 +203,7 @@ def resolve_backend(settings: Mapping[str, Any], env: Mapping[str, str] | None =
     The `api_key` and `model` settings replace the chosen backend's key and model. The backend says why it
     was chosen (`reason`) and which credentials in the environment it leaves unused (`ignored`).
     """
-    env = os.environ if env is None else env
+    env = {name: value.strip() for name in CREDENTIALS if (value := (os.environ if env is None else env).get(name))}
     found = _from_base_url(settings, env) or _from_cloudflare(env) or _from_openai(env) or _from_key_setting(settings)
     if found is None:
         raise NoBackend(SETUP_HELP)

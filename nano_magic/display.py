@@ -279,30 +279,39 @@ class MarkdownView:
         """Nothing runs in the background."""
 
 
+# Control characters other than tab and newline, which a terminal would obey (escape sequences can retitle the
+# window, clear the screen or write the clipboard); model output may carry them.
+_TERMINAL_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)], "\ufffd")
+
+
+def _printable(text: str) -> str:
+    return text.translate(_TERMINAL_CONTROLS)
+
+
 class TextView:
-    """Plain text to stdout, for terminal IPython."""
+    """Plain text to stdout, for terminal IPython; control characters from the model or server show as U+FFFD."""
 
     def __init__(self, header: str) -> None:
-        print(f"[{header}]")
+        print(f"[{_printable(header)}]")
 
     def delta(self, text: str) -> None:
         """Print new text as it arrives."""
-        sys.stdout.write(text)
+        sys.stdout.write(_printable(text))
         sys.stdout.flush()
 
     def notice(self, text: str) -> None:
         """Print a retry or warning on its own line."""
-        print(f"[{text}]", file=sys.stderr, flush=True)
+        print(f"[{_printable(text)}]", file=sys.stderr, flush=True)
 
     def step(self, line: str) -> None:
         """Print a tool call and its result on its own line."""
-        print(line, flush=True)
+        print(_printable(line), flush=True)
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """End the answer's line and print the footer."""
         print()
         if footer:
-            print(footer)
+            print(_printable(footer))
 
     def abandon(self) -> None:
         """Nothing was printed but the header."""

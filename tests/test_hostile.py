@@ -49,8 +49,8 @@ def test_a_server_error_mid_answer_never_shows_the_key(run, fake, monkeypatch, a
 def test_a_key_with_a_stray_newline_never_shows(run, fake, monkeypatch, command: str) -> None:
     monkeypatch.setenv("NANO_API_KEY", SECRET + "\n")  # as `open("key.txt").read()` gives it
     cell = run(command)
-    error = str(cell.result.error_in_exec)
-    assert cell.failed and SECRET not in cell.shown + error
+    assert not cell.failed and SECRET not in cell.shown, "the newline is dropped, and the key works but never shows"
+    assert all(p.headers["authorization"] == f"Bearer {SECRET}" for p in fake.requests)
 
 
 def test_a_map_row_answering_json_nested_too_deep_fails_alone(run, fake, ip) -> None:
@@ -116,3 +116,12 @@ def test_a_thousand_tool_steps_do_not_make_the_markdown_view_resend_a_growing_ou
     sent = sum(len(o.data.get("text/markdown", "")) for o in captured.outputs)
     assert captured.outputs[-1].data["text/markdown"] == "Done."
     assert sent < 2_000_000  # each step re-sending every line before it: about 50 MB
+
+
+def test_the_terminal_never_receives_control_sequences_from_the_model(run, fake) -> None:
+    fake.reply = "Title \x1b]0;pwned\x07 cleared \x1b[2J and \x9b31m red, tabs\tand lines\nkept."
+    cell = run("%%nano\nHi")
+    assert not cell.failed
+    assert not any(ch in cell.stdout for ch in "\x1b\x07\x9b")
+    assert "tabs\tand lines\nkept." in cell.stdout
+
