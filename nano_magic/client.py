@@ -69,7 +69,7 @@ class Request:
     def describe(self) -> str:
         """The request as text, with every secret masked."""
         headers = "\n".join(f"{k}: {v}" for k, v in self.backend.masked_headers().items())
-        return f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}"
+        return _scrub(f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}", self.backend)
 
 
 @dataclass(slots=True)

@@ -195,7 +195,7 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
     rows = [
         ("backend", backend.name), ("chosen because", backend.reason),
         ("ignored", ", ".join(backend.ignored) + " (set, but not used by this backend)" if backend.ignored else "nothing"),
-        ("base URL", backend.base_url), ("model", backend.model or "(the server's first model)"),
+        ("base URL", backend.shown_url()), ("model", backend.model or "(the server's first model)"),
         ("API", settings.api), ("key", f"{mask(backend.api_key)} from {backend.key_source}" if backend.api_key else "(none)"),
         *((n, str(getattr(settings, n))) for n in ("max_retries", "connect_timeout", "read_timeout", "refresh_rate", "display")),
     ]

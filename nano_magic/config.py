@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from traitlets import CFloat, CInt, Enum, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
@@ -177,7 +178,12 @@ class Backend:
     def secrets(self) -> list[str]:
         """Every secret this backend sends, for scrubbing text before it is shown."""
         found = [self.api_key, *(v.removeprefix("Bearer ") for k, v in self.extra_headers.items() if k.lower() in _SECRET_HEADERS)]
-        return [s for s in found if s]
+        return [s for s in [*found, urlsplit(self.base_url).password] if s]
+
+    def shown_url(self) -> str:
+        """The base URL safe to show: a password in it (`https://user:pass@host`) masked."""
+        password = urlsplit(self.base_url).password
+        return self.base_url.replace(f":{password}@", f":{mask(password)}@", 1) if password else self.base_url
 
 
 _SECRET_HEADERS = {"authorization", "cf-aig-authorization", "api-key", "x-api-key"}

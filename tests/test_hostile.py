@@ -125,3 +125,15 @@ def test_the_terminal_never_receives_control_sequences_from_the_model(run, fake)
     assert not any(ch in cell.stdout for ch in "\x1b\x07\x9b")
     assert "tabs\tand lines\nkept." in cell.stdout
 
+
+
+def test_a_password_in_the_base_url_never_shows(run, fake, monkeypatch) -> None:
+    password = "url-password-9c2e7a4b1d"
+    monkeypatch.setenv("NANO_BASE_URL", fake.base_url.replace("http://", f"http://student:{password}@"))
+    shown = [run(cell) for cell in ("%nano config", "%%nano --dry-run\nHi", "%%nano\nHi")]
+    assert not any(cell.failed for cell in shown)
+    assert not any(password in cell.shown for cell in shown)
+    assert "student:…4b1d@127.0.0.1" in shown[0].shown, "%nano config shows the URL with the password masked"
+    monkeypatch.setenv("NANO_BASE_URL", f"http://student:{password}@127.0.0.1:9/v1")  # nothing listens there
+    dead = run("%%nano\nHi")
+    assert dead.failed and "Could not reach" in dead.shown and password not in dead.shown
