@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 from html.parser import HTMLParser
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from nano_magic import render
 from nano_magic.render import MarkdownStream, StreamRenderer, escape_markdown, markdown_table, to_html, to_markdown
 
 DELIMITERS = [
@@ -228,6 +230,16 @@ def test_any_20000_character_answer_renders_in_linear_time(unit: str) -> None:
         renderer.render()
     assert time.process_time() - started < 3.0
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=" \t\nab1.$|~#>-+*_[]<`&!\\()", max_size=40))
+def test_saved_text_is_what_mdformat_itself_writes(text: str) -> None:
+    # The writer skips mdformat's text escaper when a text node needs nothing of it; that shortcut must not change a byte.
+    source = f"{text}\n\n| a | b |\n| --- | --- |\n| {text.replace(chr(10), ' ')} | x |"
+    saved = to_markdown(source)
+    with patch.object(render, "_NOTHING_TO_ESCAPE", re.compile("(?!)")):
+        assert saved == to_markdown(source)
 
 LONG = (
     "# Title\n\nIntro with $a^2+b^2=c^2$ and **bold** text.\n\n"
