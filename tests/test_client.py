@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nano_magic.client import Client, Delta, Finish, NanoError, Options, Retry, StreamError, UsageReport, build_request
+from nano_magic.client import Client
+from nano_magic.errors import NanoError, StreamError
+from nano_magic.wire import Delta, Finish, Options, Retry, UsageReport, build_request
 from nano_magic.config import Backend, resolve_backend
 from nano_magic.usage import Usage
 
