@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
 
 from .cache import AnswerCache, request_key
-from .client import AsyncClient, AttemptFailed, Completion, Options, Request, backoff, build_request
+from .client import AsyncClient, AttemptFailed, Completion, backoff
+from .wire import Options, Request, build_request
 from .limiter import Limiter
 from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError

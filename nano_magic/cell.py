@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from IPython.core.error import UsageError
 
 from .chat import Answer, Chat, Interrupted, validate
-from .client import Options
+from .wire import Options
 from .config import turned_off
 from .context import describe, fence_for
 from .conversation import METADATA_KEY, metadata, step_line

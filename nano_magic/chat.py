@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import httpx
 
-from .client import AsyncClient, Client, Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
+from .client import AsyncClient, Client
+from .wire import Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
 from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
 from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, StreamError, TurnedOff, unexpected

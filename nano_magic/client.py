@@ -1,312 +1,30 @@
-"""HTTP for OpenAI-compatible servers: requests, streamed events, retries and plain-English errors."""
+"""HTTP to OpenAI-compatible servers: sending with retries, reading the stream, and failures as plain English."""
 
 from __future__ import annotations
 
 import html
-import json
 import random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from .config import Backend, mask
+from .config import Backend
 from .errors import NanoError, StreamError
-from .jsontext import load_json
-from .schema import OutputSchema
-from .tools import ToolCall, Toolbox
+from .jsontext import json_object, load_json
 from .usage import Usage
+from .wire import (
+    Delta, Event, Finish, Refusal, Request, Retry, UsageReport, chat_events, complete_events, error_message, responses_events,
+)
 
-__all__ = [
-    "Client", "AsyncClient", "Completion", "AttemptFailed", "Options", "Request", "Delta", "Refusal", "ToolCall", "Finish",
-    "UsageReport", "Retry", "Event", "NanoError", "StreamError", "build_request", "chat_events", "responses_events", "backoff",
-]
+__all__ = ["Client", "AsyncClient", "Completion", "AttemptFailed", "backoff", "describe_status", "server_message"]
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_WAIT = 60.0
-JSON_INSTRUCTION = "Answer with a single JSON object."
-
-
-@dataclass(frozen=True)
-class Options:
-    """Per-request choices; None leaves a field out of the request."""
-
-    model: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: str | None = None
-    json: bool = False
-    stream: bool = True
-    api: str = "chat"
-    tool_choice: str | None = None
-    max_steps: int = 8
-
-    def changed(self) -> dict[str, Any]:
-        """The options that differ from the defaults."""
-        default = Options()
-        return {k: v for k, v in self.__dict__.items() if v != getattr(default, k)}
-
-
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request, ready to send or to show."""
-
-    url: str
-    body: dict[str, Any]
-    backend: Backend = field(repr=False)
-
-    @property
-    def api(self) -> str:
-        """`chat` or `responses`."""
-        return "responses" if self.url.endswith("/responses") else "chat"
-
-    def describe(self) -> str:
-        """The request as text, with every secret masked."""
-        headers = "\n".join(f"{k}: {v}" for k, v in self.backend.masked_headers().items())
-        return _scrub(f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}", self.backend)
-
-
-@dataclass(slots=True)
-class Delta:
-    """A piece of answer text."""
-
-    text: str
-
-
-@dataclass(slots=True)
-class Refusal:
-    """A piece of the model's refusal to answer in the schema."""
-
-    text: str
-
-
-@dataclass(slots=True)
-class Finish:
-    """Why the model stopped: stop, length, content_filter, ..."""
-
-    reason: str
-
-
-@dataclass(slots=True)
-class UsageReport:
-    """Token counts from the server."""
-
-    usage: Usage
-
-
-@dataclass(slots=True)
-class Retry:
-    """A failed attempt that will be retried after `wait` seconds."""
-
-    reason: str
-    attempt: int
-    attempts: int
-    wait: float
-
-    def __str__(self) -> str:
-        return f"{self.reason}, retrying in {self.wait:.0f} s ({self.attempt}/{self.attempts})"
-
-
-Event = Union[Delta, Refusal, ToolCall, Finish, UsageReport, Retry]
-
-
-def build_request(
-    backend: Backend, model: str, system: str | None, messages: list[dict[str, Any]], options: Options,
-    tools: Toolbox | None = None, schema: OutputSchema | None = None,
-) -> Request:
-    """The request for a conversation, in the dialect of `options.api`, with the tools and the answer schema if any."""
-    if options.json:
-        system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
-    if options.api == "responses":
-        body = _responses_body(model, system, messages, options)
-        if schema is not None:
-            body["text"] = {"format": schema.responses_format()}
-        url = f"{backend.base_url}/responses"
-    else:
-        body = _chat_body(model, system, messages, options, compatible=backend.compatible)
-        if schema is not None:
-            body["response_format"] = schema.chat_format()
-        url = f"{backend.base_url}/chat/completions"
-    if tools:
-        body["tools"] = tools.specs(options.api)
-    if options.tool_choice is not None:
-        body["tool_choice"] = tool_choice(options.tool_choice, options.api)
-    return Request(url, body, backend)
-
-
-def tool_choice(choice: str, api: str) -> str | dict[str, Any]:
-    """`auto`, `required` and `none` as they are; any other word names the one function the model must call."""
-    if choice in ("auto", "required", "none"):
-        return choice
-    if api == "responses":
-        return {"type": "function", "name": choice}
-    return {"type": "function", "function": {"name": choice}}
-
-
-def _chat_body(model: str, system: str | None, messages: list[dict[str, Any]], o: Options, compatible: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": ([{"role": "system", "content": system}] if system else []) + messages}
-    body["stream"] = o.stream
-    if o.stream:
-        body["stream_options"] = {"include_usage": True}
-    _put(body, temperature=o.temperature, top_p=o.top_p, max_completion_tokens=o.max_tokens, seed=o.seed, stop=o.stop)
-    if compatible and o.max_tokens is not None:
-        body["max_tokens"] = o.max_tokens  # llama.cpp and other servers ignore max_completion_tokens
-    if o.json:
-        body["response_format"] = {"type": "json_object"}
-    return body
-
-
-def _responses_body(model: str, system: str | None, messages: list[dict[str, Any]], o: Options) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "input": messages, "stream": o.stream, "store": False}
-    _put(body, instructions=system, temperature=o.temperature, top_p=o.top_p, max_output_tokens=o.max_tokens)
-    if o.json:
-        body["text"] = {"format": {"type": "json_object"}}
-    return body
-
-
-def _put(body: dict[str, Any], **fields: Any) -> None:
-    body.update({k: v for k, v in fields.items() if v is not None})
-
-
-def chat_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
-    """Chat Completions SSE events as answer events; raise StreamError if the stream was cut."""
-    finished = False
-    calls = _ChatCalls()
-    for sse in events:
-        if sse.data == "[DONE]":
-            return
-        data = _json_or_none(sse.data)
-        if data is None:
-            continue
-        if sse.event == "error" or data.get("error"):
-            raise StreamError(f"The server reported an error mid-answer: {_message(data)}")
-        for choice in data.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield Delta(delta["content"])
-            if delta.get("refusal"):
-                yield Refusal(delta["refusal"])
-            if delta.get("tool_calls"):
-                calls.add(delta["tool_calls"])
-            if choice.get("finish_reason"):
-                finished = True
-                yield from calls.done()
-                yield Finish(choice["finish_reason"])
-        if data.get("usage"):
-            yield UsageReport(Usage.from_chat(data["usage"]))
-    if not finished:
-        raise StreamError("The stream ended before the answer was finished.")
-
-
-class _ChatCalls:
-    """Tool calls assembled from `delta.tool_calls` fragments, which may interleave by index."""
-
-    def __init__(self) -> None:
-        self._calls: dict[int, tuple[ToolCall, list[str]]] = {}
-
-    def add(self, fragments: list[dict[str, Any]]) -> None:
-        for position, fragment in enumerate(fragments):
-            index = fragment.get("index", position)
-            call, pieces = self._calls.setdefault(index, (ToolCall("", "", ""), []))
-            function = fragment.get("function") or {}
-            call.id = call.id or fragment.get("id") or ""
-            call.name = call.name or function.get("name") or ""
-            if function.get("arguments"):
-                pieces.append(function["arguments"])
-
-    def done(self) -> Iterator[ToolCall]:
-        for index in sorted(self._calls):
-            call, pieces = self._calls[index]
-            call.id = call.id or f"call_{index}"  # some local servers send no id, and the results must name one
-            call.arguments = "".join(pieces)
-            yield call
-        self._calls.clear()
-
-
-def responses_events(events: Iterable[ServerSentEvent]) -> Iterator[Event]:
-    """Responses API SSE events as answer events; raise StreamError if the stream was cut."""
-    calls: dict[str, tuple[ToolCall, list[str]]] = {}  # by item id: the call and its argument pieces
-    for sse in events:
-        data = _json_or_none(sse.data)
-        if data is None:
-            continue
-        kind = sse.event or data.get("type", "")
-        if kind == "response.output_text.delta" and data.get("delta"):
-            yield Delta(data["delta"])
-        elif kind == "response.refusal.delta" and data.get("delta"):
-            yield Refusal(data["delta"])
-        elif kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
-            item = data["item"]
-            calls[item.get("id") or ""] = (_call_from_item(item), [])
-        elif kind == "response.function_call_arguments.delta" and data.get("item_id") in calls:
-            calls[data["item_id"]][1].append(data.get("delta") or "")
-        elif kind == "response.function_call_arguments.done" and data.get("item_id") in calls:
-            calls[data["item_id"]][1][:] = [data.get("arguments") or ""]
-        elif kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "function_call":
-            item = data["item"]
-            call, pieces = calls.pop(item.get("id") or "", (_call_from_item(item), []))
-            call.arguments = item.get("arguments") or "".join(pieces)
-            yield call
-        elif kind in ("response.completed", "response.incomplete"):
-            yield from _responses_end(data.get("response") or {})
-            return
-        elif kind in ("error", "response.failed"):
-            raise StreamError(f"The server reported an error mid-answer: {_message(data)}")
-    raise StreamError("The stream ended before the answer was finished.")
-
-
-def _call_from_item(item: Mapping[str, Any]) -> ToolCall:
-    return ToolCall(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""), str(item.get("arguments") or ""))
-
-
-def _responses_end(response: Mapping[str, Any]) -> Iterator[Event]:
-    if response.get("usage"):
-        yield UsageReport(Usage.from_responses(response["usage"]))
-    reason = (response.get("incomplete_details") or {}).get("reason")
-    yield Finish({"max_output_tokens": "length", None: "stop"}.get(reason, reason or "stop"))
-
-
-def _complete_events(data: Mapping[str, Any], api: str) -> Iterator[Event]:
-    """Events for a non-streamed answer."""
-    if api == "responses":
-        for item in data.get("output") or []:
-            if item.get("type") == "function_call":
-                yield _call_from_item(item)
-            for part in item.get("content") or []:
-                if part.get("type") == "output_text" and part.get("text"):
-                    yield Delta(part["text"])
-                elif part.get("type") == "refusal" and part.get("refusal"):
-                    yield Refusal(part["refusal"])
-        yield from _responses_end(data)
-        return
-    choice = (data.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    if message.get("content"):
-        yield Delta(message["content"])
-    if message.get("refusal"):
-        yield Refusal(message["refusal"])
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        yield ToolCall(str(call.get("id") or ""), str(function.get("name") or ""), str(function.get("arguments") or ""))
-    if data.get("usage"):
-        yield UsageReport(Usage.from_chat(data["usage"]))
-    yield Finish(choice.get("finish_reason") or "stop")
-
-
-def _json_or_none(text: str) -> dict[str, Any] | None:
-    if not text.strip():
-        return None
-    try:
-        data = load_json(text)
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class Client:
@@ -340,7 +58,7 @@ class Client:
             if not request.body.get("stream"):
                 response.read()
                 key = "output" if request.api == "responses" else "choices"
-                yield from _complete_events(_answer_object(response, self.backend, key), request.api)
+                yield from complete_events(_answer_object(response, self.backend, key), request.api)
                 return
             sse = EventSource(response).iter_sse()
             for event in responses_events(sse) if request.api == "responses" else chat_events(sse):
@@ -350,13 +68,13 @@ class Client:
                 pass
         except SSEError:
             response.read()
-            raise NanoError(_scrub(describe_body(response, self.backend, "a stream of server-sent events"), self.backend)) from None
+            raise NanoError(self.backend.scrub(describe_body(response, self.backend, "a stream of server-sent events"))) from None
         except httpx.TransportError as exc:
             if finished:
                 return  # the model said it was done; only the close was unclean
-            raise StreamError(_scrub(f"The connection was cut mid-answer ({_reason(exc)}).", self.backend)) from None
+            raise StreamError(self.backend.scrub(f"The connection was cut mid-answer ({_reason(exc)}).")) from None
         except StreamError as exc:  # an error event quotes the server, which may echo the key
-            raise StreamError(_scrub(str(exc), self.backend)) from None
+            raise StreamError(self.backend.scrub(str(exc))) from None
         finally:
             response.close()
 
@@ -365,11 +83,11 @@ class Client:
         try:
             response = self._http.get(f"{self.backend.base_url}/models", headers=self.backend.headers())
         except httpx.TransportError as exc:
-            raise NanoError(_scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.", self.backend)) from None
+            raise NanoError(self.backend.scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.")) from None
         if response.is_redirect:
-            raise NanoError(_scrub(describe_redirect(response, self.backend, "/models"), self.backend))
+            raise NanoError(self.backend.scrub(describe_redirect(response, self.backend, "/models")))
         if response.status_code >= 400:
-            raise NanoError(_scrub(describe_status(response, self.backend, ""), self.backend))
+            raise NanoError(self.backend.scrub(describe_status(response, self.backend, "")))
         return list(_answer_object(response, self.backend, "data")["data"] or [])
 
     def _open(self, request: Request) -> Iterator[Event]:
@@ -385,20 +103,20 @@ class Client:
             else:
                 if response.is_redirect:
                     response.close()
-                    raise NanoError(_scrub(describe_redirect(response, self.backend, request.url.removeprefix(self.backend.base_url)), self.backend))
+                    raise NanoError(self.backend.scrub(describe_redirect(response, self.backend, request.url.removeprefix(self.backend.base_url))))
                 if response.status_code < 400:
                     return response
                 response.read()
                 response.close()
                 failure = describe_status(response, self.backend, request.body.get("model", ""))
                 if not _retryable(response.status_code):
-                    raise NanoError(_scrub(failure, self.backend))
+                    raise NanoError(self.backend.scrub(failure))
                 reason = _retry_reason(response.status_code)
                 wait = _retry_after(response.headers)
                 wait = backoff(attempt) if wait is None else wait
             if attempt == attempts:
                 suffix = f" (after {attempts + 1} attempts)" if attempts else ""
-                raise NanoError(_scrub(failure.rstrip(".") + suffix + ".", self.backend))
+                raise NanoError(self.backend.scrub(failure.rstrip(".") + suffix + "."))
             yield Retry(reason, attempt + 1, attempts, wait)
             self._sleep(wait)
         raise NanoError("No request was attempted.")  # not reached: the last attempt returns or raises
@@ -454,17 +172,17 @@ class AsyncClient:
             async with self._http.stream("POST", request.url, json=request.body, headers=backend.headers()) as response:
                 if response.is_redirect:
                     path = request.url.removeprefix(backend.base_url)
-                    raise AttemptFailed(_scrub(describe_redirect(response, backend, path), backend), retryable=False)
+                    raise AttemptFailed(backend.scrub(describe_redirect(response, backend, path)), retryable=False)
                 if response.status_code >= 400:
                     await response.aread()
                     failure = describe_status(response, backend, request.body.get("model", ""))
-                    raise AttemptFailed(_scrub(failure, backend), retryable=_retryable(response.status_code),
+                    raise AttemptFailed(backend.scrub(failure), retryable=_retryable(response.status_code),
                                         status=response.status_code, retry_after=_retry_after(response.headers),
                                         headers=response.headers)
                 if not request.body.get("stream"):
                     await response.aread()
                     key = "output" if request.api == "responses" else "choices"
-                    return _collect(_complete_events(_answer_object(response, backend, key), request.api), response.headers)
+                    return _collect(complete_events(_answer_object(response, backend, key), request.api), response.headers)
                 sse: list[ServerSentEvent] = []
                 try:
                     async for event in EventSource(response).aiter_sse():
@@ -473,24 +191,24 @@ class AsyncClient:
                     pass  # what arrived decides: a finish then an unclean close is complete, anything less is cut
                 except SSEError:
                     await response.aread()
-                    raise AttemptFailed(_scrub(describe_body(response, backend, "a stream of server-sent events"), backend),
+                    raise AttemptFailed(backend.scrub(describe_body(response, backend, "a stream of server-sent events")),
                                         retryable=False) from None
                 return _collect(responses_events(sse) if request.api == "responses" else chat_events(sse), response.headers)
         except AttemptFailed:
             raise
         except httpx.TransportError as exc:
-            raise AttemptFailed(_scrub(_transport_failure(exc, backend.base_url, self._http.timeout), backend), retryable=True) from None
+            raise AttemptFailed(backend.scrub(_transport_failure(exc, backend.base_url, self._http.timeout)), retryable=True) from None
         except StreamError as exc:
-            raise AttemptFailed(_scrub(str(exc), backend), retryable=True) from None
+            raise AttemptFailed(backend.scrub(str(exc)), retryable=True) from None
         except NanoError as exc:
             raise AttemptFailed(str(exc), retryable=False) from None
 
 
 def _answer_object(response: httpx.Response, backend: Backend, key: str) -> dict[str, Any]:
     """The JSON object with `key` that a 2xx answer must be; NanoError in a plain sentence when it is something else."""
-    data = _json_or_none(response.text)
+    data = json_object(response.text)
     if data is None or key not in data:
-        raise NanoError(_scrub(describe_body(response, backend, "a JSON answer", key), backend))
+        raise NanoError(backend.scrub(describe_body(response, backend, "a JSON answer", key)))
     return data
 
 
@@ -510,14 +228,6 @@ def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
     completion.text = "".join(parts)
     completion.refusal = "".join(refusal)
     return completion
-
-
-def _scrub(text: str, backend: Backend) -> str:
-    """`text` with every secret masked, also as a repr quotes it (h11 shows a header it refuses as `b'Bearer sk-…\\n'`)."""
-    for secret in backend.secrets():
-        for form in {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}:
-            text = text.replace(form, mask(secret))
-    return text
 
 
 def _retryable(status: int) -> bool:
@@ -596,7 +306,7 @@ def describe_body(response: httpx.Response, backend: Backend, expected: str, key
     except ValueError:
         parsed, is_json = None, False
     if isinstance(parsed, dict) and (parsed.get("error") or parsed.get("errors") or parsed.get("detail")):
-        return f"{backend.name} reported an error: {_message(parsed)}"
+        return f"{backend.name} reported an error: {error_message(parsed)}"
     if isinstance(parsed, dict) and key is None and ("choices" in parsed or "output" in parsed):
         return f"{backend.name} answered with one JSON answer instead of {expected}; try --no-stream."
     if "html" in kind or text.lstrip()[:1] == "<":
@@ -641,32 +351,12 @@ def describe_status(response: httpx.Response, backend: Backend, model: str) -> s
 def server_message(response: httpx.Response) -> str:
     """The server's own words from an error body: OpenAI, FastAPI, Cloudflare v4, HTML or text."""
     text = response.text
-    data = _json_or_none(text)
+    data = json_object(text)
     if data is not None:
-        return _message(data)[:300]
+        return error_message(data)[:300]
     if "<" in text and ">" in text:
         title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
         text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
         text = html.unescape(text)
     text = re.sub(r"\s+", " ", text).strip()
     return text[:300] or response.reason_phrase or "no details"
-
-
-def _message(data: Mapping[str, Any]) -> str:
-    """The human message inside any of the error shapes servers send."""
-    error = data.get("error")
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error)
-    if isinstance(error, str):
-        return data.get("message") or error
-    detail = data.get("detail")
-    if isinstance(detail, list):
-        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    if detail:
-        return str(detail)
-    errors = data.get("errors")
-    if isinstance(errors, list) and errors:
-        return "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)
-    if data.get("response", {}).get("error"):
-        return _message(data["response"])
-    return str(data.get("message") or json.dumps(data)[:300])

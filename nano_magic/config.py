@@ -180,6 +180,13 @@ class Backend:
         found = [self.api_key, *(v.removeprefix("Bearer ") for k, v in self.extra_headers.items() if k.lower() in _SECRET_HEADERS)]
         return [s for s in [*found, urlsplit(self.base_url).password] if s]
 
+    def scrub(self, text: str) -> str:
+        """`text` with every secret masked, also as a repr quotes it (h11 shows a header it refuses as `b'Bearer sk-…\\n'`)."""
+        for secret in self.secrets():
+            for form in {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}:
+                text = text.replace(form, mask(secret))
+        return text
+
     def shown_url(self) -> str:
         """The base URL safe to show: a password in it (`https://user:pass@host`) masked."""
         password = urlsplit(self.base_url).password

@@ -11,7 +11,7 @@ from IPython.display import display
 from .batch import BadInput, MapPlan, MapResult, describe_requests, plan_map, run_map
 from .cell import schema_named
 from .chat import Chat, validate
-from .client import Options
+from .wire import Options
 from .config import default_cache_path
 from .display import pick_mode
 from .errors import CellFailed

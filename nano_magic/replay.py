@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .client import Delta, Event, Finish, UsageReport
+from .wire import Delta, Event, Finish, UsageReport
 from .conversation import METADATA_KEY, Conversation, Turn, saved_turn
 from .jsontext import load_json
 from .tokens import count_tokens

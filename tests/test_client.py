@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from nano_magic.client import Client, Delta, Finish, NanoError, Options, Retry, StreamError, UsageReport, build_request
+from nano_magic.client import Client
 from nano_magic.config import Backend, resolve_backend
+from nano_magic.errors import NanoError, StreamError
 from nano_magic.usage import Usage
+from nano_magic.wire import Delta, Finish, Options, Retry, UsageReport, build_request
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOCAL = Backend("OpenAI-compatible server", "http://test/v1", "m")
@@ -283,3 +287,10 @@ def test_a_read_timeout_is_not_called_unreachable() -> None:
         ask(client)
     assert "accepted the connection but sent no answer within 0.5 s (NanoMagics.read_timeout)" in str(info.value)
     assert "Could not reach" not in str(info.value)
+
+
+@pytest.mark.parametrize("module", ["nano_magic.wire", "nano_magic.client", "nano_magic.render"])
+def test_the_pure_modules_import_no_ipython_and_no_widgets(module: str) -> None:
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipywidgets', 'ipykernel')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

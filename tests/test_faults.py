@@ -154,7 +154,7 @@ def test_no_output_ever_shows_the_key(run, fake, monkeypatch) -> None:
 def test_the_sse_parser_never_raises_anything_but_its_own_errors(body: bytes, cuts: list[int]) -> None:
     from tests.test_client import collect
 
-    from nano_magic.client import StreamError
+    from nano_magic.errors import StreamError
 
     pieces, rest = [], body
     for n in cuts:

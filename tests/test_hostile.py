@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 
 from tests.support.fake_server import Call, MidStreamError, Reply, ToolCalls

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nano_magic import tokens
-from nano_magic.client import Options, build_request
+from nano_magic.wire import Options, build_request
 from nano_magic.config import Backend
 
 
