@@ -194,6 +194,17 @@ def test_replay_finds_the_current_notebook_and_answers_without_a_backend(run, fa
     assert fake.requests == []
 
 
+def test_replay_from_configuration_needs_no_command(run, fake, ip, tmp_path, monkeypatch) -> None:
+    path = saved_notebook(tmp_path / "course.ipynb", {"prompt": "Q1", "answer": "Saved one.", "turn": 0})
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))  # how JupyterLab names the open notebook
+    magics = ip.magics_manager.registry["NanoMagics"]
+    magics.replay, magics.replay_speed = "offline", 0.0  # as a course's ipython_config.py would set them
+    assert "Saved one." in run("%%nano\nQ1").stdout
+    refused = run("%%nano\nQ1, edited")
+    assert refused.failed and "no saved answer matches this cell" in refused.shown
+    assert fake.posts() == []
+
+
 def test_replay_matches_the_whole_request(run, fake, ip, tmp_path) -> None:
     path = saved_notebook(tmp_path / "demo.ipynb", {"prompt": "Q1", "answer": "Saved.", "turn": 0, "options": {"temperature": 0.5}})
     run(f"%nano replay {path} --speed 0")
