@@ -20,6 +20,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from tests.support.parts import missing
+
 CHROMIUM = os.environ.get("NANO_CHROMIUM", "/usr/bin/chromium")
 MISSING = [
     part for part, present in (
@@ -29,10 +31,7 @@ MISSING = [
     ) if not present
 ]
 if MISSING:
-    reason = f"the browser test needs {', '.join(MISSING)}; scripts/test installs them"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)  # CI must not pass by skipping the browser
-    pytest.skip(reason, allow_module_level=True)
+    missing(f"the browser test needs {', '.join(MISSING)}; scripts/test installs them", module=True)
 
 from playwright import sync_api  # after the check, so that a missing Playwright skips
 

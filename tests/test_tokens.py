@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from nano_magic import tokens
-from nano_magic.wire import Options, build_request
 from nano_magic.config import Backend
+from nano_magic.wire import Options, build_request
+from tests.support.parts import missing
 
 
 def test_o200k_base_counts_like_the_gpt_4_1_tokenizer(offline_tokenizer) -> None:
     if offline_tokenizer is None:
-        pytest.skip("bpe-openai (the offline copy of o200k_base) is not installed")
+        missing("bpe-openai (the offline copy of o200k_base) is not installed; scripts/test installs it")
     assert tokens.exact_counts()
     assert tokens.count_tokens("Hello world, how are you?") == 7
     assert tokens.count_tokens("<|endoftext|>") > 1, "special tokens count as text"
