@@ -21,8 +21,8 @@ from httpx_sse import EventSource
 from benchmarks.answer import answer, tokens
 from benchmarks.table import Row, emit, median
 from nano_magic.client import Client
-from nano_magic.wire import Options, build_request
 from nano_magic.config import Backend
+from nano_magic.wire import Options, build_request
 
 EVENTS = 100_000
 REPEATS = 5

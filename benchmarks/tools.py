@@ -20,10 +20,10 @@ import httpx
 
 from benchmarks.table import Row, emit, median, ms
 from nano_magic.client import Client
-from nano_magic.wire import Options, ToolCall, build_request
 from nano_magic.config import Backend
 from nano_magic.conversation import step_messages
 from nano_magic.tools import Tool, Toolbox
+from nano_magic.wire import Options, ToolCall, build_request
 from tests.support.fake_server import Call, ChatApi, FakeServer, ToolCalls
 
 ROUNDS = 200

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
-from .wire import Options, Request, build_request
+from .jsontext import answer_json
 from .limiter import Limiter
 from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
 from .tokens import estimate_request, exact_counts
 from .usage import Usage
+from .wire import Options, Request, build_request
 
 if TYPE_CHECKING:
     from .chat import Chat
@@ -217,9 +218,7 @@ def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
         except SchemaError as exc:
             return None, f"The answer does not fit the schema {plan.schema.name}: {(str(exc).splitlines() or ['?'])[0]}."
     if plan.options.json:
-        from .chat import _parse_json
-
-        return _parse_json(text)
+        return answer_json(text)
     return text, None
 
 

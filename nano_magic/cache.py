@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from .jsontext import digest, load_json
 from .usage import Usage
 
 __all__ = ["AnswerCache", "request_key"]
@@ -29,9 +29,7 @@ _LOOKUP_CHUNK = 500
 
 def request_key(url: str, body: Mapping[str, Any]) -> str:
     """The hash of what decides an answer: the endpoint and the body (model, messages, options, schema); never headers."""
-    kept = {k: v for k, v in body.items() if k not in _TRANSPORT_ONLY}
-    canonical = json.dumps([url, kept], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return digest([url, {k: v for k, v in body.items() if k not in _TRANSPORT_ONLY}])
 
 
 class AnswerCache:
@@ -66,7 +64,7 @@ class AnswerCache:
             with self._lock:
                 rows = self._db.execute(f"SELECT key, text, usage FROM answers WHERE key IN ({marks})", chunk).fetchall()
             for key, text, usage in rows:
-                yield key, text, Usage(**json.loads(usage)) if usage else None
+                yield key, text, Usage.from_dict(load_json(usage)) if usage else None
 
     def put(self, key: str, text: str, model: str, usage: Usage | None) -> None:
         """Keep one answer, committed at once."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import threading
 from argparse import Namespace
@@ -14,21 +13,21 @@ from typing import Any, Callable, Iterator, TypeVar
 from IPython.core.error import UsageError
 
 from .chat import Answer, Chat, Interrupted, validate
-from .wire import Options
 from .config import turned_off
 from .context import describe, fence_for
 from .conversation import METADATA_KEY, metadata, step_line
 from .display import View, open_view, pick_mode
 from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend, unexpected
-from .render import to_markdown
+from .jsontext import load_json
+from .render import first_code_block, to_markdown
 from .replay import ReplayStore, current_notebook
 from .schema import OutputSchema, SchemaError
-from .tools import ToolError, Toolbox, tools_from_names
+from .tools import Toolbox, tools_from_names
 from .usage import format_usage
+from .wire import Options
 
 __all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named"]
 
-_CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 NOTES = {
     "length": "The answer hit the token limit and is cut short (raise --max-tokens).",
     "content_filter": "The provider's content filter stopped the answer.",
@@ -116,7 +115,7 @@ def schema_named(shell: Any, name: str | None) -> OutputSchema | None:
     if not name:
         return None
     if name not in shell.user_ns:
-        raise ToolError(f"--schema: there is no variable named {name!r}.")
+        raise SchemaError(f"--schema: there is no variable named {name!r}.")
     try:
         return OutputSchema.from_object(shell.user_ns[name], name)
     except SchemaError as exc:
@@ -248,8 +247,8 @@ def _keep(shell: Any, answer: Answer, args: Namespace) -> None:
     shell.user_ns["_nano"] = answer
     if args.out:
         shell.user_ns[args.out] = answer.text
-    if args.format == "code" and (block := _CODE_BLOCK.search(answer.text)):
-        shell.set_next_input(block.group(2).rstrip("\n"), replace=False)
+    if args.format == "code" and (code := first_code_block(answer.text)) is not None:
+        shell.set_next_input(code, replace=False)
 
 
 def _steps_markdown(steps: list[dict[str, Any]]) -> str:
@@ -265,7 +264,7 @@ def _steps_markdown(steps: list[dict[str, Any]]) -> str:
 def _body_markdown(answer: Answer, args: Namespace) -> str:
     """The answer: pretty JSON in a fenced block when it fits a schema, else the Markdown of its text."""
     if args.schema and answer.json is not None:
-        pretty = json.dumps(json.loads(answer.text), indent=2, ensure_ascii=False)
+        pretty = json.dumps(load_json(answer.text), indent=2, ensure_ascii=False)
         fence = fence_for(pretty)
         return f"{fence}json\n{pretty}\n{fence}"
     return to_markdown(answer.text)

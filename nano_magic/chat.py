@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -12,16 +11,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 import httpx
 
 from .client import AsyncClient, Client
-from .wire import Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
 from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
-from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, StreamError, TurnedOff, unexpected
-from .guard import Meter, check_budget, spent
-from .jsontext import load_json
+from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, TurnedOff, unexpected
+from .guard import Meter, check_budget
+from .jsontext import answer_json
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
-from .usage import Usage, max_output_for
+from .usage import Spend, Usage, max_output_for
+from .wire import Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
 
 if TYPE_CHECKING:
     from .batch import MapPlan, MapResult
@@ -67,6 +66,18 @@ class Answer:
         return to_markdown(self.text)
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What a turn was asked: the prompt, its options, the thread as the request saw it, and where the cell is."""
+
+    prompt: str
+    options: Options
+    seen: Thread
+    cell_id: str | None
+    execution_count: int | None
+    once: bool
+
+
 @dataclass
 class Pending:
     """An answer ready to stream, live or replayed: nothing is sent until `run`."""
@@ -74,7 +85,7 @@ class Pending:
     chat: Chat
     answer: Answer
     events: Iterator[Event] = field(repr=False)
-    turn: tuple[Any, ...] = field(repr=False)
+    asked: Asked = field(repr=False)
     meter: Meter | None = None
     status: str | None = None  # a replayed turn keeps its saved status
     tools: Toolbox = field(default_factory=Toolbox)
@@ -266,14 +277,14 @@ class Chat:
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, toolbox, shape)
         seen = self.scratch_thread(thread, system=system, new=new or once)
-        turn = (text, opts, seen, cell_id, execution_count, once)
+        asked = Asked(text, opts, seen, cell_id, execution_count, once)
         saved = self.saved_answer(text, opts, seen, cell_id, once)
         if saved is not None:
-            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), turn, None, saved.status)
+            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), asked, None, saved.status)
         request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape)
         meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
         answer = Answer(model=request.body["model"], thread=thread, request=request)
-        return Pending(self, answer, self.client.stream(request), turn, meter if opts.stream else None, None, toolbox, shape)
+        return Pending(self, answer, self.client.stream(request), asked, meter if opts.stream else None, None, toolbox, shape)
 
     def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
         """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
@@ -301,7 +312,7 @@ class Chat:
 
         model = request.body["model"]
         estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
-        so_far = spent([*self.ledger, *(("", model, used) for used in this_turn)])
+        so_far = Spend.of([*self.ledger, *(("", model, used) for used in this_turn)])
         check_budget(self.budget, so_far, estimate)
         return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
 
@@ -310,11 +321,12 @@ class Chat:
         """Stream events into the answer, run the tools it calls and ask again, stopping at the budget cap or the step limit."""
         started = time.perf_counter()
         run = _TurnRun(pending.answer, on_delta, on_retry, on_step)
-        text, opts, seen, cell_id = pending.turn[:4]
+        asked = pending.asked
+        opts = asked.options
 
         def settle(status: str) -> Answer:
             answer = run.close(status, time.perf_counter() - started)
-            self._settle(answer, *pending.turn, run.usages, pending.tools, pending.schema)
+            self._settle(answer, asked, run.usages, pending.tools, pending.schema)
             return answer
 
         try:
@@ -333,8 +345,8 @@ class Chat:
                     answer = settle("max_steps")
                     answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
                     return answer
-                messages = _opening(text, opts, seen, cell_id) + step_messages(run.answer.steps, opts.api)
-                request = build_request(self.backend, run.answer.model, seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
+                messages = _opening(asked.prompt, opts, asked.seen, asked.cell_id) + step_messages(run.answer.steps, opts.api)
+                request = build_request(self.backend, run.answer.model, asked.seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
                 try:
                     meter = self._meter(request, opts, run.usages)
                 except OverBudget as exc:  # the calls so far stay in the turn, as at a cap reached mid-stream
@@ -346,12 +358,10 @@ class Chat:
         except KeyboardInterrupt:
             answer = settle("stopped")
             raise Interrupted(answer if answer.text or answer.steps else None) from None
-        except StreamError as exc:
+        except NanoError as exc:  # a broken stream, or a follow-up request that failed after tools ran: keep what arrived
             answer = settle("cut")
             answer.error = str(exc)
             exc.answer = answer if answer.text or answer.steps else None
-            raise
-        except NanoError:
             raise
         except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
             broken = InternalError(unexpected(exc))
@@ -389,13 +399,13 @@ class Chat:
         path = default_cache_path() if cache is True else (cache or None)
         return plan_map(self, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path)
 
-    def _settle(self, answer: Answer, prompt: str, options: Options, seen: Thread, cell_id: str | None,
-                execution_count: int | None, once: bool, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
+    def _settle(self, answer: Answer, asked: Asked, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
         """Account for every request and, once any text or call arrived, write the turn into the real thread."""
+        options, seen, once = asked.options, asked.seen, asked.once
         for used in usages if not answer.replayed else []:
             self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, used))
         if options.json and answer.status == "complete":
-            answer.json, answer.error = _parse_json(answer.text)
+            answer.json, answer.error = answer_json(answer.text)
         if schema is not None and answer.status == "complete":
             try:
                 answer.json = schema.parse(answer.text)
@@ -404,14 +414,14 @@ class Chat:
         if not answer.text and not answer.steps:
             return
         self.last = answer
-        self.conversation.forget_cell(cell_id, keep=None if once else seen.name)
+        self.conversation.forget_cell(asked.cell_id, keep=None if once else seen.name)
         if once:
             return
         thread = self.conversation.thread(seen.name)
         thread.system, thread.turns = seen.system, seen.turns
         usage = answer.usage.to_dict() if answer.usage else None
         chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {})}
-        turn = Turn(prompt, answer.text, answer.model, chosen, usage, answer.status, cell_id, execution_count, answer.steps)
+        turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps)
         answer.turn = thread.record(turn)
 
 
@@ -502,14 +512,3 @@ def _progress_mode(progress: bool | str) -> str:
     from IPython import get_ipython
 
     return "widget" if getattr(get_ipython(), "kernel", None) is not None else "text"
-
-
-def _parse_json(text: str) -> tuple[Any, str | None]:
-    """The JSON value in an answer (a ```json fence is allowed), or an error message."""
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.split("\n", 1)[-1].rsplit("```", 1)[0]
-    try:
-        return load_json(body), None
-    except json.JSONDecodeError as exc:
-        return None, f"The answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the raw text is kept in .text."

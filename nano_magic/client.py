@@ -18,7 +18,17 @@ from .errors import NanoError, StreamError
 from .jsontext import json_object, load_json
 from .usage import Usage
 from .wire import (
-    Delta, Event, Finish, Refusal, Request, Retry, UsageReport, chat_events, complete_events, error_message, responses_events,
+    Delta,
+    Event,
+    Finish,
+    Refusal,
+    Request,
+    Retry,
+    UsageReport,
+    chat_events,
+    complete_events,
+    error_message,
+    responses_events,
 )
 
 __all__ = ["Client", "AsyncClient", "Completion", "AttemptFailed", "backoff", "describe_status", "server_message"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,11 +22,11 @@ from .config import NanoSettings, mask, turned_off
 from .conversation import read_notebook_or_export
 from .errors import OFF_MESSAGE, NoBackend
 from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
-from .guard import budget_line, spent
+from .guard import budget_line
 from .magics import NanoMagics
 from .render import escape_markdown, markdown_table
 from .replay import current_notebook
-from .usage import Usage
+from .usage import Spend
 
 __all__ = ["run_command", "COMMANDS", "Shown"]
 
@@ -137,43 +137,27 @@ def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
     return Shown.say("System message of {}: {}", thread.name, thread.system or "(none)")
 
 
-@dataclass
-class _Spend:
-    """Requests, tokens and dollars added up."""
-
-    requests: int = 0
-    tokens: Usage = field(default_factory=Usage)
-    dollars: float = 0.0
-    unpriced: bool = False
-
-    def add(self, model: str, used: Usage) -> None:
-        cost = used.cost(model)
-        self.requests += 1
-        self.tokens = self.tokens + used
-        self.dollars += cost or 0.0
-        self.unpriced = self.unpriced or cost is None
-
-    def cells(self) -> tuple[int, int, int, str]:
-        money = f"${self.dollars:.6f}" + (" (some models unpriced)" if self.unpriced else "")
-        return self.requests, self.tokens.input_tokens, self.tokens.output_tokens, money
-
-
 def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Tokens and cost per thread in this session, and what was spent against the budget."""
-    cap = "" if chat.budget is None else budget_line(chat.budget, spent(chat.ledger))
+    cap = "" if chat.budget is None else budget_line(chat.budget, Spend.of(chat.ledger))
     if not chat.ledger:
         return Shown.say("No tokens used yet in this session." + ("\n\n{}" if cap else ""), *([cap] if cap else []))
-    per_thread: dict[str, _Spend] = {}
-    total = _Spend()
+    per_thread: dict[str, Spend] = {}
+    total = Spend()
     for thread, model, used in chat.ledger:
-        per_thread.setdefault(thread, _Spend()).add(model, used)
+        per_thread.setdefault(thread, Spend()).add(model, used)
         total.add(model, used)
     rows: list[tuple[object, ...]] = []
     for name, spend in per_thread.items():
         turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else 0
-        rows.append((name, turns, *spend.cells()))
-    rows.append(("total", "", *total.cells()))
+        rows.append((name, turns, *_cells(spend)))
+    rows.append(("total", "", *_cells(total)))
     return Shown.table(("thread", "turns", "requests", "input tokens", "output tokens", "cost"), rows, after=cap)
+
+
+def _cells(spend: Spend) -> tuple[int, int, int, str]:
+    money = f"${spend.dollars:.6f}" + (" (some models unpriced)" if spend.unpriced else "")
+    return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, money
 
 
 def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:

@@ -121,6 +121,7 @@ class WidgetView:
         self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
         self._steps = widgets.HTML("", style=self._text_style, layout=self._layout)
         self._step_lines: list[str] = []
+        self._steps_shown = 0
         self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
         self._body = widgets.VBox([self._tail], layout=self._layout)
         self._box = widgets.VBox([self._header, self._steps, self._body, self._status], layout=self._layout)
@@ -199,12 +200,13 @@ class WidgetView:
         with self._lock:
             pending, self._pending = self._pending, []
             status = self._status_html()
-            steps = "<br>".join(f"<code>{line}</code>" for line in self._step_lines)
+            steps = None if len(self._step_lines) == self._steps_shown else self._step_lines[:]
         for text in pending:
             self._renderer.feed(text)
         frozen, tail = self._renderer.render()
-        if steps != self._steps.value:
-            self._steps.value = steps
+        if steps is not None:  # joined only when a call came in, not on every refresh
+            self._steps_shown = len(steps)
+            self._steps.value = "<br>".join(f"<code>{line}</code>" for line in steps)
         if frozen is not None:
             self._freeze(frozen)
         if tail != self._tail.value:

@@ -3,45 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
 from .errors import OverBudget
 from .tokens import Estimate, count_tokens
-from .usage import Usage
+from .usage import Spend, Usage
 
-__all__ = ["Spent", "Meter", "spent", "check_budget", "budget_line"]
+__all__ = ["Meter", "check_budget", "budget_line"]
 
 RAISE_HINT = "raise it with %config NanoMagics.budget = <dollars> (or NANO_BUDGET before the kernel starts)"
-
-
-@dataclass(frozen=True)
-class Spent:
-    """Dollars spent so far, and whether some of it was on models without a known price (counted as zero)."""
-
-    dollars: float = 0.0
-    unpriced: bool = False
-
-
-def spent(ledger: Iterable[tuple[str, str, Usage]]) -> Spent:
-    """What a ledger of (thread, model, usage) rows cost."""
-    dollars, unpriced = 0.0, False
-    for _, model, used in ledger:
-        cost = used.cost(model)
-        dollars += cost or 0.0
-        unpriced = unpriced or cost is None
-    return Spent(dollars, unpriced)
 
 
 def _unpriced(any_unpriced: bool) -> str:
     return "; models without a known price count as $0" if any_unpriced else ""
 
 
-def budget_line(cap: float, so_far: Spent) -> str:
+def budget_line(cap: float, so_far: Spend) -> str:
     """What was spent against the cap, for `%nano usage`."""
     return f"Budget: ${so_far.dollars:.6f} of the ${cap:.6f} cap is spent{_unpriced(so_far.unpriced)}."
 
 
-def check_budget(cap: float | None, so_far: Spent, estimate: Estimate) -> None:
+def check_budget(cap: float | None, so_far: Spend, estimate: Estimate) -> None:
     """Raise OverBudget, in one line, when the estimated request would take spending past `cap`."""
     if cap is None or so_far.dollars + (estimate.dollars or 0.0) <= cap:
         return

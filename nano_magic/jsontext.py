@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
-__all__ = ["load_json", "json_object"]
+__all__ = ["load_json", "json_object", "answer_json", "digest"]
 
 
 def load_json(text: str | bytes) -> Any:
@@ -28,3 +29,20 @@ def json_object(text: str) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def answer_json(text: str) -> tuple[Any, str | None]:
+    """The JSON value in a model's answer (a ```json fence is allowed), or None and why it is not valid JSON."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[-1].rsplit("```", 1)[0]
+    try:
+        return load_json(body), None
+    except json.JSONDecodeError as exc:
+        return None, f"The answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the raw text is kept in .text."
+
+
+def digest(value: Any) -> str:
+    """The SHA-256 of `value` as canonical JSON (sorted keys, no spaces): equal data, equal digest."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -11,10 +11,10 @@ from IPython.display import display
 from .batch import BadInput, MapPlan, MapResult, describe_requests, plan_map, run_map
 from .cell import schema_named
 from .chat import Chat, validate
-from .wire import Options
 from .config import default_cache_path
 from .display import pick_mode
 from .errors import CellFailed
+from .wire import Options
 
 __all__ = ["run_map_cell"]
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from markdown_it.token import Token
     from mdformat.renderer import RenderContext, RenderTreeNode
 
-__all__ = ["to_html", "to_markdown", "tidy_tail", "StreamRenderer", "MarkdownStream", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
+__all__ = ["to_html", "to_markdown", "first_code_block", "tidy_tail", "StreamRenderer", "MarkdownStream", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
@@ -363,6 +363,11 @@ def _markdown(tokens: list[Token]) -> str:
 def to_markdown(text: str) -> str:
     """The portable Markdown to save: math as `$`/`$$`, code as written, everything else escaped as text."""
     return _markdown(_tokens(text))
+
+
+def first_code_block(text: str) -> str | None:
+    """The code of the answer's first fenced block, as the parser sees it (a fence inside a list or quote too)."""
+    return next((t.content.rstrip("\n") for t in _tokens(text) if t.type == "fence"), None)
 
 
 def escape_markdown(text: str) -> str:

@@ -12,8 +12,6 @@ without a key) still matches the turn its notebook saved.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import time
@@ -21,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .wire import Delta, Event, Finish, UsageReport
 from .conversation import METADATA_KEY, Conversation, Turn, saved_turn
-from .jsontext import load_json
+from .jsontext import digest, load_json
 from .tokens import count_tokens
 from .usage import Usage
+from .wire import Delta, Event, Finish, UsageReport
 
 __all__ = ["DEFAULT_SPEED", "ReplayStore", "current_notebook", "request_key", "replay_events"]
 
@@ -35,20 +33,15 @@ _PIECES = re.compile(r"\s*\S+\s*|\s+")
 _FINISH = {"complete": "stop", "length": "length", "content_filter": "content_filter"}
 
 
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _chain(before: str, turn: Turn) -> str:
     """The digest of the earlier turns once `turn` is added to them."""
-    return _digest([before, turn.prompt, turn.answer])
+    return digest([before, turn.prompt, turn.answer])
 
 
 def request_key(thread: str, system: str | None, earlier: str, prompt: str, options: Mapping[str, Any]) -> str:
     """The match key of a request; `earlier` is the chained digest of the turns before it."""
     read = {k: v for k, v in options.items() if k not in _NOT_READ}
-    return _digest([thread, system, earlier, prompt, read])
+    return digest([thread, system, earlier, prompt, read])
 
 
 def earlier_digest(turns: Iterable[Turn]) -> str:

@@ -206,8 +206,9 @@ def pydantic_ready(cls: Any) -> Any:
     """The type itself, or for a `typing.TypedDict` on Python < 3.12 the same TypedDict rebuilt as pydantic needs it."""
     if not isinstance(cls, type) or not hasattr(cls, "__required_keys__") or sys.version_info >= (3, 12):
         return cls
-    import typing_extensions
     from typing import get_origin, get_type_hints
+
+    import typing_extensions
 
     # With string annotations Python 3.11 cannot see NotRequired[...] itself, so the hints are read again here.
     hints = get_type_hints(cls, include_extras=True)

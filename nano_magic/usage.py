@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
 
-__all__ = ["PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "Usage", "price_for", "max_output_for", "format_usage"]
+__all__ = ["PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "Usage", "Spend", "price_for", "max_output_for", "format_usage"]
 
 # US dollars per one million tokens: (input, cached input, output).
 PRICES: dict[str, tuple[float, float, float]] = {
@@ -79,6 +79,32 @@ class Usage:
     def to_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
         return asdict(self)
+
+
+@dataclass
+class Spend:
+    """Requests, tokens and dollars added up; models without a known price count as $0 and set `unpriced`."""
+
+    requests: int = 0
+    tokens: Usage = field(default_factory=Usage)
+    dollars: float = 0.0
+    unpriced: bool = False
+
+    @classmethod
+    def of(cls, ledger: Iterable[tuple[str, str, Usage]]) -> Spend:
+        """What a ledger of (thread, model, usage) rows cost."""
+        total = cls()
+        for _, model, used in ledger:
+            total.add(model, used)
+        return total
+
+    def add(self, model: str, used: Usage) -> None:
+        """Count one request."""
+        cost = used.cost(model)
+        self.requests += 1
+        self.tokens = self.tokens + used
+        self.dollars += cost or 0.0
+        self.unpriced = self.unpriced or cost is None
 
 
 def _base_name(model: str) -> str:

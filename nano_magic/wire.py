@@ -12,7 +12,7 @@ from .config import Backend
 from .errors import StreamError
 from .jsontext import json_object
 from .schema import OutputSchema
-from .tools import ToolCall, Toolbox
+from .tools import Toolbox, ToolCall
 from .usage import Usage
 
 __all__ = [

@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from nano_magic.conversation import Turn
 from nano_magic.errors import OFF_MESSAGE
 from nano_magic.replay import ReplayStore, replay_events
-from nano_magic.conversation import Turn
 from tests.support.notebooks import notebook
 
 PRICED = "gpt-4.1-nano"  # the fake server serves any model name; this one has a price

@@ -225,8 +225,8 @@ def test_a_server_that_does_not_stream_is_a_plain_message() -> None:
 
 
 def test_retry_after_as_an_http_date_is_the_time_until_then() -> None:
-    from email.utils import format_datetime
     from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
 
     when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=5), usegmt=True)
     replies = iter([httpx.Response(503, headers={"Retry-After": when}), httpx.Response(200, headers={"content-type": "text/event-stream"}, content=cloudflare_stream())])

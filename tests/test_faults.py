@@ -152,9 +152,8 @@ def test_no_output_ever_shows_the_key(run, fake, monkeypatch) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=1, max_value=50), max_size=10))
 def test_the_sse_parser_never_raises_anything_but_its_own_errors(body: bytes, cuts: list[int]) -> None:
-    from tests.test_client import collect
-
     from nano_magic.errors import StreamError
+    from tests.test_client import collect
 
     pieces, rest = [], body
     for n in cuts:

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from nano_magic.chat import Chat, Interrupted
-from nano_magic.tools import Tool, ToolCall, ToolError, Toolbox, tools_from_names
+from nano_magic.tools import Tool, Toolbox, ToolCall, ToolError, tools_from_names
 from tests.support.fake_server import Call, Refuse, Reply, ToolCalls
 
 CALLS: list[tuple[str, dict]] = []
@@ -612,3 +612,17 @@ def test_steps_from_a_shared_notebook_are_reshaped_or_dropped() -> None:
         {"id": "1", "name": "<img src=x onerror=alert(1)>", "arguments": "", "result": "", "error": "5"}]}]
     assert Turn.from_dict({"prompt": "p", "answer": "a", "steps": "junk"}).steps == []
     assert odd.messages()[1]["tool_calls"][0]["function"]["name"] == "<img src=x onerror=alert(1)>"
+
+
+def test_a_failed_request_after_the_tools_ran_keeps_the_calls(chat, fake) -> None:
+    from nano_magic.errors import NanoError
+    from tests.support.fake_server import Status
+
+    fake.queue(ToolCalls([Call("area", '{"r": 3}', id="k1")]), Status(400, {"error": {"message": "bad follow-up"}}))
+    with pytest.raises(NanoError) as info:
+        chat.ask("Area of radius 3?", tools=[area])
+    assert CALLS == [("area", {"r": 3.0})] and "bad follow-up" in str(info.value)
+    kept = info.value.answer
+    assert kept is not None and kept.status == "cut" and kept.steps[0]["calls"][0]["result"] == "28.27"
+    [turn] = chat.conversation.threads["default"].turns
+    assert turn.steps == kept.steps, "the call that ran stays in the history, so the next request carries it"
