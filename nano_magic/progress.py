@@ -132,7 +132,7 @@ class TextBar:
 
 
 class _Silent:
-    """No display (tests, `progress=False`): the summary alone is printed."""
+    """No display (tests, `progress=False`): the caller has the result and its summary."""
 
     def poke(self) -> None:
         """Nothing to refresh."""
