@@ -104,10 +104,10 @@ class NanoSettings(Configurable):
     def _default_cache_path(self) -> str:
         return str(default_cache_path())
 
-    @validate("concurrency")
+    @validate("concurrency", "tool_result_chars")
     def _at_least_one(self, proposal: Any) -> int:
         if proposal["value"] < 1:
-            raise TraitError(f"concurrency must be at least 1, not {proposal['value']}.")
+            raise TraitError(f"{proposal['trait'].name} must be at least 1, not {proposal['value']}.")
         return int(proposal["value"])
 
     @validate("api_key")
