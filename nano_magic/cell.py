@@ -26,7 +26,7 @@ from .tools import Toolbox, tools_from_names
 from .usage import format_usage
 from .wire import Options
 
-__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named"]
+__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named", "ask_once"]
 
 NOTES = {
     "length": "The answer hit the token limit and is cut short (raise --max-tokens).",
@@ -68,6 +68,10 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
         from .map_cell import run_map_cell
 
         return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
+    if args.filter or args.classify or args.reduce:
+        from .verb_cell import run_verb_cell
+
+        return in_one_line(lambda: run_verb_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api)
     try:
@@ -146,8 +150,14 @@ def _prompt(shell: Any, args: Namespace, body: str) -> str:
     return prompt
 
 
+def ask_once(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options,
+             then: Callable[[Answer], None]) -> Answer:
+    """An answer streamed into the live view like any cell's (a --reduce cell's last round); `then` sees it before it shows."""
+    return _ask(shell, chat, settings, args, prompt, options, None, Toolbox(), None, then)
+
+
 def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options, cell_id: str | None,
-         toolbox: Toolbox, schema: OutputSchema | None) -> Answer:
+         toolbox: Toolbox, schema: OutputSchema | None, then: Callable[[Answer], None] | None = None) -> Answer:
     pending = chat.start(
         prompt, thread=args.thread, system=args.system, new=args.new, once=args.once, cell_id=cell_id,
         execution_count=_execution_count(shell), tools=toolbox, schema=schema, **options.__dict__,
@@ -174,6 +184,8 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
         answer, failure, cause = exc.answer, str(exc), exc.__cause__
     except Exception as exc:
         failure, cause = unexpected(exc), exc
+    if answer is not None and then is not None:
+        then(answer)
     return _end_cell(shell, chat, view, args, answer, failure, cause)
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NanoMagics"]
 
-_QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema")
+_QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema", "labels")
 
 
 @magics_class
@@ -68,6 +68,16 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--concurrency", type=int, help="--map: requests in flight at once (default: NanoMagics.concurrency, 8).")
     @argument("--yes", action="store_true", help="--map: send even when the estimate is above NanoMagics.confirm_above.")
     @argument("--no-cache", action="store_true", help="--map: ask afresh instead of reusing cached answers.")
+    @argument("--filter", metavar="VAR", help="Keep the rows of VAR for which the model answers yes to the cell's question "
+              "(a strict boolean per row); as --map for templates, options, cache and progress.")
+    @argument("--classify", metavar="VAR", help="One of --labels per row of VAR (a strict enum per row): a Categorical Series.")
+    @argument("--labels", help="--classify: comma-separated labels, or the name of a list, tuple or Enum in the notebook.")
+    @argument("--reduce", metavar="VAR", help="One answer from all rows of VAR: the lines with placeholders repeat per row, "
+              "rows go in chunks, and the chunks' answers are combined in rounds.")
+    @argument("--chunk-tokens", type=int, help="--reduce: the most tokens (o200k_base) in one request (default 4000).")
+    @argument("--sample", type=int, metavar="N", help="--map, --filter, --classify, --reduce: run on N rows picked at random, "
+              "then estimate the whole input from their measured output.")
+    @argument("--sample-seed", type=int, metavar="S", help="--sample: the seed that picks the rows (default 0).")
     @cell_magic("nano")
     def nano_cell(self, line: str, cell: str) -> None:
         """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.
