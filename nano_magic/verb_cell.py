@@ -85,7 +85,7 @@ def _show_kept(result: FilterResult) -> None:
         display(head.to_frame() if head.ndim == 1 else head)
     else:
         display(pd.Series(list(kept.values() if isinstance(kept, dict) else kept)[:SHOWN_ROWS],
-                          index=list(kept)[:SHOWN_ROWS] if isinstance(kept, dict) else None, dtype=object, name="kept"))
+                          index=list(kept)[:SHOWN_ROWS] if isinstance(kept, dict) else None, dtype=object, name="kept").to_frame())
     print(f"kept {len(kept):,} of {len(result.answers):,}")
 
 

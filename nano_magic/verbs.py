@@ -27,23 +27,29 @@ __all__ = [
 # 4,000 tokens fit the smallest context windows in common use (8k: llama.cpp's usual setting, many local models) with
 # room for the instruction and the answer, and a partial answer over a few thousand tokens stays faithful to its rows.
 DEFAULT_CHUNK_TOKENS = 4_000
-COMBINE = ("These are partial answers to the request above, each written from one part of the rows, in the rows' order. "
-           "Combine them into one answer to the request.")
+COMBINE = "These are partial answers to the request above, from consecutive parts of the rows, in order. Combine them into one answer."
 CUT_NOTE = " […cut: longer than a chunk]"
 MIN_ROOM = 16  # tokens a chunk must leave for rows after the instruction
 
 
 def filter_schema() -> OutputSchema:
-    """The strict schema of a yes/no decision."""
-    shape = {"type": "object", "properties": {"answer": {"type": "boolean"}}, "required": ["answer"], "additionalProperties": False}
-    return OutputSchema.from_object(shape, "yes_or_no")
+    """The strict schema of a yes/no decision: `{"answer": true}` or `{"answer": false}`."""
+    return _one_field("yes_or_no", "answer", bool)
 
 
 def classify_schema(labels: list[str]) -> OutputSchema:
-    """The strict schema of one label out of `labels`."""
-    shape = {"type": "object", "properties": {"label": {"type": "string", "enum": labels}}, "required": ["label"],
-             "additionalProperties": False}
-    return OutputSchema.from_object(shape, "label")
+    """The strict schema of one label out of `labels`: `{"label": "..."}`."""
+    from typing import Literal
+
+    return _one_field("label", "label", Literal[tuple(labels)])
+
+
+def _one_field(name: str, key: str, kind: Any) -> OutputSchema:
+    """A pydantic model of one required field in strict mode (a JSON true, not "yes"), as the run's schema."""
+    from pydantic import ConfigDict, create_model
+
+    model = create_model(name, __config__=ConfigDict(strict=True), **{key: (kind, ...)})
+    return OutputSchema.from_object(model, name)
 
 
 def labels_from(value: Any, name: str = "--labels") -> list[str]:
@@ -239,10 +245,11 @@ class Reducer:
         first, last = (filled[0], filled[-1]) if filled else (len(lines), len(lines) - 1)
         self.head, self.tail = "\n".join(lines[:first]), "\n".join(lines[last + 1:])
         self.chunk_tokens = chunk_tokens
-        self.room = chunk_tokens - count_tokens(self.instruction) - 2 * MESSAGE_OVERHEAD
-        if self.room < MIN_ROOM:
+        self.room = chunk_tokens - count_tokens(self.instruction) - 2 * MESSAGE_OVERHEAD  # for the rows of a chunk
+        self.combine_room = self.room - count_tokens(COMBINE) - MESSAGE_OVERHEAD  # for the partial answers of a combine
+        if self.combine_room < 2 * MIN_ROOM:
             raise BadInput(f"--chunk-tokens {chunk_tokens} leaves no room for rows after the instruction "
-                           f"({chunk_tokens - self.room:,} tokens): raise it.")
+                           f"({chunk_tokens - self.combine_room:,} tokens with the note that combines answers): raise it.")
         row = Template("\n".join(lines[first:last + 1]), items.names)
         self.cut = 0  # rows cut to fit a chunk
         self.model = ""
@@ -252,7 +259,7 @@ class Reducer:
         self.requests = 0
         self.failed: Any = None
         self.stopped = False
-        self.pending = self._pack([row.render(values) for values in items.rows()], self._rows_prompt)
+        self.pending = self._pack([row.render(values) for values in items.rows()], self._rows_prompt, self.room)
 
     @property
     def instruction(self) -> str:
@@ -280,9 +287,9 @@ class Reducer:
             return False
         partials = [str(text) for text in result.answers]
         self.rounds.append(partials)
-        half = max(self.room // 2 - MESSAGE_OVERHEAD, 1)  # each chunk holds at least two partial answers, so rounds shrink
+        half = self.combine_room // 2 - 1  # each combine holds at least two partial answers, so every round shrinks
         parts = [f"Part {i}:\n{text}" for i, text in enumerate(partials, 1)]
-        self.pending = self._pack([_cap(part, half) for part in parts], self._combine_prompt)
+        self.pending = self._pack([_cap(part, half) for part in parts], self._combine_prompt, self.combine_room)
         return True
 
     def result(self, answer: Answer | None, text: str = "", whole: str | None = None) -> ReduceResult:
@@ -306,17 +313,17 @@ class Reducer:
     def _combine_prompt(self, parts: list[str]) -> str:
         return "\n\n".join(part for part in (self.instruction, COMBINE, "\n\n".join(parts)) if part)
 
-    def _pack(self, texts: list[str], prompt: Callable[[list[str]], str]) -> list[str]:
+    def _pack(self, texts: list[str], prompt: Callable[[list[str]], str], room: int) -> list[str]:
         """Consecutive texts in chunks of at most `room` tokens each; a text longer than a chunk is cut with a note."""
         chunks: list[str] = []
         current: list[str] = []
         used = 0
         for text in texts:
-            capped = _cap(text, self.room)
+            capped = _cap(text, room - 1)
             self.cut += capped is not text
             text = capped
             size = count_tokens(text) + 1  # the separator
-            if current and used + size > self.room:
+            if current and used + size > room:
                 chunks.append(prompt(current))
                 current, used = [], 0
             current.append(text)
@@ -335,7 +342,7 @@ def _cap(text: str, tokens: int) -> str:
 
 def combine_requests(reducer: Reducer, bound: float) -> int:
     """How many combine requests follow the first round at most, when every partial answer is `bound` tokens long."""
-    fits = max(2, int(reducer.room // (bound + MESSAGE_OVERHEAD + 4)))
+    fits = max(2, int(reducer.combine_room // (bound + MESSAGE_OVERHEAD)))
     count, requests = len(reducer.pending), 0
     while count > 1:
         count = -(-count // fits)
