@@ -138,9 +138,10 @@ def _reduce(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, o
     if not reached or final is None:
         result = job.result(None)
         shell.user_ns["_nano"] = result
-        if result.stopped:
-            raise CellFailed(f"Stopped by you in round {len(result.rounds) + 1}; the finished chunks are kept in the cache "
-                             "(run the cell again to continue).")
+        unfinished = job.reducer.unfinished
+        if result.stopped and unfinished is not None:
+            raise CellFailed(f"Stopped by you in round {len(result.rounds) + 1}: {unfinished.done:,} of {len(unfinished.answers):,} "
+                             "chunks are done, kept in the cache; run the cell again to continue.")
         chunk, error = next(iter(result.failed.items()))
         raise CellFailed(f"{len(result.failed):,} chunks failed in round {len(result.rounds) + 1} (chunk {chunk}: {error}); "
                          "the others are kept in the cache: run the cell again to retry.")

@@ -259,6 +259,7 @@ class Reducer:
         self.requests = 0
         self.failed: Any = None
         self.stopped = False
+        self.unfinished: MapResult | None = None  # the round that was stopped or had failures
         self.pending = self._pack([row.render(values) for values in items.rows()], self._rows_prompt, self.room)
 
     @property
@@ -283,7 +284,7 @@ class Reducer:
         if not self.rounds:
             self.first_mean = result.output_mean
         if result.stopped or len(result.failed):
-            self.failed, self.stopped = result.failed, result.stopped
+            self.failed, self.stopped, self.unfinished = result.failed, result.stopped, result
             return False
         partials = [str(text) for text in result.answers]
         self.rounds.append(partials)
