@@ -22,11 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from benchmarks.batch import CONCURRENCY, MODEL, R, ROWS, describe, reviews
+from benchmarks.batch import CONCURRENCY, MODEL, ROWS, R, describe, reviews
 from benchmarks.table import Row, emit
 from nano_magic import Chat
 from tests.support.rate_limited import RateLimitedServer
@@ -89,7 +90,7 @@ def reduce_figures() -> dict[str, float]:
     """In this (child) process: peak RSS and CPU outside the requests of `Chat.reduce` over 100,000 rows."""
     import pandas as pd
 
-    import nano_magic.verbs as verbs
+    from nano_magic import verbs
     from nano_magic.batch import plan_map
     from nano_magic.tokens import count_tokens
     from nano_magic.wire import Options

@@ -18,7 +18,7 @@ from .schema import OutputSchema
 from .verbs import RowsRun, plan_rows
 from .wire import Options
 
-__all__ = ["run_map_cell", "check_rows_cell", "plan_cell_rows", "confirm", "run_rows", "end_rows", "cache_path_of", "VERBS"]
+__all__ = ["VERBS", "cache_path_of", "check_rows_cell", "confirm", "end_rows", "plan_cell_rows", "run_map_cell", "run_rows"]
 
 SHOWN_ROWS = 10
 VERBS = ("map", "filter", "classify", "reduce")

@@ -13,13 +13,34 @@ from .batch import BadInput, describe_requests, run_map
 from .cell import ask_once
 from .chat import Answer, Chat
 from .errors import CellFailed
-from .map_cell import (SHOWN_ROWS, cache_path_of, check_rows_cell, concurrency_of, confirm, end_rows, plan_cell_rows,
-                       progress_mode, run_rows)
-from .verbs import (DEFAULT_CHUNK_TOKENS, REDUCE_THREAD, ClassifyResult, FilterResult, ReduceResult, classify_result,
-                    classify_schema, filter_result, filter_schema, labels_from, plan_reduce, run_rounds)
+from .map_cell import (
+    SHOWN_ROWS,
+    cache_path_of,
+    check_rows_cell,
+    concurrency_of,
+    confirm,
+    end_rows,
+    plan_cell_rows,
+    progress_mode,
+    run_rows,
+)
+from .verbs import (
+    DEFAULT_CHUNK_TOKENS,
+    REDUCE_THREAD,
+    ClassifyResult,
+    FilterResult,
+    ReduceResult,
+    classify_result,
+    classify_schema,
+    filter_result,
+    filter_schema,
+    labels_from,
+    plan_reduce,
+    run_rounds,
+)
 from .wire import Options
 
-__all__ = ["run_verb_cell", "count_table"]
+__all__ = ["count_table", "run_verb_cell"]
 
 _NO_SCHEMA = {"filter": "each answer is yes or no", "classify": "each answer is one of --labels", "reduce": "the answer is text"}
 
@@ -80,9 +101,10 @@ def _show_kept(result: FilterResult) -> None:
     import pandas as pd
 
     kept = result.kept
-    if isinstance(kept, (pd.DataFrame, pd.Series)):
-        head = kept.head(SHOWN_ROWS)
-        display(head.to_frame() if head.ndim == 1 else head)
+    if isinstance(kept, pd.Series):
+        display(kept.head(SHOWN_ROWS).to_frame())
+    elif isinstance(kept, pd.DataFrame):
+        display(kept.head(SHOWN_ROWS))
     else:
         display(pd.Series(list(kept.values() if isinstance(kept, dict) else kept)[:SHOWN_ROWS],
                           index=list(kept)[:SHOWN_ROWS] if isinstance(kept, dict) else None, dtype=object, name="kept").to_frame())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 from .batch import MapPlan, MapResult, plan_map
 from .schema import OutputSchema
@@ -19,9 +20,28 @@ if TYPE_CHECKING:
     from .chat import Answer, Chat
 
 __all__ = [
-    "FilterResult", "ClassifyResult", "ReduceResult", "Reducer", "VerbResult", "DEFAULT_CHUNK_TOKENS", "labels_from",
-    "filter_schema", "classify_schema", "take_sample", "whole_estimate", "filter_result", "classify_result", "reduce_rounds",
-    "RowsRun", "plan_rows", "run_rounds", "arun_rounds", "reduce_estimate", "combine_requests", "ReduceRun", "plan_reduce",
+    "DEFAULT_CHUNK_TOKENS",
+    "ClassifyResult",
+    "FilterResult",
+    "ReduceResult",
+    "ReduceRun",
+    "Reducer",
+    "RowsRun",
+    "VerbResult",
+    "arun_rounds",
+    "classify_result",
+    "classify_schema",
+    "combine_requests",
+    "filter_result",
+    "filter_schema",
+    "labels_from",
+    "plan_reduce",
+    "plan_rows",
+    "reduce_estimate",
+    "reduce_rounds",
+    "run_rounds",
+    "take_sample",
+    "whole_estimate",
 ]
 
 # 4,000 tokens fit the smallest context windows in common use (8k: llama.cpp's usual setting, many local models) with
@@ -48,7 +68,8 @@ def _one_field(name: str, key: str, kind: Any) -> OutputSchema:
     """A pydantic model of one required field in strict mode (a JSON true, not "yes"), as the run's schema."""
     from pydantic import ConfigDict, create_model
 
-    model = create_model(name, __config__=ConfigDict(strict=True), **{key: (kind, ...)})
+    fields: dict[str, Any] = {key: (kind, ...)}
+    model = create_model(name, __config__=ConfigDict(strict=True), **fields)
     return OutputSchema.from_object(model, name)
 
 
@@ -240,7 +261,7 @@ class Reducer:
         lines = template.strip().splitlines()
         filled = [i for i, line in enumerate(lines) if Template(line, items.names).fields]
         if not filled and len(items) > 1:
-            names = ", ".join("{%s}" % n for n in items.names)
+            names = ", ".join(f"{{{n}}}" for n in items.names)
             raise BadInput(f"The template has no placeholder, so no row would reach the model; put one of {names} on the row's line.")
         first, last = (filled[0], filled[-1]) if filled else (len(lines), len(lines) - 1)
         self.head, self.tail = "\n".join(lines[:first]), "\n".join(lines[last + 1:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import json
 import random
 import re
@@ -164,7 +165,7 @@ def test_filter_without_out_shows_the_first_kept_rows(run, fake, ip) -> None:
 
 
 def chunk_rows(prompt: str) -> list[int]:
-    return [int(n) for n in re.findall(r"^- row (\d+)$", prompt, re.M)]
+    return [int(n) for n in re.findall(r"^- row (\d+)$", prompt, re.MULTILINE)]
 
 
 def reducer_server(seed: int = 1):
@@ -180,7 +181,7 @@ def reducer_server(seed: int = 1):
             rows = chunk_rows(prompt)
             return f"rows {rows[0]}-{rows[-1]}"
         ranges = [tuple(map(int, m)) for m in re.findall(r"rows (\d+)-(\d+)", prompt)]
-        ordered = all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
+        ordered = all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
         return f"rows {ranges[0][0]}-{ranges[-1][1]}" if ordered else "OUT OF ORDER"
 
     return answer

@@ -10,9 +10,9 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.test_browser import CHROMIUM_ARGS, KERNEL_IDLE, chromium  # noqa: F401 (the fixture), and the page's set-up
 from tests.support.fake_server import FakeServer, Reply
 from tests.support.jupyter_lab import jupyter_lab, tree_url
+from tests.test_browser import CHROMIUM_ARGS, KERNEL_IDLE, chromium  # noqa: F401 (the fixture), and the page's set-up
 
 pytestmark = pytest.mark.browser
 NOTEBOOK = "labels.ipynb"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -36,12 +36,12 @@ def answer(prompt: str) -> str:
     ranges = re.findall(r"rows (\d+)-(\d+)", prompt)
     if ranges:
         return f"rows {ranges[0][0]}-{ranges[-1][1]}"
-    numbers = re.findall(r"^- row (\d+)$", prompt, re.M)
+    numbers = re.findall(r"^- row (\d+)$", prompt, re.MULTILINE)
     return f"rows {numbers[0]}-{numbers[-1]}"
 
 
 def chunk_rows(prompts: Iterable[str]) -> list[int]:
-    return [int(n) for p in prompts for n in re.findall(r"^- row (\d+)$", p, re.M)]
+    return [int(n) for p in prompts for n in re.findall(r"^- row (\d+)$", p, re.MULTILINE)]
 
 
 @pytest.mark.parametrize("verb", ["filter", "classify", "reduce"])
