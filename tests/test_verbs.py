@@ -331,3 +331,45 @@ def test_the_python_methods_give_the_cells_results(fake, tmp_path) -> None:
     assert sampled.whole.startswith("Estimate for all 12 rows: 8 requests to send (4 of 12 items answered from the cache)")
     assert "(1.0 output tokens a request, the sample's measured mean)" in sampled.whole
     assert sampled.answers.index.tolist() == sorted(sampled.answers.index, key=lambda label: int(label[1:]))
+
+
+def test_a_failed_chunk_stops_the_reduce_and_is_listed(run, fake, ip) -> None:
+    from tests.support.fake_server import Status
+
+    ip.user_ns["rows"] = [f"row {i}" for i in range(40)]
+    fake.queue(Status(400, {"error": {"message": "chunk too odd"}}))
+    cell = run("%%nano --reduce rows --chunk-tokens 100 --concurrency 1\nList:\n- {item}")
+    assert cell.failed and "1 chunks failed in round 1 (chunk 0: " in cell.shown and "chunk too odd" in cell.shown
+    result = ip.user_ns["_nano"]
+    assert result.failed.index.tolist() == [0] and result.rounds == [] and result.text == ""
+    sent = len(fake.posts())
+    again = run("%%nano --reduce rows --chunk-tokens 100 --concurrency 1\nList:\n- {item}")
+    assert not again.failed, again.shown
+    assert [prompt_of(p.body) for p in fake.posts()[sent:]][0].startswith("List:\n- row 0\n"), "the failed chunk went again"
+    assert len(fake.posts()) - sent == 1 + len(ip.user_ns["_nano"].rounds) - 1, "then only the combine rounds"
+
+
+def test_map_and_reduce_take_a_sample_too(run, fake, ip) -> None:
+    ip.user_ns["rows"] = pd.DataFrame({"text": [f"row {i}" for i in range(50)]}, index=range(100, 150))
+    mapped = run("%%nano --map rows --sample 5 --sample-seed 9 --out five\nSay {text}")
+    assert not mapped.failed and len(fake.posts()) == 5
+    assert ip.user_ns["five"].index.tolist() == sorted(ip.user_ns["five"].index) and len(ip.user_ns["five"]) == 5
+    assert "Estimate for all 50 rows: 45 requests to send (5 of 50 items answered from the cache)" in mapped.stdout
+    same = run("%%nano --map rows --sample 5 --sample-seed 9 --out again\nSay {text}")
+    assert len(fake.posts()) == 5 and ip.user_ns["again"].index.equals(ip.user_ns["five"].index), "the same seed, the same rows"
+    fake.reply = "partial"
+    reduced = run("%%nano --reduce rows --sample 20 --chunk-tokens 80\nList:\n- {text}")
+    assert not reduced.failed, reduced.shown
+    assert "Estimate (a sample of 20 rows): round 1:" in reduced.stdout
+    assert re.search(r"Estimate for the whole input: round 1: \d+ requests to send: about [\d,]+ input tokens \+ up to [\d,]+ output "
+                     r"tokens \([\d.]+ output tokens a request, the sample's measured mean\)", reduced.stdout), reduced.stdout
+    assert "Then at most" in reduced.stdout and same.stdout
+
+
+def test_the_off_switch_stops_every_verb(run, fake, ip, monkeypatch) -> None:
+    monkeypatch.setenv("NANO_MAGIC_DISABLED", "1")
+    ip.user_ns["rows"] = ["a", "b"]
+    for line in ("--filter rows", "--classify rows --labels x,y", "--reduce rows", "--map rows --sample 1"):
+        cell = run(f"%%nano {line}\nAbout {{item}}")
+        assert "nano_magic is turned off on this server" in cell.stdout
+    assert fake.posts() == []
