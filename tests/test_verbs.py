@@ -8,8 +8,10 @@ import itertools
 import json
 import random
 import re
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -373,3 +375,32 @@ def test_the_off_switch_stops_every_verb(run, fake, ip, monkeypatch) -> None:
         cell = run(f"%%nano {line}\nAbout {{item}}")
         assert "nano_magic is turned off on this server" in cell.stdout
     assert fake.posts() == []
+
+
+def test_the_readme_examples_run(run, fake, ip, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # Chat's default answer cache
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Filter, classify, reduce, preview on a sample", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^ *```(python)?\n(.*?)^ *```", section, re.M | re.S)
+
+    def script(body: dict):
+        shape = json.dumps(body.get("response_format") or {})
+        if "yes_or_no" in shape:
+            return Reply(json.dumps({"answer": "late" in prompt_of(body).split("? ", 1)[1]}))
+        if '"label"' in shape:
+            return Reply(json.dumps({"label": "delivery"}))
+        return Reply("Late deliveries, double charges and a crashing app.")
+
+    fake.script = script
+    assert not run(blocks[0][1]).failed
+    cells = [textwrap.dedent(code) for kind, code in blocks[1:] if not kind]
+    assert len(cells) == 4
+    for cell in cells:
+        shown = run(cell)
+        assert not shown.failed, shown.shown
+    assert ip.user_ns["late"].index.tolist() == [101, 105]
+    assert ip.user_ns["topic"].tolist() == ["delivery"] * 5
+    ip.user_ns["chat"] = Chat(base_url=fake.base_url)
+    python = run(blocks[-1][1])
+    assert not python.failed, python.shown
+    assert ip.user_ns["summary"] == "Late deliveries, double charges and a crashing app." and "Estimate for all 5 rows" in python.stdout
