@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CHUNK_TOKENS",
+    "REDUCE_THREAD",
     "ClassifyResult",
     "FilterResult",
     "ReduceResult",
@@ -93,11 +94,11 @@ def labels_from(value: Any, name: str = "--labels") -> list[str]:
     return labels
 
 
-def take_sample(data: Any, size: int, seed: int | None) -> Any:
+def take_sample(data: Any, size: int, seed: int | None, label: str = "the data") -> Any:
     """`size` rows of `data` picked at random with `seed` (reproducibly), in input order, as the same kind of collection."""
     if size < 1:
         raise BadInput(f"--sample {size} must be at least 1.")
-    total = len(items_of(data, "the data"))
+    total = len(items_of(data, label))
     if size >= total:
         return data
     positions = sorted(random.Random(seed).sample(range(total), size))
@@ -426,7 +427,7 @@ def plan_rows(chat: Chat, data: Any, template: str, options: Options, *, schema:
               concurrency: int, cache_path: str | Path | None, sample: int | None = None, seed: int | None = 0,
               label: str = "the data") -> RowsRun:
     """Plan a map, filter or classify run, on a sample of the rows when `sample` is set."""
-    used = data if sample is None else take_sample(data, sample, seed)
+    used = data if sample is None else take_sample(data, sample, seed, label)
 
     def plan(rows: Any) -> MapPlan:
         return plan_map(chat, rows, template, options, system=system, schema=schema, concurrency=concurrency,
@@ -491,7 +492,7 @@ def plan_reduce(chat: Chat, data: Any, template: str, options: Options, *, syste
     """Pack the rows (a sample of them when `sample` is set) and plan the first round."""
     if options.json:
         raise BadInput("--json does not work with --reduce: the answer is text.")
-    used = data if sample is None else take_sample(data, sample, seed)
+    used = data if sample is None else take_sample(data, sample, seed, label)
 
     def start(rows: Any) -> tuple[Reducer, MapPlan]:
         reducer = Reducer(rows, template, chunk_tokens, label)
