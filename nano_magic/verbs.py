@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .batch import MapPlan, MapResult, plan_map
 from .schema import OutputSchema
@@ -17,7 +17,7 @@ from .usage import Usage
 from .wire import Options
 
 if TYPE_CHECKING:
-    from .chat import Answer, Chat
+    from .chat import Chat
 
 __all__ = [
     "DEFAULT_CHUNK_TOKENS",
@@ -26,6 +26,7 @@ __all__ = [
     "FilterResult",
     "ReduceResult",
     "ReduceRun",
+    "Said",
     "Reducer",
     "RowsRun",
     "VerbResult",
@@ -44,6 +45,15 @@ __all__ = [
     "take_sample",
     "whole_estimate",
 ]
+
+class Said(Protocol):
+    """What a reduce keeps of its last answer (a `chat.Answer`)."""
+
+    text: str
+    model: str
+    usage: Usage | None
+    requests: int
+
 
 # 4,000 tokens fit the smallest context windows in common use (8k: llama.cpp's usual setting, many local models) with
 # room for the instruction and the answer, and a partial answer over a few thousand tokens stays faithful to its rows.
@@ -219,7 +229,7 @@ class ReduceResult:
     failed: Any
     cut: int = 0
     stopped: bool = False
-    answer: Answer | None = None
+    answer: Said | None = None
     whole: str | None = None
 
     @property
@@ -315,7 +325,7 @@ class Reducer:
         self.pending = self._pack([_cap(part, half) for part in parts], self._combine_prompt, self.combine_room)
         return True
 
-    def result(self, answer: Answer | None, text: str = "", whole: str | None = None) -> ReduceResult:
+    def result(self, answer: Said | None, text: str = "", whole: str | None = None) -> ReduceResult:
         """The result so far; `answer` is the last round's, when it was asked."""
         import pandas as pd
 
@@ -470,7 +480,7 @@ class ReduceRun:
         """The estimate line and the worst-case dollars (None when output is not bounded or has no price)."""
         return reduce_estimate(self.reducer, self.first)
 
-    def result(self, answer: Answer | None) -> ReduceResult:
+    def result(self, answer: Said | None) -> ReduceResult:
         """The result, with the whole input's estimate after a sample."""
         whole = None
         if self.whole is not None and answer is not None:
