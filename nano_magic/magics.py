@@ -85,9 +85,15 @@ class NanoMagics(Magics, NanoSettings):
         The answer is kept in `_nano` (.text, .usage, .cost, .status, .json), and the
         conversation carries on in the next %%nano cell of the same thread.
         """
+        args = self._parse(line)
+        if args.map or args.filter or args.classify or args.reduce:
+            from .verb_cell import rows_cell
+
+            rows_cell(self.shell, self.chat, self, args, cell, self._parse(""))
+            return
         from .cell import run_cell
 
-        run_cell(self.shell, self.chat, self, self._parse(line), cell)
+        run_cell(self.shell, self.chat, self, args, cell)
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -30,9 +30,13 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
 _ONLY_FOR = {"--labels": "classify", "--chunk-tokens": "reduce"}
 
 
-def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapResult | None:
-    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped."""
-    check_rows_cell(shell, args, body, "map")
+def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options,
+                 defaults: Namespace) -> MapResult | None:
+    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped.
+
+    `defaults` holds the cell's options as parsed from an empty line, to tell which ones were given.
+    """
+    check_rows_cell(shell, args, body, "map", defaults)
     try:
         schema = schema_named(shell, args.schema)
     except ValueError as exc:
@@ -51,18 +55,12 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
     return result
 
 
-def _parser() -> ArgumentParser:
-    from .magics import NanoMagics
-
-    return NanoMagics.nano_cell.parser
-
-
-def _changed(args: Namespace, flag: str) -> bool:
+def _changed(args: Namespace, defaults: Namespace, flag: str) -> bool:
     dest = flag.removeprefix("--").replace("-", "_")
-    return bool(getattr(args, dest) != _parser().get_default(dest))
+    return bool(getattr(args, dest) != getattr(defaults, dest))
 
 
-def check_rows_cell(shell: Any, args: Namespace, body: str, verb: str) -> None:
+def check_rows_cell(shell: Any, args: Namespace, body: str, verb: str, defaults: Namespace) -> None:
     """The checks every many-rows cell shares: one verb, its variable, a prompt, and no option it would ignore."""
     chosen = [f"--{name}" for name in VERBS if getattr(args, name)]
     if len(chosen) > 1:
@@ -73,10 +71,10 @@ def check_rows_cell(shell: Any, args: Namespace, body: str, verb: str) -> None:
     if not body.strip():
         raise UsageError(f"The cell is empty: write the prompt template under %%nano --{verb}.")
     for flag, why in _NOT_FOR_MAP.items():
-        if _changed(args, flag):
+        if _changed(args, defaults, flag):
             raise UsageError(f"{flag} does not work with --{verb}: each item is one one-shot request, {why}.")
     for flag, owner in _ONLY_FOR.items():
-        if owner != verb and _changed(args, flag):
+        if owner != verb and _changed(args, defaults, flag):
             raise UsageError(f"{flag} works only with --{owner}.")
     if args.sample_seed is not None and args.sample is None:
         raise UsageError("--sample-seed picks the rows of a --sample: add --sample N.")

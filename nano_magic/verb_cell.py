@@ -1,4 +1,4 @@
-"""`%%nano --filter VAR`, `--classify VAR --labels L` and `--reduce VAR` cells, on the `--map` cell's checks, estimate and run."""
+"""Many-rows cells: `--map` dispatched, and `--filter VAR`, `--classify VAR --labels L`, `--reduce VAR` on `--map`'s checks and run."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from IPython.core.error import UsageError
 from IPython.display import display
 
 from .batch import BadInput, describe_requests, run_map
-from .cell import ask_once
+from .cell import ask_once, in_one_line, options_from
 from .chat import Answer, Chat
-from .errors import CellFailed
+from .config import turned_off
+from .errors import OFF_MESSAGE, CellFailed
 from .map_cell import (
     SHOWN_ROWS,
     cache_path_of,
@@ -22,6 +23,7 @@ from .map_cell import (
     end_rows,
     plan_cell_rows,
     progress_mode,
+    run_map_cell,
     run_rows,
 )
 from .verbs import (
@@ -45,11 +47,25 @@ __all__ = ["count_table", "run_verb_cell"]
 _NO_SCHEMA = {"filter": "each answer is yes or no", "classify": "each answer is one of --labels", "reduce": "the answer is text"}
 
 
-def run_verb_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str,
-                  options: Options) -> FilterResult | ClassifyResult | ReduceResult | None:
+def rows_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, defaults: Namespace) -> Any:
+    """A --map, --filter, --classify or --reduce cell: turned off, one line; anything that goes wrong, one line.
+
+    `defaults` holds the cell's options as parsed from an empty line, to tell which ones were given.
+    """
+    if turned_off():
+        print(OFF_MESSAGE)
+        return None
+    options = options_from(args, settings.api)
+    if args.map:
+        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options, defaults))
+    return in_one_line(lambda: run_verb_cell(shell, chat, settings, args, body, options, defaults))
+
+
+def run_verb_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options,
+                  defaults: Namespace) -> FilterResult | ClassifyResult | ReduceResult | None:
     """Run a --filter, --classify or --reduce cell; UsageError for bad input (nothing sent), CellFailed if stopped."""
     verb = next(name for name in ("filter", "classify", "reduce") if getattr(args, name))
-    check_rows_cell(shell, args, body, verb)
+    check_rows_cell(shell, args, body, verb, defaults)
     for flag in ("schema", "json"):
         if getattr(args, flag):
             raise UsageError(f"--{flag} does not work with --{verb}: {_NO_SCHEMA[verb]}.")
