@@ -41,12 +41,12 @@ LATE_STOP = "Stopped by you as the answer ended; what arrived is kept."
 T = TypeVar("T")
 
 
-def options_from(args: Namespace, default_api: str) -> Options:
-    """Cell arguments as request options."""
+def options_from(args: Namespace, default_api: str, default_effort: str | None = None) -> Options:
+    """Cell arguments as request options, over the API and reasoning effort of the settings."""
     return Options(
         model=args.model, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
         seed=args.seed, stop=args.stop, json=args.json, stream=not args.no_stream, api=args.api or default_api,
-        tool_choice=args.tool_choice, max_steps=args.max_steps,
+        tool_choice=args.tool_choice, max_steps=args.max_steps, reasoning_effort=args.reasoning_effort or default_effort,
     )
 
 
@@ -67,9 +67,9 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if args.map:
         from .map_cell import run_map_cell
 
-        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
+        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api, settings.reasoning_effort)))
     prompt = _prompt(shell, args, body)
-    options = options_from(args, settings.api)
+    options = options_from(args, settings.api, settings.reasoning_effort)
     try:
         toolbox, schema = _tools_and_schema(shell, args, settings)
         validate(options, toolbox, schema)

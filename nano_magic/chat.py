@@ -125,6 +125,8 @@ def validate(options: Options, tools: Toolbox | None = None, schema: OutputSchem
         raise ValueError(f"--max-tokens {o.max_tokens} must be greater than 0.")
     if o.api not in ("chat", "responses"):
         raise ValueError(f"--api {o.api} is unknown: use chat or responses.")
+    if o.reasoning_effort is not None and (not o.reasoning_effort.strip() or len(o.reasoning_effort.split()) != 1):
+        raise ValueError(f"--reasoning-effort {o.reasoning_effort!r} must be one word, such as none, low or high.")
     if o.api == "responses" and (o.seed is not None or o.stop is not None):
         raise ValueError("--seed and --stop exist only in Chat Completions: drop them or use --api chat.")
 
@@ -145,9 +147,11 @@ class Chat:
         read_timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        reasoning_effort: str | None = None,
     ) -> None:
         self.conversation = Conversation()
         self.api = api
+        self.reasoning_effort = reasoning_effort  # the default of every request; a request's own option wins
         self.last: Answer | None = None
         self.ledger: list[tuple[str, str, Usage]] = []
         self.budget: float | None = None  # dollars this Chat may spend; None: no cap
@@ -206,6 +210,11 @@ class Chat:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _options(self, options: Mapping[str, Any]) -> Options:
+        """Request options: the given ones over this chat's API and reasoning effort."""
+        given = {k: v for k, v in options.items() if not (k == "reasoning_effort" and v is None)}
+        return Options(**{"api": self.api, "reasoning_effort": self.reasoning_effort, **given})
 
     def models(self, refresh: bool = False) -> list[dict[str, Any]]:
         """The models the server offers (cached)."""
@@ -270,7 +279,7 @@ class Chat:
         `tools` are callables the model may call (each runs in this thread); `schema` is a pydantic model,
         TypedDict, dataclass or JSON Schema dict that the answer must fit.
         """
-        opts = Options(**{"api": self.api, **options})
+        opts = self._options(options)
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
         toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools, tool_result_chars)
@@ -393,7 +402,7 @@ class Chat:
                   cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
         from .batch import plan_map
 
-        opts = Options(**{"api": self.api, **options})
+        opts = self._options(options)
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, schema=shape)
         path = default_cache_path() if cache is True else (cache or None)

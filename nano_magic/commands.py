@@ -156,7 +156,9 @@ def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
 
 
 def _cells(spend: Spend) -> tuple[int, int, int, str]:
-    money = f"${spend.dollars:.6f}" + (" (some models unpriced)" if spend.unpriced else "")
+    if spend.unpriced and not spend.dollars:
+        return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, "price unknown"
+    money = f"${spend.dollars:.6f}" + (" (price unknown for some models)" if spend.unpriced else "")
     return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, money
 
 

@@ -23,6 +23,7 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
     "--tools": "with no tool calls", "--tool-choice": "with no tool calls", "--max-steps": "with no tool calls",
     "--context": "so put what the model needs in the template", "--thread": "in no thread", "--new": "in no thread",
     "--format": "and the answers go to --out or a table",
+    "--image": "so the pictures cannot come with every row",
 }
 
 
