@@ -153,8 +153,8 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
         execution_count=_execution_count(shell), tools=toolbox, schema=schema, **options.__dict__,
     )
     model = pending.answer.model
-    if shutdown := chat.shutdown_date(model):
-        print(f"Warning: the server lists {model} as shutting down on {shutdown}; choose another with -m.")
+    if warning := chat.shutdown_warning(model):
+        print(warning)
     turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
     header += " · replay" if pending.answer.replayed else ""

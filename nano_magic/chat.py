@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import httpx
 
+from .catalogue import offer_lines, suggestions
 from .client import AsyncClient, Client
 from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
 from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, TurnedOff, unexpected
 from .guard import Meter, check_budget
 from .jsontext import answer_json
+from .rejections import ModelMissing
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
@@ -163,6 +165,7 @@ class Chat:
         self._client: Client | None = None
         self._client_key: tuple[Any, ...] = ()
         self._models: list[dict[str, Any]] | None = None
+        self._warned: set[str] = set()  # models whose shutdown date was already pointed out
         self.configure(model=model, base_url=base_url, api_key=api_key, max_retries=max_retries,
                        connect_timeout=connect_timeout, read_timeout=read_timeout)
         if system:
@@ -236,6 +239,22 @@ class Chat:
     def shutdown_date(self, model: str) -> str | None:
         """The shutdown date the server listed for `model`, if the list was already fetched."""
         return next((m.get("shutdown_date") for m in self._models or [] if m.get("id") == model), None)
+
+    def shutdown_warning(self, model: str) -> str | None:
+        """One line, the first time only, when the server lists `model` with a shutdown date."""
+        date = self.shutdown_date(model)
+        if not date or model in self._warned:
+            return None
+        self._warned.add(model)
+        return f"Warning: the server lists {model} as shutting down on {date}; %nano models shows the others, -m NAME picks one."
+
+    def explain_missing(self, missing: ModelMissing) -> ModelMissing:
+        """A missing model's failure with what the server offers instead; nothing is retried and no other model is used."""
+        try:
+            offered = self.models(refresh=True)
+        except NanoError as exc:
+            return ModelMissing(f"{missing}\nThe server's model list could not be read either ({exc}); name a model with -m NAME.", missing.model)
+        return ModelMissing(offer_lines(str(missing), suggestions(missing.model, offered)), missing.model)
 
     def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None,
                 tools: Toolbox | None = None, schema: OutputSchema | None = None) -> Request:
@@ -368,10 +387,12 @@ class Chat:
             answer = settle("stopped")
             raise Interrupted(answer if answer.text or answer.steps else None) from None
         except NanoError as exc:  # a broken stream, or a follow-up request that failed after tools ran: keep what arrived
+            if isinstance(exc, ModelMissing):
+                exc = self.explain_missing(exc)
             answer = settle("cut")
             answer.error = str(exc)
             exc.answer = answer if answer.text or answer.steps else None
-            raise
+            raise exc from None
         except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
             broken = InternalError(unexpected(exc))
             answer = settle("cut")

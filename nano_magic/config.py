@@ -17,13 +17,14 @@ from .errors import NoBackend
 
 __all__ = [
     "Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "default_cache_path", "SETUP_HELP", "turned_off",
-    "budget_from_env",
+    "budget_from_env", "CLOUDFLARE",
 ]
 
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
 GATEWAY_URL = "https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/openai"
 OPENAI_URL = "https://api.openai.com/v1"
 COMPATIBLE = "OpenAI-compatible server"
+CLOUDFLARE = "Cloudflare Workers AI"
 
 SETUP_HELP = """\
 nano_magic has no backend yet. Set one of these, then run the cell again:
@@ -86,7 +87,7 @@ class NanoSettings(Configurable):
         "Reasoning effort for reasoning models (none, minimal, low, medium, high, xhigh, ...), passed on as it is; "
         "None: the model's default."
     )).tag(config=True)
-    prices = Dict(help=(
+    prices = Dict(default_value={}, help=(
         "Price entries that add to or override the shipped table, by model id: "
         "{'my-model': {'input': 0.1, 'cached_input': 0.025, 'output': 0.4, 'longest_output': 32768}} in dollars per 1M tokens."
     )).tag(config=True)
@@ -287,7 +288,7 @@ def _from_cloudflare(env: Mapping[str, str]) -> _Found | None:
     if not gateway:
         url = CLOUDFLARE_URL.format(account=account)
         reason = "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN are set, and no base URL is"
-        backend = Backend("Cloudflare Workers AI", url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN", reason=reason)
+        backend = Backend(CLOUDFLARE, url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN", reason=reason)
         return backend, frozenset({"CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN"})
     # The gateway authenticates itself with the Cloudflare token; the provider key, when given, rides in Authorization.
     url = GATEWAY_URL.format(account=account, gateway=gateway)
