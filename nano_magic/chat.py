@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import httpx
 
@@ -16,6 +16,8 @@ from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
 from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, TurnedOff, unexpected
 from .guard import Meter, check_budget
+from .images import Picture, picture_from, user_message
+from .imagestore import default_store
 from .jsontext import answer_json
 from .rejections import ModelMissing
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
@@ -78,6 +80,7 @@ class Asked:
     cell_id: str | None
     execution_count: int | None
     once: bool
+    pictures: tuple[Picture, ...] = ()
 
 
 @dataclass
@@ -257,10 +260,10 @@ class Chat:
         return ModelMissing(offer_lines(str(missing), suggestions(missing.model, offered)), missing.model)
 
     def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None,
-                tools: Toolbox | None = None, schema: OutputSchema | None = None) -> Request:
+                tools: Toolbox | None = None, schema: OutputSchema | None = None, pictures: Sequence[Picture] = ()) -> Request:
         """The first request a prompt would send, given the thread as it sees it."""
         validate(options, tools, schema)
-        messages = _opening(text, options, thread, cell_id)
+        messages = _opening(text, options, thread, cell_id, pictures)
         return build_request(self.backend, self.model_for(options), thread.system, messages, options, tools, schema)
 
     def scratch_thread(self, name: str, *, system: str | None = None, new: bool = False) -> Thread:
@@ -291,12 +294,15 @@ class Chat:
         tools: Iterable[Tool | Callable[..., Any]] | Toolbox = (),
         schema: Any = None,
         tool_result_chars: int = RESULT_CHARS,
+        images: Iterable[Any] = (),
+        image_detail: str = "auto",
         **options: Any,
     ) -> Pending:
         """Check and prepare an answer without sending anything: bad input, replay misses and the budget raise here.
 
         `tools` are callables the model may call (each runs in this thread); `schema` is a pydantic model,
-        TypedDict, dataclass or JSON Schema dict that the answer must fit.
+        TypedDict, dataclass or JSON Schema dict that the answer must fit; `images` are pictures sent with the
+        prompt (figures, PIL images, uint8 arrays, image bytes, paths, http(s) URLs), seen with `image_detail`.
         """
         opts = self._options(options)
         if not text.strip():
@@ -304,13 +310,18 @@ class Chat:
         toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools, tool_result_chars)
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, toolbox, shape)
+        pictures = tuple(picture_from(image, _label(image), image_detail) for image in images)
         seen = self.scratch_thread(thread, system=system, new=new or once)
-        asked = Asked(text, opts, seen, cell_id, execution_count, once)
+        asked = Asked(text, opts, seen, cell_id, execution_count, once, pictures)
         saved = self.saved_answer(text, opts, seen, cell_id, once)
         if saved is not None:
             return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), asked, None, saved.status)
-        request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape)
+        request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape, pictures=pictures)
         meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
+        store = default_store()
+        for picture in pictures:  # later turns resend the bytes from the store, and %nano load finds them there
+            if not picture.url:
+                store.put(picture.data)
         answer = Answer(model=request.body["model"], thread=thread, request=request)
         return Pending(self, answer, self.client.stream(request), asked, meter if opts.stream else None, None, toolbox, shape)
 
@@ -373,7 +384,7 @@ class Chat:
                     answer = settle("max_steps")
                     answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
                     return answer
-                messages = _opening(asked.prompt, opts, asked.seen, asked.cell_id) + step_messages(run.answer.steps, opts.api)
+                messages = _opening(asked.prompt, opts, asked.seen, asked.cell_id, asked.pictures) + step_messages(run.answer.steps, opts.api)
                 request = build_request(self.backend, run.answer.model, asked.seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
                 try:
                     meter = self._meter(request, opts, run.usages)
@@ -451,13 +462,19 @@ class Chat:
         thread.system, thread.turns = seen.system, seen.turns
         usage = answer.usage.to_dict() if answer.usage else None
         chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {})}
-        turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps)
+        turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps,
+                    [picture.record() for picture in asked.pictures])
         answer.turn = thread.record(turn)
 
 
-def _opening(text: str, options: Options, thread: Thread, cell_id: str | None) -> list[dict[str, Any]]:
-    """The thread's earlier turns and the new prompt, as messages or input items."""
-    return thread.messages(thread.before(cell_id), options.api) + [{"role": "user", "content": text}]
+def _opening(text: str, options: Options, thread: Thread, cell_id: str | None, pictures: Sequence[Picture] = ()) -> list[dict[str, Any]]:
+    """The thread's earlier turns and the new prompt with its pictures, as messages or input items."""
+    return thread.messages(thread.before(cell_id), options.api) + [user_message(text, pictures, options.api)]
+
+
+def _label(image: Any) -> str:
+    """How a failure names a picture given to `Chat.ask`: its path or URL, else its type."""
+    return image if isinstance(image, str) else str(image) if isinstance(image, Path) else type(image).__name__
 
 
 class _TurnRun:

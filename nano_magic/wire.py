@@ -10,6 +10,7 @@ from httpx_sse import ServerSentEvent
 
 from .config import Backend
 from .errors import StreamError
+from .images import shorten_data_urls
 from .jsontext import json_object
 from .schema import OutputSchema
 from .tools import Toolbox, ToolCall
@@ -60,9 +61,10 @@ class Request:
         return "responses" if self.url.endswith("/responses") else "chat"
 
     def describe(self) -> str:
-        """The request as text, with every secret masked."""
+        """The request as text, with every secret masked and each picture's data URL cut to 40 characters and its size."""
         headers = "\n".join(f"{k}: {v}" for k, v in self.backend.masked_headers().items())
-        return self.backend.scrub(f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}")
+        body = json.dumps(shorten_data_urls(self.body), indent=2, ensure_ascii=False)
+        return self.backend.scrub(f"POST {self.url}\n{headers}\n\n{body}")
 
 
 @dataclass(slots=True)
