@@ -191,3 +191,18 @@ def test_the_estimate_counts_pictures_by_size_not_by_base64(run, fake, ip) -> No
     assert with_picture.input_tokens - text_only.input_tokens == 10  # 4 patches x 2.46
     unknown = estimate_request(body, "fake-model", 10)
     assert unknown.unknown_images == 1 and "1 pictures whose tokens are unknown" in unknown.describe()
+
+
+@pytest.mark.server
+def test_the_real_server_takes_a_picture_and_a_reasoning_effort_in_both_turns(ip, run, llama_server, monkeypatch) -> None:
+    """llama.cpp's server (llama-cpp-python) has no vision projector for the tiny model, yet it must take the request
+    shapes: image_url parts in this turn and, resent, in the next, and reasoning_effort, which it ignores."""
+    base_url, model = llama_server
+    monkeypatch.setenv("NANO_BASE_URL", base_url)
+    monkeypatch.setenv("NANO_MODEL", model)
+    ip.user_ns["png"] = encoded(PIL.fromarray(gradient(16, 16)), "PNG")
+    first = run("%%nano --max-tokens 4 --image png --reasoning-effort low\nWhat is this?")
+    second = run("%%nano --max-tokens 4\nAnd now?")
+    assert not first.failed and not second.failed, first.shown + second.shown
+    turns = ip.magics_manager.registry["NanoMagics"].chat.conversation.threads["default"].turns
+    assert [len(t.images) for t in turns] == [1, 0] and all(t.answer for t in turns)
