@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["CLOUDFLARE_TASK", "cloudflare_entries", "suggestions", "offer_lines", "FAMILY_WORDS"]
+__all__ = ["CLOUDFLARE_TASK", "FAMILY_WORDS", "cloudflare_entries", "offer_lines", "suggestions"]
 
 # The task of the models that Workers AI's OpenAI-compatible /ai/v1/chat/completions can call.
 CLOUDFLARE_TASK = "Text Generation"

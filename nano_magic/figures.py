@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["FigureKeeper", "LAST_FIGURE"]
+__all__ = ["LAST_FIGURE", "FigureKeeper"]
 
 
 class FigureKeeper:

@@ -11,15 +11,27 @@ import hashlib
 import io
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .imagestore import ImageStore
 
 __all__ = [
-    "Picture", "BadImage", "picture_from", "from_record", "user_message", "image_tokens", "part_tokens", "record_ok",
-    "MAX_SIDE", "NOT_AVAILABLE", "shorten_data_urls", "thumbnail_markdown", "record_line",
+    "MAX_SIDE",
+    "NOT_AVAILABLE",
+    "BadImage",
+    "Picture",
+    "from_record",
+    "image_tokens",
+    "part_tokens",
+    "picture_from",
+    "record_line",
+    "record_ok",
+    "shorten_data_urls",
+    "thumbnail_markdown",
+    "user_message",
 ]
 
 # OpenAI's vision guide ("Calculating costs"): in high detail an image is first scaled to fit within a 2048 x 2048
@@ -219,10 +231,10 @@ def _patches(width: int, height: int) -> int:
 
 
 def _tiles(width: int, height: int) -> int:
-    scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, 768 / min(width, height))
-    return math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    fit = min(1.0, 2048 / max(width, height))
+    wide, high = width * fit, height * fit
+    short = min(1.0, 768 / min(wide, high))
+    return math.ceil(wide * short / 512) * math.ceil(high * short / 512)
 
 
 def part_tokens(part: Mapping[str, Any], model: str) -> int | None:

@@ -21,11 +21,12 @@ GEMISIS/leviath#333), which comes even when no effort was sent, because such mod
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import NanoError
 
-__all__ = ["ModelMissing", "OptionRejected", "missing_model", "rejected_option", "OUR_OPTION"]
+__all__ = ["OUR_OPTION", "ModelMissing", "OptionRejected", "missing_model", "rejected_option"]
 
 # Wire fields and the cell options that set them.
 OUR_OPTION = {

@@ -10,7 +10,6 @@ import pytest
 
 from nano_magic.images import image_tokens
 from nano_magic.tokens import estimate_request
-
 from tests.support.parts import missing
 
 try:
