@@ -11,7 +11,7 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ __all__ = [
     "BadImage",
     "Picture",
     "from_record",
+    "image_fields",
     "image_tokens",
     "part_tokens",
     "picture_from",
@@ -158,6 +159,21 @@ def _from_bytes(data: bytes, label: str, detail: str) -> Picture:
         image.save(buffer, format=kind)
         data, (width, height) = buffer.getvalue(), size
     return Picture(MEDIA_TYPES[kind], data, width, height, detail=detail)
+
+
+_IMAGE_FIELD = re.compile(r"(?<!\{)\{image:([^{}\n]+)\}(?!\})")  # `{image:column}`, not inside `{{…}}`
+
+
+def image_fields(template: str, names: Sequence[str]) -> tuple[str, tuple[int, ...]]:
+    """A --map template without its `{image:column}` placeholders, and the positions of those columns; BadImage for an unknown one."""
+    columns = []
+    for match in _IMAGE_FIELD.finditer(template):
+        name = match.group(1).strip()
+        if name not in names:
+            available = ", ".join("{image:%s}" % n for n in names)
+            raise BadImage(f"The template uses {{image:{name}}}, which the data does not have; available: {available}.")
+        columns.append(list(names).index(name))
+    return _IMAGE_FIELD.sub("", template).strip(), tuple(columns)
 
 
 def record_ok(record: Any) -> bool:

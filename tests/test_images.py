@@ -205,3 +205,24 @@ def test_the_real_server_takes_a_picture_and_a_reasoning_effort_in_both_turns(ip
     assert not first.failed and not second.failed, first.shown + second.shown
     turns = ip.magics_manager.registry["NanoMagics"].chat.conversation.threads["default"].turns
     assert [len(t.images) for t in turns] == [1, 0] and all(t.answer for t in turns)
+
+
+def test_map_takes_an_image_column(run, fake, ip, tmp_path) -> None:
+    import pandas as pd
+
+    paths = []
+    for index, width in enumerate((10, 20)):
+        (tmp_path / f"{index}.png").write_bytes(encoded(PIL.fromarray(gradient(width, 5)), "PNG"))
+        paths.append(str(tmp_path / f"{index}.png"))
+    ip.user_ns["df"] = pd.DataFrame({"name": ["a", "b"], "plot": [paths[0], PIL.fromarray(gradient(20, 5))]})
+    cell = run("%%nano --map df --no-cache --out said --image-detail low\nDescribe {name}: {image:plot}")
+    assert not cell.failed, cell.shown
+    bodies = sorted((p.body for p in fake.posts()), key=lambda b: b["messages"][0]["content"][0]["text"])
+    assert [b["messages"][0]["content"][0]["text"] for b in bodies] == ["Describe a:", "Describe b:"]
+    sizes = [PIL.open(io.BytesIO(decoded(b["messages"][0]["content"][1]["image_url"]["url"])[1])).size for b in bodies]
+    assert sizes == [(10, 5), (20, 5)] and {b["messages"][0]["content"][1]["image_url"]["detail"] for b in bodies} == {"low"}
+    bad = run("%%nano --map df --no-cache\nDescribe {image:photo}")
+    assert bad.failed and "{image:photo}, which the data does not have" in bad.shown and len(fake.posts()) == 2
+    ip.user_ns["df"] = pd.DataFrame({"plot": [str(tmp_path / "missing.png")]})
+    gone = run("%%nano --map df --no-cache\nDescribe {image:plot}")
+    assert gone.failed and "{image:plot} of item 0" in gone.shown and len(fake.posts()) == 2
