@@ -313,7 +313,7 @@ class Chat:
         pictures = tuple(picture_from(image, _label(image), image_detail) for image in images)
         seen = self.scratch_thread(thread, system=system, new=new or once)
         asked = Asked(text, opts, seen, cell_id, execution_count, once, pictures)
-        saved = self.saved_answer(text, opts, seen, cell_id, once)
+        saved = self.saved_answer(text, opts, seen, cell_id, once, pictures)
         if saved is not None:
             return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), asked, None, saved.status)
         request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape, pictures=pictures)
@@ -325,13 +325,14 @@ class Chat:
         answer = Answer(model=request.body["model"], thread=thread, request=request)
         return Pending(self, answer, self.client.stream(request), asked, meter if opts.stream else None, None, toolbox, shape)
 
-    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
-        """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
+    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool,
+                     pictures: Sequence[Picture] = ()) -> Turn | None:
+        """The saved turn that replays this request (its pictures' hashes included); NoSavedAnswer when replay is offline and none matches."""
         if self.replay_mode == "off" or self.replay_store is None:
             return None
         # One-shot answers are saved without their prompt, so they never match.
         found = None if once else self.replay_store.find(
-            seen.name, seen.system, seen.before(cell_id), text, options.changed(), self.known_model(options))
+            seen.name, seen.system, seen.before(cell_id), text, {**options.changed(), **_picture_keys(pictures)}, self.known_model(options))
         if found is None and self.replay_mode == "offline":
             raise NoSavedAnswer()
         return found
@@ -461,7 +462,8 @@ class Chat:
         thread = self.conversation.thread(seen.name)
         thread.system, thread.turns = seen.system, seen.turns
         usage = answer.usage.to_dict() if answer.usage else None
-        chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {})}
+        chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {}),
+                  **_picture_keys(asked.pictures)}
         turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps,
                     [picture.record() for picture in asked.pictures])
         answer.turn = thread.record(turn)
@@ -470,6 +472,11 @@ class Chat:
 def _opening(text: str, options: Options, thread: Thread, cell_id: str | None, pictures: Sequence[Picture] = ()) -> list[dict[str, Any]]:
     """The thread's earlier turns and the new prompt with its pictures, as messages or input items."""
     return thread.messages(thread.before(cell_id), options.api) + [user_message(text, pictures, options.api)]
+
+
+def _picture_keys(pictures: Sequence[Picture]) -> dict[str, list[str]]:
+    """The pictures as a turn's options name them, so that the replay key covers each one's hash (or URL)."""
+    return {"images": [p.url or p.sha256 for p in pictures]} if pictures else {}
 
 
 def _label(image: Any) -> str:

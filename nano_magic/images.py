@@ -170,7 +170,7 @@ def image_fields(template: str, names: Sequence[str]) -> tuple[str, tuple[int, .
     for match in _IMAGE_FIELD.finditer(template):
         name = match.group(1).strip()
         if name not in names:
-            available = ", ".join("{image:%s}" % n for n in names)
+            available = ", ".join(f"{{image:{n}}}" for n in names)
             raise BadImage(f"The template uses {{image:{name}}}, which the data does not have; available: {available}.")
         columns.append(list(names).index(name))
     return _IMAGE_FIELD.sub("", template).strip(), tuple(columns)

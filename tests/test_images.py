@@ -226,3 +226,17 @@ def test_map_takes_an_image_column(run, fake, ip, tmp_path) -> None:
     ip.user_ns["df"] = pd.DataFrame({"plot": [str(tmp_path / "missing.png")]})
     gone = run("%%nano --map df --no-cache\nDescribe {image:plot}")
     assert gone.failed and "{image:plot} of item 0" in gone.shown and len(fake.posts()) == 2
+
+
+def test_replay_matches_a_picture_by_its_hash(run, fake, ip, tmp_path) -> None:
+    ip.user_ns["png"] = encoded(PIL.fromarray(gradient(40, 30)), "PNG")
+    run("%%nano --image png\nDescribe it.")
+    run(f"%nano export {tmp_path / 'lesson.json'}")
+    run("%nano reset")
+    run(f"%nano replay {tmp_path / 'lesson.json'} --offline --speed 0")
+    replayed = run("%%nano --image png\nDescribe it.")
+    assert not replayed.failed and "replayed" in replayed.shown and len(fake.posts()) == 1
+    run("%nano reset")
+    ip.user_ns["png"] = encoded(PIL.fromarray(gradient(41, 30)), "PNG")
+    other = run("%%nano --image png\nDescribe it.")
+    assert other.failed and "no saved answer matches this cell" in other.shown and len(fake.posts()) == 1
