@@ -276,7 +276,8 @@ class Chat:
         """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived.
 
         `how` takes `start`'s keywords: thread, system, new, once, cell_id, execution_count, tools, schema,
-        tool_result_chars and the request options; `on_step` sees each tool call with its result.
+        tool_result_chars, images, image_detail and the request options (reasoning_effort among them);
+        `on_step` sees each tool call with its result.
         """
         on_step = how.pop("on_step", None)
         return self.start(text, **how).run(on_delta, on_retry, on_step)
