@@ -26,6 +26,7 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
     "--tools": "with no tool calls", "--tool-choice": "with no tool calls", "--max-steps": "with no tool calls",
     "--context": "so put what the model needs in the template", "--thread": "in no thread", "--new": "in no thread",
     "--format": "and the answers go to --out or a table",
+    "--image": "so put an {image:column} placeholder in the template",
 }
 _ONLY_FOR = {"--labels": "classify", "--chunk-tokens": "reduce"}
 
@@ -98,7 +99,7 @@ def plan_cell_rows(shell: Any, chat: Chat, settings: Any, args: Namespace, body:
         validate(options, schema=schema)
         return plan_rows(chat, shell.user_ns[name], body, options, schema=schema, system=args.system,
                          concurrency=concurrency_of(args, settings), cache_path=cache_path_of(args, settings),
-                         sample=args.sample, seed=args.sample_seed or 0, label=name)
+                         sample=args.sample, seed=args.sample_seed or 0, label=name, image_detail=args.image_detail)
     except (BadInput, ValueError) as exc:
         raise UsageError(str(exc)) from None
 

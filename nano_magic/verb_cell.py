@@ -55,7 +55,7 @@ def rows_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str,
     if turned_off():
         print(OFF_MESSAGE)
         return None
-    options = options_from(args, settings.api)
+    options = options_from(args, settings.api, settings.reasoning_effort)
     if args.map:
         return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options, defaults))
     return in_one_line(lambda: run_verb_cell(shell, chat, settings, args, body, options, defaults))

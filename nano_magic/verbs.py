@@ -26,9 +26,9 @@ __all__ = [
     "FilterResult",
     "ReduceResult",
     "ReduceRun",
-    "Said",
     "Reducer",
     "RowsRun",
+    "Said",
     "VerbResult",
     "arun_rounds",
     "classify_result",
@@ -435,13 +435,13 @@ class RowsRun:
 
 def plan_rows(chat: Chat, data: Any, template: str, options: Options, *, schema: OutputSchema | None, system: str | None,
               concurrency: int, cache_path: str | Path | None, sample: int | None = None, seed: int | None = 0,
-              label: str = "the data") -> RowsRun:
+              label: str = "the data", image_detail: str = "auto") -> RowsRun:
     """Plan a map, filter or classify run, on a sample of the rows when `sample` is set."""
     used = data if sample is None else take_sample(data, sample, seed, label)
 
     def plan(rows: Any) -> MapPlan:
         return plan_map(chat, rows, template, options, system=system, schema=schema, concurrency=concurrency,
-                        cache_path=cache_path, label=label)
+                        cache_path=cache_path, label=label, image_detail=image_detail)
 
     return RowsRun(used, plan(used), None if used is data else lambda: plan(data))
 
