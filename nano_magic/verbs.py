@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .batch import MapPlan, MapResult, plan_map
+from .images import image_fields
 from .schema import OutputSchema
 from .template import BadInput, Template, items_of
 from .tokens import MESSAGE_OVERHEAD, count_tokens, cut_tokens
@@ -269,6 +270,8 @@ class Reducer:
             raise BadInput(f"--chunk-tokens {chunk_tokens} must be at least 1.")
         items = items_of(data, label)
         self.rows = len(items)
+        if image_fields(template, items.names)[1]:
+            raise BadInput("--reduce sends text: {image:column} works with --map, --filter and --classify.")
         lines = template.strip().splitlines()
         filled = [i for i, line in enumerate(lines) if Template(line, items.names).fields]
         if not filled and len(items) > 1:

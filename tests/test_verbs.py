@@ -287,6 +287,7 @@ def test_estimates_state_their_output_bound_and_an_unbounded_run_asks_sooner(run
     ("--filter rows --sample 0", "{item}", "--sample 0 must be at least 1"),
     ("--filter rows --sample-seed 3", "{item}", "--sample-seed picks the rows of a --sample"),
     ("--reduce rows", "Summarise", "no row would reach the model"),
+    ("--reduce rows", "Describe {image:item}\n- {item}", "--reduce sends text: {image:column} works with --map"),
     ("--filter nowhere", "{item}", "--filter: there is no variable named 'nowhere'"),
     ("--reduce rows --thread t", "{item}", "--thread does not work with --reduce"),
 ])
