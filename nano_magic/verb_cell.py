@@ -42,7 +42,7 @@ from .verbs import (
 )
 from .wire import Options
 
-__all__ = ["count_table", "run_verb_cell"]
+__all__ = ["count_table", "rows_cell", "run_verb_cell"]
 
 _NO_SCHEMA = {"filter": "each answer is yes or no", "classify": "each answer is one of --labels", "reduce": "the answer is text"}
 
