@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import random
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
 from .jsontext import answer_json
 from .limiter import Limiter
+from .loops import on_worker_loop
 from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
 
-T = TypeVar("T")
 SHOWN_FAILURES = 3
 DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}  # nullable: failed rows stay <NA>
 
@@ -286,32 +284,7 @@ def run_map(plan: MapPlan, **run_options: Any) -> MapResult:
 
     Ctrl-C (a kernel interrupt) cancels the requests in flight and returns the result so far, with `stopped` set.
     """
-    return _in_thread(lambda: arun_map(plan, partial_on_cancel=True, **run_options))
-
-
-def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on a new loop in a worker thread while this one waits; Ctrl-C cancels it and waits for its end."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="nano-map", daemon=True)
-    thread.start()
-    future = asyncio.run_coroutine_threadsafe(make(), loop)
-    try:
-        while True:
-            try:
-                return future.result(timeout=0.1)
-            except concurrent.futures.TimeoutError:
-                continue
-            except KeyboardInterrupt:
-                loop.call_soon_threadsafe(_cancel_all, loop)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-
-
-def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
+    return on_worker_loop(lambda: arun_map(plan, partial_on_cancel=True, **run_options), name="nano-map")
 
 
 def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
