@@ -144,7 +144,7 @@ out = {{}}
 for name in ("array", "frame", "list", "endless"):
     start = time.perf_counter()
     call = box.run(ToolCall(name, name, "{{}}"))
-    out[name] = [time.perf_counter() - start, call.result[-60:], len(call.result), call.error]
+    out[name] = [time.perf_counter() - start, call.result[-80:], len(call.result), call.error]
 print(json.dumps(out))
 '''
 
