@@ -366,13 +366,32 @@ def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
     types = schema.fields()
     names = list(types) or list(dict.fromkeys(name for record in records for name in record))
     columns = {}
+    typed = schema.python_types()
     for name in names:
         cells = [record.get(name) for record in records]
+        if name in typed:
+            columns[name] = _typed_column(name, typed[name], values, schema, index)
+            continue
         try:
             columns[name] = pd.Series(cells, index=index, dtype=DTYPES.get(types.get(name) or "", object))
         except (TypeError, ValueError, OverflowError):  # e.g. an integer beyond int64: kept as Python objects
             columns[name] = pd.Series(cells, index=index, dtype=object)
     return pd.DataFrame(columns, index=index)
+
+
+def _typed_column(name: str, kind: type, values: list[Any], schema: OutputSchema, index: Any) -> Any:
+    """A datetime, date, Decimal or Enum field as a column of that type: datetime64, dates, Decimals, or a categorical of the members."""
+    import datetime
+    import enum
+
+    import pandas as pd
+
+    cells = [None if value is None else schema.dump_python(value).get(name) for value in values]
+    if issubclass(kind, datetime.datetime):
+        return pd.Series(pd.to_datetime(cells, utc=any(getattr(c, "tzinfo", None) for c in cells)), index=index)
+    if issubclass(kind, enum.Enum):
+        return pd.Series(pd.Categorical(cells, categories=list(kind)), index=index)
+    return pd.Series(cells, index=index, dtype=object)  # date and Decimal: pandas has no such dtype, so the values stay themselves
 
 
 def describe_requests(plan: MapPlan) -> str:
