@@ -109,8 +109,13 @@ def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: 
     for row in items.rows():
         plan.keys.append(request_key(url, plan.request(compiled.render(row)).body))
     if cache_path is not None:
-        plan.cache = AnswerCache(cache_path)
-        plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+        try:
+            plan.cache = AnswerCache(cache_path)
+            plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+        except (sqlite3.Error, OSError) as exc:
+            plan.close()
+            raise BadInput(f"The answer cache {cache_path} cannot be read ({type(exc).__name__}: {exc}); "
+                           "turn it off with --no-cache (cache=False) or choose another NanoMagics.cache_path.") from None
     _plan_jobs(plan)
     return plan
 
