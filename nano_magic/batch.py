@@ -197,6 +197,7 @@ class _Run:
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
             self.tally.usage = self.tally.usage + completion.usage
+        error: str | None
         if completion.refusal:
             value, error = None, f"The model refused: {' '.join(completion.refusal.split())}"
         elif completion.finish_reason == "length":
@@ -285,7 +286,7 @@ async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: L
             await _send(run, client, limiter, job, max_retries)
         except TooLarge as exc:
             run.failed(job, str(exc))
-        except Exception as exc:  # whatever goes wrong with one item (our own bug included) fails that item alone
+        except Exception as exc:  # noqa: BLE001  # whatever goes wrong with one item (our own bug included) fails that item alone
             run.failed(job, f"nano_magic failed on this item ({' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]}).")
 
 
@@ -393,7 +394,7 @@ def _typed_column(name: str, kind: type, values: list[Any], schema: OutputSchema
 
     cells = [None if value is None else schema.dump_python(value).get(name) for value in values]
     if issubclass(kind, datetime.datetime):
-        return pd.Series(pd.to_datetime(cells, utc=any(getattr(c, "tzinfo", None) for c in cells)), index=index)
+        return pd.Series(pd.to_datetime(pd.Series(cells, dtype=object), utc=any(getattr(c, "tzinfo", None) for c in cells)).array, index=index)
     if issubclass(kind, enum.Enum):
         return pd.Series(pd.Categorical(cells, categories=list(kind)), index=index)
     return pd.Series(cells, index=index, dtype=object)  # date and Decimal: pandas has no such dtype, so the values stay themselves

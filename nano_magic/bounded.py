@@ -13,7 +13,7 @@ from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from pathlib import PurePath
 from typing import Any
 
-__all__ = ["bounded_text", "TABLE_ROWS", "TABLE_COLUMNS"]
+__all__ = ["TABLE_COLUMNS", "TABLE_ROWS", "bounded_text"]
 
 TABLE_ROWS = 50
 TABLE_COLUMNS = 50

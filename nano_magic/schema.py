@@ -178,7 +178,7 @@ class OutputSchema:
                 raise SchemaError(f"{_where(first['loc'])}: {first['msg']}") from None
             except KeyboardInterrupt:
                 raise
-            except BaseException as exc:  # a validator of the user's raised something pydantic does not wrap (AttributeError, SystemExit…)
+            except BaseException as exc:  # noqa: BLE001  # a validator of the user's raised something pydantic does not wrap (AttributeError, SystemExit…)
                 raise SchemaError(f"its validator raised {type(exc).__name__}: {_first_line(exc)}") from None
         from jsonschema import validators
         from jsonschema.exceptions import best_match

@@ -109,7 +109,7 @@ class _Field:
         if _missing(value):
             return ""
         if self.conversion:
-            value = {"r": repr, "s": str, "a": ascii}[self.conversion](value)
+            value = repr(value) if self.conversion == "r" else ascii(value) if self.conversion == "a" else str(value)
         try:
             return format(value, self.spec)
         except (TypeError, ValueError) as exc:

@@ -173,7 +173,7 @@ class Toolbox:
             text, cut = self._text(tool.function(*positional, **kwargs))
         except KeyboardInterrupt:  # Ctrl-C stops the cell
             raise
-        except BaseException as exc:  # the tool's own failure (SystemExit too) goes back to the model, as does a failing repr
+        except BaseException as exc:  # noqa: BLE001  # the tool's own failure (SystemExit too) goes back to the model, as does a failing repr
             return self._failed(call, f"{type(exc).__name__}: {exc}")
         call.result, call.error = self._noted(text, cut), None
         return call

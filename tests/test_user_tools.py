@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -151,7 +151,7 @@ print(json.dumps(out))
 
 def test_huge_and_endless_results_take_little_time_and_memory_under_a_memory_limit() -> None:
     """Under 50 MB of headroom, each result becomes its 4,000 characters in under 0.5 s."""
-    done = subprocess.run([sys.executable, "-c", PROBE.format(headroom=50 * 2**20)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(headroom=50 * 2**20)], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout)
     for name, (seconds, tail, size, error) in figures.items():
