@@ -79,7 +79,7 @@ class Template:
                 literal = []
             elif name.isidentifier():
                 available = ", ".join("{%s}" % n for n in self.names)
-                raise BadInput(f"The template uses {token}, but the data has no {name!r}; available: {available}.")
+                raise BadInput(f"The template uses {token}, which the data does not have; available: {available}.")
             else:
                 literal.append(token)
         literal.append(text[start:])

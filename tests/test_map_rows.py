@@ -108,7 +108,7 @@ def test_a_placeholder_naming_no_column_is_refused_before_anything_is_sent(run, 
     cell = run(f"%%nano --map books\n{body}")
     assert cell.failed and fake.requests == []
     (line,) = [s for s in cell.shown.splitlines() if s.strip()]
-    assert "the data has no 'titel'; available: {title}, {price}." in line
+    assert f"The template uses {body.removeprefix('Book ')}, which the data does not have; available: {{title}}, {{price}}." in line
 
 
 def test_templates_format_like_str_format() -> None:
