@@ -174,7 +174,7 @@ class Toolbox:
         except KeyboardInterrupt:  # Ctrl-C stops the cell
             raise
         except BaseException as exc:  # noqa: BLE001  # the tool's own failure (SystemExit too) goes back to the model, as does a failing repr
-            return self._failed(call, f"{type(exc).__name__}: {exc}")
+            return self._failed(call, _reason(exc))
         call.result, call.error = self._noted(text, cut), None
         return call
 
@@ -192,6 +192,15 @@ class Toolbox:
 
     def _noted(self, text: str, cut: bool) -> str:
         return text + f"\n[cut: only the first {self.result_chars} characters of the result are shown]" if cut else text
+
+
+def _reason(exc: BaseException) -> str:
+    """`Type: message`, even when the exception's own `__str__` fails."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001  # a hostile exception still names its type
+        message = "(its message could not be shown)"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 async def _settled(value: Any, most: int) -> Any:
