@@ -368,7 +368,7 @@ def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
     """
     import pandas as pd
 
-    records = [{} if value is None else schema.dump(value) for value in values]
+    records = [_record(schema.dump, value) for value in values]
     types = schema.fields()
     names = list(types) or list(dict.fromkeys(name for record in records for name in record))
     columns = {}
@@ -385,6 +385,17 @@ def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
     return pd.DataFrame(columns, index=index)
 
 
+def _record(dump: Callable[[Any], Any], value: Any) -> dict[str, Any]:
+    """One answer's fields; none when it failed, or when a serializer of the user's raises (the row's cells stay missing)."""
+    if value is None:
+        return {}
+    try:
+        record = dump(value)
+    except Exception:  # noqa: BLE001  # the user's own serializer: the answer is still in _nano.answers
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _typed_column(name: str, kind: type, values: list[Any], schema: OutputSchema, index: Any) -> Any:
     """A datetime, date, Decimal or Enum field as a column of that type: datetime64, dates, Decimals, or a categorical of the members."""
     import datetime
@@ -392,10 +403,12 @@ def _typed_column(name: str, kind: type, values: list[Any], schema: OutputSchema
 
     import pandas as pd
 
-    cells = [None if value is None else schema.dump_python(value).get(name) for value in values]
+    cells = [_record(schema.dump_python, value).get(name) for value in values]
     if issubclass(kind, datetime.datetime):
         return pd.Series(pd.to_datetime(pd.Series(cells, dtype=object), utc=any(getattr(c, "tzinfo", None) for c in cells)).array, index=index)
-    if issubclass(kind, enum.Enum):
+    if issubclass(kind, enum.Enum):  # members, also where the model keeps only their values (use_enum_values)
+        members = {member.value: member for member in kind}
+        cells = [c if c is None or isinstance(c, kind) else members.get(c) for c in cells]
         return pd.Series(pd.Categorical(cells, categories=list(kind)), index=index)
     return pd.Series(cells, index=index, dtype=object)  # date and Decimal: pandas has no such dtype, so the values stay themselves
 
