@@ -17,6 +17,7 @@ from pydantic import BaseModel, field_validator
 
 from nano_magic import Chat
 from nano_magic.limiter import Limiter, TooLarge
+from nano_magic.progress import Tally
 from nano_magic.template import BadInput, Template
 from tests.support.fake_server import Reply
 from tests.support.notebooks import notebook, run_notebook
@@ -205,6 +206,8 @@ def test_every_limiter_wait_is_bounded_and_told() -> None:
 
     asyncio.run(main())
     assert told and 0 < told[0] <= MAX_WAIT
+    tally = Tally(3, waiting_until=time.monotonic() + told[0])
+    assert "waiting 2 min 00 s for the rate limit" in tally.line(), "the progress bar shows the wait"
 
 
 def test_a_cache_that_cannot_write_keeps_every_answer_with_one_warning(fake, tmp_path) -> None:
