@@ -106,7 +106,7 @@ def _chain(value: BaseException) -> list[BaseException]:
 def _link(value: BaseException, cells: Mapping[str, int]) -> Link:
     frames = [f for f in traceback.extract_tb(value.__traceback__) if f.filename in cells]
     if isinstance(value, SyntaxError) and value.filename in cells:
-        frames.append(traceback.FrameSummary(value.filename, value.lineno or 0, "<cell>", line=value.text or ""))
+        frames.append(traceback.FrameSummary(str(value.filename), value.lineno or 0, "<cell>", line=value.text or ""))
     kind = type(value).__qualname__
     if type(value).__module__ not in ("builtins", "__main__"):  # named as the traceback names it, so its prefix comes off
         kind = f"{type(value).__module__}.{kind}"
