@@ -9,26 +9,25 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, TypeVar
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
+from .gate import MAP_LABEL, Gate, Hold
 from .jsontext import answer_json
 from .limiter import Limiter
 from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
 from .tokens import estimate_request, exact_counts
-from .usage import Usage
+from .usage import Usage, max_output_for
 from .wire import Options, Request, build_request
-
-if TYPE_CHECKING:
-    from .chat import Chat
 
 __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
 
 T = TypeVar("T")
 SHOWN_FAILURES = 3
+NOT_SENT = "Not sent: it would have passed the budget cap."
 DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}  # nullable: failed rows stay <NA>
 
 
@@ -46,7 +45,7 @@ class _Job:
 class MapPlan:
     """Everything decided before a request is sent: the requests, what the cache holds, and the estimate."""
 
-    chat: Chat
+    gate: Gate
     items: Items
     template: Template
     model: str
@@ -63,7 +62,7 @@ class MapPlan:
 
     def request(self, prompt: str) -> Request:
         """The request for one item's prompt."""
-        return build_request(self.chat.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options,
+        return build_request(self.gate.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options,
                              schema=self.schema)
 
     def first_requests(self, count: int = 2) -> list[Request]:
@@ -93,7 +92,7 @@ class MapPlan:
             self.cache.close()
 
 
-def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
+def plan_map(gate: Gate, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
              concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data") -> MapPlan:
     """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
@@ -103,8 +102,8 @@ def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: 
     if not compiled.fields and len(items) > 1:
         names = ", ".join("{%s}" % n for n in items.names)
         raise BadInput(f"The template has no placeholder, so every request would be the same; use one of {names}.")
-    model = chat.model_for(options)
-    plan = MapPlan(chat, items, compiled, model, system, options, schema, [], {}, [], concurrency)
+    model = gate.model_for(options.model)
+    plan = MapPlan(gate, items, compiled, model, system, options, schema, [], {}, [], concurrency)
     url = plan.request("").url
     for row in items.rows():
         plan.keys.append(request_key(url, plan.request(compiled.render(row)).body))
@@ -146,6 +145,8 @@ class MapResult:
     cached: int
     throttled: int
     stopped: bool = False
+    status: Any = None  # per item: answered, cached, failed, or budget (not sent: the next item would have passed the cap)
+    capped: str = ""  # one line when the budget stopped the run
 
     @property
     def cost(self) -> float | None:
@@ -168,9 +169,9 @@ class MapResult:
             parts.append(f"${self.cost:.4f}")
         parts += [f"{self.elapsed:.1f} s", f"{self.throttled:,} × 429"] + (["stopped by you"] if self.stopped else [])
         line = " · ".join(parts)
-        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES]]
+        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES] if error != NOT_SENT]
         more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
-        return "\n".join([line, *shown, *more])
+        return "\n".join([line, *shown, *more, *([self.capped] if self.capped else [])])
 
     def __repr__(self) -> str:
         return self.summary()
@@ -185,6 +186,7 @@ class _Run:
         self.poke = poke
         self.answers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        self.unsent: set[str] = set()  # not sent: the budget cap was reached
 
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
@@ -209,6 +211,10 @@ class _Run:
         self.tally.failed += job.rows
         self.poke()
 
+    def not_sent(self, job: _Job) -> None:
+        self.unsent.add(job.key)
+        self.failed(job, NOT_SENT)
+
 
 def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
     """An answer as the result holds it: text, parsed JSON, or the schema's validated value; or why it is not valid."""
@@ -223,13 +229,29 @@ def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
 
 
 async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int) -> None:
-    """Send one job until it is answered or fails for good; each retry follows a failure, so none is answered twice."""
+    """Hold the job's worst case against the budget, then send it until it is answered or fails for good.
+
+    Each retry follows a failure, so none is answered twice. When the hold would pass the cap, nothing more is sent.
+    """
+    plan = run.plan
+    bound = plan.options.max_tokens
+    hold = plan.gate.hold(plan.model, job.tokens - (bound or 0), bound or max_output_for(plan.model), MAP_LABEL, strict=False)
+    if hold is None:
+        run.not_sent(job)
+        return
+    try:
+        await _attempts(run, client, limiter, job, max_retries, hold)
+    finally:
+        hold.release()
+
+
+async def _attempts(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int, hold: Hold) -> None:
     request = run.plan.request(job.prompt)
     for attempt in range(max_retries + 1):
         mark = await limiter.acquire(job.tokens)
         run.tally.concurrency = limiter.limit
         try:
-            completion = await client.complete(request)
+            completion = await run.plan.gate.complete(client, request, hold)
         except AttemptFailed as failure:
             throttled = failure.status == 429
             await limiter.settle(mark, failure.headers, throttled=throttled, retry_after=failure.retry_after, ok=False)
@@ -250,7 +272,10 @@ async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max
 
 async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: Limiter, max_retries: int) -> None:
     for job in jobs:  # one shared iterator: each job goes to exactly one worker
-        await _send(run, client, limiter, job, max_retries)
+        if run.unsent:  # the cap was reached: the rest is not sent, what is in flight finishes
+            run.not_sent(job)
+        else:
+            await _send(run, client, limiter, job, max_retries)
 
 
 async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float = 10.0, transport: Any = None,
@@ -260,15 +285,20 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
     A cancelled run raises CancelledError as asyncio expects, or with `partial_on_cancel` returns what is done.
     """
     concurrency = plan.concurrency
+    try:
+        plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
+        client = plan.gate.async_client(concurrency, transport)
+    except BaseException:
+        plan.close()
+        raise
     tally = Tally(len(plan.keys), plan.model, done=plan.cached_rows, cached=plan.cached_rows, concurrency=concurrency)
     bar = open_bar(progress, tally, refresh_rate)
     run = _Run(plan, tally, bar.poke)
     limiter = Limiter(concurrency)
-    client = plan.chat.async_client(concurrency, transport)
     stopped = False
     try:
         jobs = iter(plan.jobs)
-        workers = [_work(run, jobs, client, limiter, plan.chat.max_retries) for _ in range(min(concurrency, len(plan.jobs)))]
+        workers = [_work(run, jobs, client, limiter, plan.gate.max_retries) for _ in range(min(concurrency, len(plan.jobs)))]
         await asyncio.gather(*workers)
     except asyncio.CancelledError:
         stopped = True
@@ -328,6 +358,7 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         values.append(run.answers.get(key))
     failed = {label: run.errors[key] for label, key in zip(index, plan.keys) if key in run.errors}
     failures = pd.Series(failed, dtype="string", name="error")
+    status = pd.Series([_status(key, plan, run) for key in plan.keys], index=index, dtype="string", name="status")
     if plan.schema is not None:
         table = _schema_table(plan.schema, values, index)
         answers = pd.Series(values, index=index, dtype=object, name="answer")
@@ -335,7 +366,21 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
         table = answers
     plan.close()
-    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped)
+    capped = ""
+    if run.unsent:
+        unsent = sum(job.rows for job in plan.jobs if job.key in run.unsent)
+        capped = (f"Budget: {unsent:,} items were not sent, as the next would have passed the cap: {plan.gate.spent_line()}; "
+                  "run it again to send only those.")
+    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped,
+                     status, capped)
+
+
+def _status(key: str, plan: MapPlan, run: _Run) -> str:
+    if key in run.unsent:
+        return "budget"
+    if key in run.errors:
+        return "failed"
+    return "answered" if key in run.answers and key not in plan.cached else "cached"
 
 
 def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
