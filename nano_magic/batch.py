@@ -158,8 +158,8 @@ class MapResult:
         """Items that have an answer."""
         return len(self.answers) - int(self.answers.isna().sum())
 
-    def summary(self) -> str:
-        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s."""
+    def summary(self, capped: bool = True) -> str:
+        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s; then the failures and the cap's line."""
         total, failed, done = len(self.answers), len(self.failed), self.done
         parts = [f"{done:,} of {total:,} items answered" + (f" ({self.cached:,} from the cache)" if self.cached else "")]
         if failed:
@@ -171,7 +171,7 @@ class MapResult:
         line = " · ".join(parts)
         shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES] if error != NOT_SENT]
         more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
-        return "\n".join([line, *shown, *more, *([self.capped] if self.capped else [])])
+        return "\n".join([line, *shown, *more, *([self.capped] if self.capped and capped else [])])
 
     def __repr__(self) -> str:
         return self.summary()
@@ -307,7 +307,7 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
     finally:
         await asyncio.shield(client.aclose())
         result = _result(plan, run, tally, stopped)
-        bar.finish(result.summary())
+        bar.finish(result.summary(capped=False))  # the cap's line is the result's to show (the cell fails with it)
     return result
 
 

@@ -184,6 +184,9 @@ class Stream:
             if self._usage is not None:
                 hold.charge(self._usage)
                 self.charged = self._usage
+            elif self._began and self.meter is not None:  # the meter counted the text as it arrived
+                self.charged = self.meter.usage()
+                hold.charge(self.charged, estimated=True)
             elif self._began:
                 self.charged = hold.charge_partial("".join(self._parts))
         finally:
@@ -284,7 +287,7 @@ class Gate:
         """The cap in force: `budget`, else NANO_BUDGET; BadBudget when either is not a number of dollars."""
         env = os.environ if self.env is None else self.env
         from_env = parse_budget(env.get("NANO_BUDGET"), "NANO_BUDGET")
-        own = parse_budget(self.budget, "NanoMagics.budget")
+        own = parse_budget(self.budget, "the budget")
         return own if own is not None else from_env
 
     def hold(self, model: str, input_tokens: int | None, output_tokens: int, label: str, *, strict: bool = True,
@@ -340,8 +343,9 @@ class Gate:
         self.cap()
 
     def async_client(self, connections: int, transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
-        """A new async client for many requests at once (off switch first), with this gate's backend and timeouts."""
+        """A new async client for many requests at once (off switch and a valid budget first), with this gate's backend and timeouts."""
         self.check_on()
+        self.cap()
         s = self._settings
         return AsyncClient(self.backend, connections=connections, connect_timeout=s.get("connect_timeout", 10.0),
                            read_timeout=s.get("read_timeout", 120.0), transport=transport)
@@ -361,8 +365,9 @@ class Gate:
         return completion
 
     def _open(self) -> Client:
-        """The kept-alive HTTP client (off switch first)."""
+        """The kept-alive HTTP client (off switch, then a valid budget: nothing goes out with a bad one)."""
         self.check_on()
+        self.cap()
         backend = self.backend
         s = self._settings
         key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
