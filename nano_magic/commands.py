@@ -269,8 +269,7 @@ def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
     return Shown.say("Replaying {} saved answers from {} at {} tokens/s; other cells {}.", len(store), store.source, f"{pace:g}", others)
 
 
-def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any,
-            parse: Callable[[str], Namespace] | None = None) -> None:
+def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any, parse: Callable[[str], Namespace]) -> None:
     """Ask, one-shot, why the last error happened and how to fix it; secrets are masked in what is sent."""
     fmt, rest = _flag(rest, "--format")
     dry_run = "--dry-run" in rest
@@ -280,8 +279,6 @@ def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any,
     if error is None:
         print(NO_ERROR)
         return None
-    if parse is None:
-        raise UsageError("%nano explain runs from the %nano magic.")
     args = parse("--once")
     args.format, args.dry_run = fmt or "markdown", dry_run
     args.system = CODE_INSTRUCTION if fmt == "code" else INSTRUCTION
@@ -311,7 +308,7 @@ def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
     return _help()
 
 
-COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], Shown | None]] = {
+COMMANDS: dict[str, Callable[..., Shown | None]] = {  # each takes (rest, chat, settings, shell); explain also a parser
     "reset": reset, "history": history, "threads": threads, "system": system, "usage": usage,
     "config": config, "models": models, "export": export, "load": load, "replay": replay,
     "explain": explain, "help": help_,

@@ -89,6 +89,20 @@ class Ledger:
             self.entries.append(entry)
             self.spent.add(entry.model, entry.usage)
 
+    def reserve(self, dollars: float, cap: float | None) -> Spend | None:
+        """Hold `dollars` if spent and held stay within `cap` (None: no cap); otherwise hold nothing and return what counts against it."""
+        with self._lock:
+            held = self.spent.dollars + self.reserved
+            if cap is not None and held + dollars > cap:
+                return replace(self.spent, dollars=held)
+            self.reserved += dollars
+            return None
+
+    def release(self, dollars: float) -> None:
+        """Give a held worst case back."""
+        with self._lock:
+            self.reserved -= dollars
+
 
 @dataclass
 class Hold:
@@ -120,8 +134,7 @@ class Hold:
         if self.released:
             return
         self.released = True
-        with self.gate.ledger._lock:
-            self.gate.ledger.reserved -= self.dollars
+        self.gate.ledger.release(self.dollars)
 
 
 class Stream:
@@ -300,14 +313,11 @@ class Gate:
         cap = self.cap()
         worst = Usage(input_tokens or 0, output_tokens).cost(model) if cap is not None else 0.0
         dollars = worst or 0.0
-        ledger = self.ledger
-        with ledger._lock:
-            held = ledger.spent.dollars + ledger.reserved
-            if cap is not None and held + dollars > cap:
-                if not strict:
-                    return None
-                check_budget(cap, replace(ledger.spent, dollars=held), Estimate(input_tokens or 0, output_tokens, worst, True))
-            ledger.reserved += dollars
+        over = self.ledger.reserve(dollars, cap)
+        if over is not None:
+            if not strict:
+                return None
+            check_budget(cap, over, Estimate(input_tokens or 0, output_tokens, worst, True))  # raises OverBudget
         return Hold(self, label, model, input_tokens, dollars, request)
 
     def spent_line(self) -> str:
