@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from .errors import OverBudget
 from .tokens import Estimate, count_tokens
-from .usage import Spend, Usage
+from .usage import Spend, Usage, price_for
 
 __all__ = ["Meter", "check_budget", "budget_line"]
 
@@ -36,23 +37,45 @@ def check_budget(cap: float | None, so_far: Spend, estimate: Estimate) -> None:
 
 @dataclass
 class Meter:
-    """The running cost of an answer as its text streams in, against what is left of the cap."""
+    """The running cost of an answer as its text streams in, against what is left of the cap.
+
+    Text is counted with the tokenizer only once four tokens a character (a bound: a token is at least one
+    UTF-8 byte, a character at most four) could reach the cap, so a chunk far below it costs one addition.
+    """
 
     cap: float
     so_far: float
     model: str
     input_tokens: int
     output_tokens: int = 0
+    _pending: list[str] = field(default_factory=list, repr=False)
+    _pending_chars: int = 0
+
+    def __post_init__(self) -> None:
+        price = price_for(self.model)
+        spent = self.so_far + (Usage(self.input_tokens).cost(self.model) or 0.0)
+        self._output_price = price[2] / 1e6 if price and price[2] else None
+        self._room = (self.cap - spent) / self._output_price if self._output_price else math.inf  # output tokens left
 
     def add(self, text: str) -> bool:
         """Count streamed text; True once spending has reached the cap."""
-        self.output_tokens += count_tokens(text)
-        cost = self.usage().cost(self.model)
-        return cost is not None and self.so_far + cost >= self.cap
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self.output_tokens + 4 * self._pending_chars < self._room:
+            return False
+        self._count()
+        return self.output_tokens >= self._room
 
     def usage(self) -> Usage:
         """The tokens counted so far, for the ledger when the server's own count never came."""
+        self._count()
         return Usage(self.input_tokens, self.output_tokens)
+
+    def _count(self) -> None:
+        if self._pending:
+            self.output_tokens += count_tokens("".join(self._pending))
+            self._pending.clear()
+            self._pending_chars = 0
 
     def message(self) -> str:
         """Why the answer stopped, in one line."""

@@ -50,7 +50,7 @@ def test_a_real_interrupt_mid_answer_is_charged_as_estimated(fake) -> None:
         probe = ("c = get_ipython().magics_manager.registry['NanoMagics'].chat\n"
                  "print(_nano.status, [(e.label, e.estimated, e.usage.output_tokens > 0) for e in c.ledger])")
         seen: list[str] = []
-        kc.execute_interactive(probe, timeout=60, output_hook=lambda m: seen.append(m["content"].get("text", "")))
+        kc.execute_interactive(probe, timeout=60, output_hook=lambda m: seen.append(m["content"].get("text") or m["content"].get("evalue", "")))
         assert "stopped [('default', True, True)]" in "".join(seen)
         usage: list[str] = []
         kc.execute_interactive("%nano usage", timeout=60, output_hook=lambda m: usage.append(str(m["content"].get("data", ""))))
