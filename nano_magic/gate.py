@@ -24,7 +24,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import httpx
 
@@ -72,29 +72,54 @@ class Ledger:
     """Every request this kernel paid for, and the worst cases of those in flight; safe across threads."""
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []
-        self.spent = Spend()
         self.reserved = 0.0
+        self._entries: list[Entry] = []
+        self._spent = Spend()
+        self._deferred: list[tuple[str, str, Callable[[], Usage]]] = []
         self._lock = threading.Lock()
 
+    @property
+    def entries(self) -> list[Entry]:
+        """Every request so far, in the order they were counted."""
+        self._count_deferred()
+        return list(self._entries)
+
+    @property
+    def spent(self) -> Spend:
+        """What every request so far cost."""
+        self._count_deferred()
+        return self._spent
+
     def __iter__(self) -> Iterator[Entry]:
-        return iter(list(self.entries))
+        return iter(self.entries)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._entries) + len(self._deferred)
 
     def add(self, entry: Entry) -> None:
         """Record one request's cost."""
         with self._lock:
-            self.entries.append(entry)
-            self.spent.add(entry.model, entry.usage)
+            self._entries.append(entry)
+            self._spent.add(entry.model, entry.usage)
+
+    def defer(self, label: str, model: str, count: Callable[[], Usage]) -> None:
+        """Record an estimated cost to be counted when the ledger is next read (so that Ctrl-C never waits for the tokenizer)."""
+        with self._lock:
+            self._deferred.append((label, model, count))
+
+    def _count_deferred(self) -> None:
+        while self._deferred:
+            with self._lock:
+                label, model, count = self._deferred.pop(0)
+            self.add(Entry(label, model, count(), estimated=True))
 
     def reserve(self, dollars: float, cap: float | None) -> Spend | None:
         """Hold `dollars` if spent and held stay within `cap` (None: no cap); otherwise hold nothing and return what counts against it."""
+        self._count_deferred()
         with self._lock:
-            held = self.spent.dollars + self.reserved
+            held = self._spent.dollars + self.reserved
             if cap is not None and held + dollars > cap:
-                return replace(self.spent, dollars=held)
+                return replace(self._spent, dollars=held)
             self.reserved += dollars
             return None
 
@@ -120,11 +145,16 @@ class Hold:
         """Record what an attempt cost; the hold stays for a retry."""
         self.gate.ledger.add(Entry(self.label, self.model, usage, estimated))
 
-    def charge_partial(self, text: str) -> Usage:
-        """Charge an answer that arrived in part with no usage from the server: the input estimate plus the tokens in `text`."""
+    def charge_partial(self, text: str) -> Usage | None:
+        """Charge an answer that arrived in part with no usage from the server: the input estimate plus the tokens in `text`.
+
+        With no input count yet (no budget set), the count waits until the ledger is read, and None is returned.
+        """
         if self.input_tokens is None:
             body = self.request.body if self.request is not None else {}
-            self.input_tokens = estimate_request(body, self.model, 0).input_tokens
+            model = self.model
+            self.gate.ledger.defer(self.label, model, lambda: Usage(estimate_request(body, model, 0).input_tokens, count_tokens(text)))
+            return None
         usage = Usage(self.input_tokens, count_tokens(text))
         self.charge(usage, estimated=True)
         return usage
