@@ -41,9 +41,13 @@ def _chain(before: str, turn: Turn) -> str:
     return digest([before, turn.prompt, turn.answer])
 
 
-def read_options(options: Options, tools: Toolbox | None = None, schema: OutputSchema | None = None) -> dict[str, Any]:
-    """The options a turn saves and its key reads: those set, the tools offered and the output schema, by name and shape."""
+def read_options(options: Options, tools: Toolbox | None = None, schema: OutputSchema | None = None,
+                 images: list[str] | None = None) -> dict[str, Any]:
+    """The options a turn saves and its key reads: those set, the tools offered and the output schema (by name and
+    shape), and the pictures (each one's hash or URL)."""
     read = options.changed()
+    if images:
+        read["images"] = images
     if tools:
         read["tools"] = list(tools.tools)
     if schema is not None:
