@@ -292,3 +292,19 @@ def test_offline_map_answers_only_from_the_cache(run, fake, ip, tmp_path) -> Non
     assert len(fake.posts()) == 4
     run(f"%nano replay {empty}")
     assert not run("%%nano --map rows --out out\nSay {item}").failed and len(fake.posts()) == 6, "replay on: the missing go live"
+
+
+def test_usage_shows_every_path_in_one_ledger(run, fake, ip) -> None:
+    ip.user_ns["area"] = lambda r: r
+    ip.user_ns["rows"] = ["a", "b", "c"]
+    fake.queue(ToolCalls([Call("area", '{"r": 3}')]), Reply("Done."))
+    assert not run("%%nano --tools area\nArea?").failed
+    run("1 / 0")
+    assert not run("%nano explain").failed
+    assert not run("%%nano --map rows --out out\nSay {item}").failed
+    shown = run("%nano usage").shown
+    rows = {line.split("|")[1].strip(): line for line in shown.splitlines() if line.startswith("|")}
+    assert rows["default"].split("|")[3].strip() == "2", "both requests of the tool loop"
+    assert rows["(one-shot)"].split("|")[3].strip() == "1", "the explanation"
+    assert rows["--map"].split("|")[3].strip() == "3", "each --map item"
+    assert rows["total"].split("|")[3].strip() == "6"
