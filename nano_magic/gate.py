@@ -179,6 +179,7 @@ class Stream:
         self._usage: Usage | None = None
         self._began = False
         self._ended = False
+        self._metered = 0  # the parts the meter has counted
         self._events = self._watch(events)
 
     def __iter__(self) -> Iterator[Event]:
@@ -198,27 +199,28 @@ class Stream:
         A generator rather than `__next__`, so that a chunk costs one resumed frame (measured in benchmarks/gate.py).
         """
         parts, meter = self._parts, self.meter
+        chars, limit = 0, meter.headroom() if meter is not None else math.inf  # the meter is asked only near the cap
         try:
             for event in events:
                 kind = type(event)
-                if kind is Delta:  # most events: kept short
+                if kind is Delta or kind is Refusal:  # most events: kept short
                     parts.append(event.text)  # type: ignore[union-attr]
-                    if meter is not None and meter.add(event.text):  # type: ignore[union-attr]
-                        self.capped = True
-                        yield event  # this text is shown; then the response is closed
-                        return
+                    chars += len(event.text)  # type: ignore[union-attr]
+                    if chars >= limit and meter is not None:
+                        capped = meter.add("".join(parts[self._metered:]))
+                        self._metered, chars, limit = len(parts), 0, meter.headroom()
+                        if capped:
+                            self.capped = True
+                            yield event  # this text is shown; then the response is closed
+                            return
+                    if kind is Refusal:
+                        self._began = True
                 elif kind is not Retry:
                     self._began = True
                     if kind is UsageReport:
                         self._usage = event.usage  # type: ignore[union-attr]
                     elif kind is ToolCall:  # its name and arguments are output too
                         parts.append(event.name + event.arguments)  # type: ignore[union-attr]
-                    elif kind is Refusal:
-                        parts.append(event.text)  # type: ignore[union-attr]
-                        if meter is not None and meter.add(event.text):  # type: ignore[union-attr]
-                            self.capped = True
-                            yield event
-                            return
                 yield event
         finally:
             try:
@@ -240,6 +242,7 @@ class Stream:
                 hold.charge(self._usage)
                 self.charged = self._usage
             elif (self._began or self._parts) and self.meter is not None:  # the meter counted the text as it arrived
+                self.meter.add("".join(self._parts[self._metered:]))
                 self.charged = self.meter.usage()
                 hold.charge(self.charged, estimated=True)
             elif self._began or self._parts:

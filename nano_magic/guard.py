@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import OverBudget
 from .tokens import Estimate, count_tokens
@@ -39,8 +39,8 @@ def check_budget(cap: float | None, so_far: Spend, estimate: Estimate) -> None:
 class Meter:
     """The running cost of an answer as its text streams in, against what is left of the cap.
 
-    Text is counted with the tokenizer only once four tokens a character (a bound: a token is at least one
-    UTF-8 byte, a character at most four) could reach the cap, so a chunk far below it costs one addition.
+    The stream asks it only once `headroom()` characters have arrived since it last counted: a character is at
+    most four tokens, so below that the cap cannot have been reached and no chunk pays for the tokenizer.
     """
 
     cap: float
@@ -48,34 +48,25 @@ class Meter:
     model: str
     input_tokens: int
     output_tokens: int = 0
-    _pending: list[str] = field(default_factory=list, repr=False)
-    _pending_chars: int = 0
 
     def __post_init__(self) -> None:
         price = price_for(self.model)
         spent = self.so_far + (Usage(self.input_tokens).cost(self.model) or 0.0)
-        self._output_price = price[2] / 1e6 if price and price[2] else None
-        self._room = (self.cap - spent) / self._output_price if self._output_price else math.inf  # output tokens left
+        output_price = price[2] / 1e6 if price and price[2] else None
+        self._room = (self.cap - spent) / output_price if output_price else math.inf  # output tokens left
+
+    def headroom(self) -> float:
+        """Characters that may still arrive before the cap could be reached."""
+        return (self._room - self.output_tokens) / 4
 
     def add(self, text: str) -> bool:
         """Count streamed text; True once spending has reached the cap."""
-        self._pending.append(text)
-        self._pending_chars += len(text)
-        if self.output_tokens + 4 * self._pending_chars < self._room:
-            return False
-        self._count()
+        self.output_tokens += count_tokens(text)
         return self.output_tokens >= self._room
 
     def usage(self) -> Usage:
         """The tokens counted so far, for the ledger when the server's own count never came."""
-        self._count()
         return Usage(self.input_tokens, self.output_tokens)
-
-    def _count(self) -> None:
-        if self._pending:
-            self.output_tokens += count_tokens("".join(self._pending))
-            self._pending.clear()
-            self._pending_chars = 0
 
     def message(self) -> str:
         """Why the answer stopped, in one line."""
