@@ -1,10 +1,10 @@
-"""Rows 11–13: what the one gate costs (off switch, replay, budget hold, ledger) and `--map` throughput with a budget set.
+"""Rows 14–16: what the one gate costs (off switch, replay, budget hold, ledger) and `--map` throughput with a budget set.
 
-11. A streamed answer of 60 chunks through `Gate.send` (budget set, so each request is estimated, held and
+14. A streamed answer of 60 chunks through `Gate.send` (budget set, so each request is estimated, held and
     metered chunk by chunk) against `Client.stream` alone, over the same in-memory `httpx.MockTransport`;
     the extra CPU a request, median of five alternating runs of 2,000 requests.
-12. The same for many-row runs: `Gate.hold` + `Gate.complete` against `AsyncClient.complete` alone.
-13. `Chat.map` over 1,000 rows against the loopback rate-limited server (`tests/support/rate_limited.py`,
+15. The same for many-row runs: `Gate.hold` + `Gate.complete` against `AsyncClient.complete` alone.
+16. `Chat.map` over 1,000 rows against the loopback rate-limited server (`tests/support/rate_limited.py`,
     R = 50 requests/s, 429s, 2% 500s, cut streams) with a budget set that it never reaches, against the
     same run with no budget.
 
@@ -135,13 +135,13 @@ def measure() -> list[Row]:
     free, free_lost, _ = throughput(None)
     sync_cost, async_cost = sync_gated - sync_bare, async_gated - async_bare
     return [
-        Row(f"11. gate cost of a streamed answer ({CHUNKS} chunks, budget set: estimate, hold, meter, ledger)",
+        Row(f"14. gate cost of a streamed answer ({CHUNKS} chunks, budget set: estimate, hold, meter, ledger)",
             f"+{sync_cost:.3f} ms CPU a request", f"Client.stream alone: {sync_bare:.3f} ms", f"{sync_gated / sync_bare:.2f}",
             "< 0.2 ms a request", sync_cost < 0.2),
-        Row("12. gate cost of a --map item (hold, complete, settle)",
+        Row("15. gate cost of a --map item (hold, complete, settle)",
             f"+{async_cost:.3f} ms CPU a request", f"AsyncClient.complete alone: {async_bare:.3f} ms", f"{async_gated / async_bare:.2f}",
             "< 0.2 ms a request", async_cost < 0.2),
-        Row(f"13. --map, {ROWS:,} rows at R = {R}/s (429s, 2% 500s, cut streams) with a ${BUDGET:g} budget set",
+        Row(f"16. --map, {ROWS:,} rows at R = {R}/s (429s, 2% 500s, cut streams) with a ${BUDGET:g} budget set",
             f"{budgeted:.2f} R · {lost} lost · {entries:,} ledger entries", f"no budget: {free:.2f} R · {free_lost} lost",
             f"{budgeted / free:.2f}", "≥ 0.9 R", budgeted >= 0.9 and lost == 0),
     ]
