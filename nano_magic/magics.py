@@ -110,7 +110,7 @@ class NanoMagics(Magics, NanoSettings):
 
         from .commands import run_command
 
-        shown = run_command(line, self.chat, self, self.shell)
+        shown = run_command(line, self.chat, self, self.shell, self._parse)
         if shown is not None:
             display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
 

@@ -97,7 +97,7 @@ def plan_cell_rows(shell: Any, chat: Chat, settings: Any, args: Namespace, body:
     name = getattr(args, verb)
     try:
         validate(options, schema=schema)
-        return plan_rows(chat, shell.user_ns[name], body, options, schema=schema, system=args.system,
+        return plan_rows(chat.gate, shell.user_ns[name], body, options, schema=schema, system=args.system,
                          concurrency=concurrency_of(args, settings), cache_path=cache_path_of(args, settings),
                          sample=args.sample, seed=args.sample_seed or 0, label=name, image_detail=args.image_detail)
     except (BadInput, ValueError) as exc:
@@ -134,6 +134,8 @@ def run_rows(shell: Any, settings: Any, args: Namespace, rows: RowsRun) -> MapRe
     """Show the estimate, stop at --dry-run or a cost to confirm, else run with a progress bar; None after --dry-run."""
     plan = rows.plan
     try:
+        if not args.dry_run:  # the gate's refusals (offline replay with items missing, a bad budget) come before the estimate
+            plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
         sampled = f" (a sample of {plan.rows:,} rows)" if rows.whole is not None else ""
         print(f"Estimate{sampled}: {plan.estimate()}")
         if args.dry_run:
@@ -154,3 +156,5 @@ def end_rows(args: Namespace, result: MapResult) -> None:
         where = f" and in {args.out}" if args.out else ""
         raise CellFailed(f"Stopped by you: {result.done:,} of {len(result.answers):,} items are done, kept in the cache{where}; "
                          "run the cell again to send the rest.")
+    if result.capped:
+        raise CellFailed(result.capped)

@@ -151,7 +151,7 @@ def count_table(result: ClassifyResult) -> dict[str, str]:
 def _reduce(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> ReduceResult | None:
     """Rounds of chunks through the --map machinery, then the last round streamed like any answer."""
     try:
-        job = plan_reduce(chat, shell.user_ns[args.reduce], body, options, system=args.system,
+        job = plan_reduce(chat.gate, shell.user_ns[args.reduce], body, options, system=args.system,
                           concurrency=concurrency_of(args, settings), cache_path=cache_path_of(args, settings),
                           chunk_tokens=DEFAULT_CHUNK_TOKENS if args.chunk_tokens is None else args.chunk_tokens,
                           sample=args.sample, seed=args.sample_seed or 0, label=args.reduce)
@@ -159,6 +159,8 @@ def _reduce(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, o
         raise UsageError(str(exc)) from None
     first = job.first
     try:
+        if not args.dry_run:  # the gate's refusals (offline replay with chunks missing, a bad budget) come before the estimate
+            first.gate.begin_many(len(first.jobs), first.rows)
         line, worst = job.estimate()
         sampled = f" (a sample of {job.reducer.rows:,} rows)" if job.whole is not None else ""
         print(f"Estimate{sampled}: {line}")

@@ -18,7 +18,7 @@ from .usage import Usage
 from .wire import Options
 
 if TYPE_CHECKING:
-    from .chat import Chat
+    from .gate import Gate
 
 __all__ = [
     "DEFAULT_CHUNK_TOKENS",
@@ -307,9 +307,9 @@ class Reducer:
         """The last round's one prompt, once the rounds are down to one."""
         return self.pending[0] if len(self.pending) == 1 else None
 
-    def plan(self, chat: Chat, options: Options, *, system: str | None, concurrency: int, cache_path: str | Path | None) -> MapPlan:
+    def plan(self, gate: Gate, options: Options, *, system: str | None, concurrency: int, cache_path: str | Path | None) -> MapPlan:
         """The plan of the next round's requests."""
-        return plan_map(chat, self.pending, "{item}", options, system=system, concurrency=concurrency, cache_path=cache_path,
+        return plan_map(gate, self.pending, "{item}", options, system=system, concurrency=concurrency, cache_path=cache_path,
                         label="the chunks")
 
     def took(self, result: MapResult) -> bool:
@@ -436,14 +436,14 @@ class RowsRun:
         return result
 
 
-def plan_rows(chat: Chat, data: Any, template: str, options: Options, *, schema: OutputSchema | None, system: str | None,
+def plan_rows(gate: Gate, data: Any, template: str, options: Options, *, schema: OutputSchema | None, system: str | None,
               concurrency: int, cache_path: str | Path | None, sample: int | None = None, seed: int | None = 0,
               label: str = "the data", image_detail: str = "auto") -> RowsRun:
     """Plan a map, filter or classify run, on a sample of the rows when `sample` is set."""
     used = data if sample is None else take_sample(data, sample, seed, label)
 
     def plan(rows: Any) -> MapPlan:
-        return plan_map(chat, rows, template, options, system=system, schema=schema, concurrency=concurrency,
+        return plan_map(gate, rows, template, options, system=system, schema=schema, concurrency=concurrency,
                         cache_path=cache_path, label=label, image_detail=image_detail)
 
     return RowsRun(used, plan(used), None if used is data else lambda: plan(data))
@@ -499,7 +499,7 @@ class ReduceRun:
 REDUCE_THREAD = "(reduce)"  # the last round is one-shot, in a thread no cell can name, so no thread's system message leaks in
 
 
-def plan_reduce(chat: Chat, data: Any, template: str, options: Options, *, system: str | None, concurrency: int,
+def plan_reduce(gate: Gate, data: Any, template: str, options: Options, *, system: str | None, concurrency: int,
                 cache_path: str | Path | None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, sample: int | None = None,
                 seed: int | None = 0, label: str = "the data") -> ReduceRun:
     """Pack the rows (a sample of them when `sample` is set) and plan the first round."""
@@ -509,9 +509,9 @@ def plan_reduce(chat: Chat, data: Any, template: str, options: Options, *, syste
 
     def start(rows: Any) -> tuple[Reducer, MapPlan]:
         reducer = Reducer(rows, template, chunk_tokens, label)
-        return reducer, reducer.plan(chat, options, system=system, concurrency=concurrency, cache_path=cache_path)
+        return reducer, reducer.plan(gate, options, system=system, concurrency=concurrency, cache_path=cache_path)
 
     reducer, first = start(used)
     how = {"once": True, "thread": REDUCE_THREAD, "system": system, **options.__dict__}
-    return ReduceRun(reducer, first, lambda: reducer.plan(chat, options, system=system, concurrency=concurrency, cache_path=cache_path),
+    return ReduceRun(reducer, first, lambda: reducer.plan(gate, options, system=system, concurrency=concurrency, cache_path=cache_path),
                      how, None if used is data else lambda: start(data))
