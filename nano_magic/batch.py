@@ -189,6 +189,7 @@ class _Run:
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
             self.tally.usage = self.tally.usage + completion.usage
+        error: str | None
         if completion.refusal:
             value, error = None, f"The model refused: {' '.join(completion.refusal.split())}"
         elif completion.finish_reason == "length":

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Mapping
 
 import httpx
 
@@ -84,7 +84,7 @@ class Pending:
 
     chat: Chat
     answer: Answer
-    events: Iterator[Event] = field(repr=False)
+    events: Generator[Event, None, None] = field(repr=False)
     asked: Asked = field(repr=False)
     meter: Meter | None = None
     status: str | None = None  # a replayed turn keeps its saved status
@@ -442,7 +442,7 @@ class _TurnRun:
         self.capped = False
         self._on_delta, self._on_retry, self._on_step = on_delta, on_retry, on_step
 
-    def send(self, events: Iterator[Event], meter: Meter | None) -> list[ToolCall]:
+    def send(self, events: Generator[Event, None, None], meter: Meter | None) -> list[ToolCall]:
         """Stream one request's answer; return the calls it asks for. At the budget cap, close the response and set `capped`."""
         self.answer.requests += 1
         calls: list[ToolCall] = []
@@ -472,7 +472,7 @@ class _TurnRun:
 
     def run(self, calls: list[ToolCall], toolbox: Toolbox | None, limit: str) -> None:
         """Run a round's calls in order (none when `toolbox` is None: the step limit); each is recorded before it runs."""
-        step = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
+        step: dict[str, Any] = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
         self.parts.clear()
         self.answer.steps.append(step)
         for index, call in enumerate(calls):

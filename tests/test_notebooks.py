@@ -32,7 +32,7 @@ class Demo:
 
     nb: nbformat.NotebookNode
     replies: dict[str, dict[str, Any]]
-    requests: list[dict[str, Any]]
+    requests: list[Any]
 
     def cell(self, start: str) -> nbformat.NotebookNode:
         """The one code cell whose source starts with `start`."""
