@@ -176,7 +176,6 @@ def test_every_example_runs(path: Path, fake: FakeServer, tmp_path: Path, monkey
             assert example.expect in text, f"{where} should show {example.expect!r}, but shows:\n{text}"
         else:
             assert not any(failure(o) for o in cell.outputs), f"{where} failed:\n{text}"
-    assert fake.posts(), f"no example of {path.name} reached the server"
 
 
 def test_the_front_page_is_short_and_every_page_has_one_title() -> None:
