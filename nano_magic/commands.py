@@ -23,6 +23,7 @@ from .conversation import read_notebook_or_export
 from .errors import OFF_MESSAGE, NoBackend
 from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
 from .guard import budget_line
+from .guide import GUIDE
 from .magics import NanoMagics
 from .render import escape_markdown, markdown_table
 from .replay import current_notebook
@@ -74,7 +75,9 @@ def _aligned(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _help() -> Shown:
-    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.")
+    guide = "; ".join(f"{path} ({what})" for path, what in GUIDE)
+    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.",
+                       after=f"The guide, in the repository: {guide}.")
 
 
 SENDERS = ("models", "explain")

@@ -239,3 +239,12 @@ def test_slugs_follow_github() -> None:
     assert slug("Many rows: `%%nano --map VAR`") == "many-rows-nano---map-var"
     assert slug("Getting started and backends") == "getting-started-and-backends"
     assert slug("What's new in 0.2.0?") == "whats-new-in-020"
+
+
+def test_help_points_to_every_page_of_the_guide(run) -> None:
+    shown = run("%nano help").shown
+    pages = sorted(f"docs/{p.name}" for p in PAGES[1:])
+    assert [p for p in pages if p not in shown] == [], "%nano help names every page of the guide"
+    manual = run("%%nano?\n").shown
+    named = re.findall(r"docs/[a-z-]+\.md", manual)
+    assert named and all((ROOT / p).is_file() for p in named), f"%%nano? names pages that exist: {named}"
