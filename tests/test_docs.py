@@ -9,7 +9,6 @@ an example that fails on purpose (`<!-- expect: the line it shows -->`) or that 
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from tests.support.fake_server import Behaviour, Call, FakeServer, Reply, ToolCalls
+from tests.support.fake_server import Behaviour, FakeServer, Reply
+from tests.support.fitting import fitting
 from tests.support.notebooks import run_notebook
 from tests.support.parts import missing
 
@@ -82,55 +82,13 @@ def read_page(path: Path) -> Page:
     return Page(examples, none)
 
 
-# The loopback model: it answers what each request asks for, so that every example can run.
-
-def _instance(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
-    """A value that fits a JSON Schema (the first choice of every enum and union)."""
-    if "$ref" in schema:
-        return _instance(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            choices = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
-            return _instance(choices[0], defs)
-    if "enum" in schema:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type", "object")
-    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
-    if kind == "object":
-        return {name: _instance(sub, defs) for name, sub in (schema.get("properties") or {}).items()}
-    examples: dict[str, Any] = {"array": [], "string": "Saturn", "integer": 146, "number": 2.5, "boolean": True, "null": None}
-    if kind == "array":
-        return [_instance(schema.get("items") or {"type": "string"}, defs)]
-    return examples[kind]
-
-
-def _structured(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The response format a request asks for (Chat's response_format or Responses' text.format)."""
-    wanted = body.get("response_format") or (body.get("text") or {}).get("format")
-    return wanted if isinstance(wanted, dict) and wanted.get("type") != "text" else None
-
-
-def answer(body: dict[str, Any]) -> Behaviour:
-    """Call every offered tool once, then answer; answer JSON that fits when JSON is asked for."""
-    history = body.get("messages") or body.get("input") or []
-    called = any(isinstance(m, dict) and (m.get("role") == "tool" or m.get("type") == "function_call_output") for m in history)
-    tools = [t.get("function", t) for t in body.get("tools") or []]
-    if tools and not called and body.get("tool_choice") != "none":
-        chosen = body.get("tool_choice")
-        name = chosen.get("name") or (chosen.get("function") or {}).get("name") if isinstance(chosen, dict) else None
-        offered = [t for t in tools if name in (None, t["name"])]
-        return ToolCalls([Call(t["name"], json.dumps(_instance(t.get("parameters") or {}, t.get("parameters", {}).get("$defs", {}))))
-                          for t in offered])
-    wanted = _structured(body)
-    if wanted is None:
-        return Reply(ANSWER)
-    schema = (wanted.get("json_schema") or wanted).get("schema") if wanted["type"] == "json_schema" else None
-    return Reply(json.dumps(_instance(schema, schema.get("$defs", {})) if schema else {"answer": 42}))
-
-
 # Running a page
+
+def model(body: dict[str, Any]) -> Behaviour | None:
+    """The loopback model of the guide: tools called, schemas fitted, and a JSON object when `--json` asks for one."""
+    wanted = body.get("response_format") or (body.get("text") or {}).get("format") or {}
+    return fitting(body) or (Reply('{"answer": 42}') if wanted.get("type") == "json_object" else None)
+
 
 def shown(output: Any) -> str:
     """The text one output shows."""
@@ -159,7 +117,7 @@ def test_every_example_runs(path: Path, fake: FakeServer, tmp_path: Path, monkey
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("NANO_BUDGET", raising=False)
     monkeypatch.delenv("NANO_MAGIC_DISABLED", raising=False)
-    fake.script = answer
+    fake.reply, fake.script = ANSWER, model
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("%load_ext nano_magic")] + [nbformat.v4.new_code_cell(e.source) for e in runnable]
 
