@@ -213,3 +213,7 @@ def test_data_science_sends_the_frame_and_reads_json_back(demo) -> None:
     replies = sent[10:]  # --map: one one-shot request per row, answers in a Series on the table's index
     assert all(len(r["messages"]) == 1 and r["max_completion_tokens"] == 60 for r in replies)
     assert "Name: answer" in run.shown("replies") and len(re.findall(r"^[0-4] ", run.shown("replies"), re.M)) == 5
+
+
+def test_every_demo_notebook_is_run_here() -> None:
+    assert sorted(REPLIES) == sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")), "a new notebook needs its test above"
