@@ -202,6 +202,8 @@ def test_data_science_sends_the_frame_and_reads_json_back(demo) -> None:
     assert called["tools"][0]["function"]["parameters"]["properties"]["product"]["enum"] == ["kettle", "toaster", "blender"]
     [result] = [m for m in answered["messages"] if m["role"] == "tool"]
     assert json.loads(result["content"]) == {"mean_stars": 4.5, "reviews": 2}  # the kettle's two reviews: 5 and 4 stars
+    [tool_answer] = answers(run.cell("%%nano --tools star_stats"))
+    assert '→ star_stats(product="kettle")' in tool_answer.data["text/markdown"] and "4.5" in tool_answer.data["text/markdown"]
 
     judged = sent[5:10]  # --schema: each row carries the strict schema, and the answers make a typed table
     assert all(r["response_format"]["type"] == "json_schema" for r in judged)
