@@ -5,10 +5,11 @@ from __future__ import annotations
 __all__ = ["GUIDE"]
 
 GUIDE = (
-    ("docs/getting-started.md", "install, backends, the Python API"),
+    ("docs/getting-started.md", "install, backends, models and prices, the Python API"),
     ("docs/conversations.md", "threads, re-runs, subcommands, what is saved"),
     ("docs/options.md", "every option and setting"),
     ("docs/tools-and-schemas.md", "--tools and --schema"),
+    ("docs/pictures.md", "--image"),
     ("docs/many-rows.md", "--map over a DataFrame"),
     ("docs/teaching.md", "replay, budget, exams, explain"),
     ("docs/untrusted-output.md", "what is guaranteed about model output"),
