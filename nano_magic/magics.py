@@ -87,9 +87,15 @@ class NanoMagics(Magics, NanoSettings):
         docs/many-rows.md (--map), docs/teaching.md (replay, budget, explain), docs/troubleshooting.md;
         `%nano help` lists every page.
         """
+        args = self._parse(line)
+        if args.map:
+            from .map_cell import map_cell
+
+            map_cell(self.shell, self.chat, self, args, cell, self._parse(""))
+            return
         from .cell import run_cell
 
-        run_cell(self.shell, self.chat, self, self._parse(line), cell)
+        run_cell(self.shell, self.chat, self, args, cell)
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
@@ -98,7 +104,7 @@ class NanoMagics(Magics, NanoSettings):
 
         from .commands import run_command
 
-        shown = run_command(line, self.chat, self, self.shell)
+        shown = run_command(line, self.chat, self, self.shell, self._parse)
         if shown is not None:
             display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
 
