@@ -515,7 +515,7 @@ class _TurnRun:
 
     def run(self, calls: list[ToolCall], toolbox: Toolbox | None, limit: str) -> None:
         """Run a round's calls in order (none when `toolbox` is None: the step limit); each is recorded before it runs."""
-        step = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
+        step: dict[str, Any] = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
         self.parts.clear()
         self.answer.steps.append(step)
         for index, call in enumerate(calls):

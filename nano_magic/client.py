@@ -8,7 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
@@ -62,7 +62,7 @@ class Client:
         """Close the connection pool."""
         self._http.close()
 
-    def stream(self, request: Request) -> Iterator[Event]:
+    def stream(self, request: Request) -> Generator[Event, None, None]:
         """Send `request` and yield its events; retries show up as Retry events before any text."""
         response = yield from self._open(request)
         finished = False
@@ -114,7 +114,7 @@ class Client:
             raise NanoError(self.backend.scrub(f"Listing the models failed: {describe_status(response, self.backend, '')}"))
         return _answer_object(response, self.backend, key)
 
-    def _open(self, request: Request) -> Iterator[Event]:
+    def _open(self, request: Request) -> Generator[Event, None, httpx.Response]:
         """Open the response, retrying what may pass; a generator so that retries are visible."""
         attempts = max(self.max_retries, 0)
         for attempt in range(attempts + 1):
@@ -136,8 +136,8 @@ class Client:
                 if not _retryable(response.status_code):
                     raise refusal(response, request, self.backend)
                 reason = _retry_reason(response.status_code)
-                wait = _retry_after(response.headers)
-                wait = backoff(attempt) if wait is None else wait
+                asked = _retry_after(response.headers)
+                wait = backoff(attempt) if asked is None else asked
             if attempt == attempts:
                 suffix = f" (after {attempts + 1} attempts)" if attempts else ""
                 raise NanoError(self.backend.scrub(failure.rstrip(".") + suffix + "."))

@@ -31,6 +31,7 @@ from .explain import (
 )
 from .gate import Entry
 from .guard import budget_line
+from .guide import GUIDE
 from .render import escape_markdown, markdown_table
 from .replay import current_notebook
 from .usage import Spend
@@ -81,7 +82,9 @@ def _aligned(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _help() -> Shown:
-    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.")
+    guide = "; ".join(f"{path} ({what})" for path, what in GUIDE)
+    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.",
+                       after=f"The guide, in the repository: {guide}.")
 
 
 SENDERS = ("models", "explain")

@@ -82,6 +82,10 @@ class NanoMagics(Magics, NanoSettings):
 
         The answer is kept in `_nano` (.text, .usage, .cost, .status, .json), and the
         conversation carries on in the next %%nano cell of the same thread.
+
+        The guide, in the repository: docs/options.md (every option and setting), docs/tools-and-schemas.md,
+        docs/many-rows.md (--map), docs/teaching.md (replay, budget, explain), docs/troubleshooting.md;
+        `%nano help` lists every page.
         """
         args = self._parse(line)
         if args.map:
