@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, TypeVar
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
@@ -25,7 +25,7 @@ from .wire import Options, Request, build_request
 if TYPE_CHECKING:
     from .chat import Chat
 
-__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
+__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests", "result_from"]
 
 T = TypeVar("T")
 SHOWN_FAILURES = 3
@@ -185,6 +185,7 @@ class _Run:
         self.poke = poke
         self.answers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        self.kept: list[tuple[str, str, str, Usage | None]] | None = None  # answers to cache at once, when set
 
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
@@ -198,7 +199,9 @@ class _Run:
         if error is not None:
             self.failed(job, error)
             return
-        if self.plan.cache is not None:
+        if self.kept is not None:
+            self.kept.append((job.key, completion.text, self.plan.model, completion.usage))
+        elif self.plan.cache is not None:
             self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
         self.answers[job.key] = value
         self.tally.done += job.rows
@@ -336,6 +339,30 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         table = answers
     plan.close()
     return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped)
+
+
+def result_from(plan: MapPlan, outcomes: Iterable[tuple[str, Completion | str]], *, model: str) -> MapResult:
+    """The result of answers that came another way (the Batch API): each judged and cached as a live answer is.
+
+    An outcome is a whole answer or the one-line reason its row failed; `model` names the price the usage is at.
+    """
+    tally = Tally(len(plan.keys), model, done=plan.cached_rows, cached=plan.cached_rows)
+    run = _Run(plan, tally, lambda: None)
+    run.kept = []
+    jobs = {job.key: job for job in plan.jobs}
+    for key, outcome in outcomes:
+        job = jobs.get(key)
+        if job is None:
+            continue
+        if isinstance(outcome, str):
+            run.failed(job, outcome)
+        else:
+            run.answered(job, outcome)
+    if plan.cache is not None:
+        plan.cache.put_many(run.kept)
+    result = _result(plan, run, tally, False)
+    result.model = model
+    return result
 
 
 def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:

@@ -64,6 +64,8 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if turned_off():
         print(OFF_MESSAGE)
         return None
+    if (args.batch or args.wait) and not args.map:
+        raise UsageError("--batch sends one request per row of a --map VAR: add --map.")
     if args.map:
         from .map_cell import run_map_cell
 

@@ -24,6 +24,7 @@ from .wire import Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCa
 
 if TYPE_CHECKING:
     from .batch import MapPlan, MapResult
+    from .map_batch import BatchPending, BatchRun
 
 __all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
@@ -374,20 +375,43 @@ class Chat:
         return settle("refused" if run.refusal else STATUS_BY_FINISH.get(run.answer.finish_reason or "stop", "complete"))
 
     def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
-            cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
-        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each."""
+            cache: bool | str | Path = True, progress: bool | str = "auto", batch: bool = False, wait: bool = False,
+            batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
+        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each.
+
+        `batch=True` submits them to the provider's Batch API (half price) and returns the batches; the same call
+        again collects them into the same result a live run gives (`wait=True` polls until then).
+        """
         from .batch import run_map
 
         plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        if batch:
+            from .map_batch import run_batch
+
+            return run_batch(self._batch_run(plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
         return run_map(plan, progress=_progress_mode(progress))
 
     async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
-                   cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+                   cache: bool | str | Path = True, progress: bool | str = "auto", batch: bool = False, wait: bool = False,
+                   batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
         """`map` on the running event loop."""
         from .batch import arun_map
 
         plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        if batch:
+            from .map_batch import arun_batch
+
+            return await arun_batch(self._batch_run(plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
         return await arun_map(plan, progress=_progress_mode(progress))
+
+    def _batch_run(self, plan: MapPlan, template: str, max_requests: int) -> BatchRun:
+        from .map_batch import AGAIN_CALL, BatchRun, at_batch_price
+
+        try:
+            return BatchRun(at_batch_price(plan), "Chat.map: " + " ".join(template.split())[:60], max_requests, AGAIN_CALL)
+        except BaseException:
+            plan.close()
+            raise
 
     def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
                   cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:

@@ -82,6 +82,8 @@ class NanoSettings(Configurable):
     concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
     confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
     cache_path = Unicode(help="The SQLite file of --map answers (default: answers.sqlite3 in the user cache directory).").tag(config=True)
+    batch_max_requests = CInt(50_000, help="--batch: the most requests in one batch (1 to 50,000, the provider's limit); "
+                              "fewer gives earlier partial results.").tag(config=True)
     tool_result_chars = CInt(4000, help="Longest tool result sent back to the model, in characters; longer ones are cut with a note.").tag(config=True)
 
     def connection(self) -> dict[str, Any]:
@@ -108,6 +110,12 @@ class NanoSettings(Configurable):
     def _at_least_one(self, proposal: Any) -> int:
         if proposal["value"] < 1:
             raise TraitError(f"{proposal['trait'].name} must be at least 1, not {proposal['value']}.")
+        return int(proposal["value"])
+
+    @validate("batch_max_requests")
+    def _batch_limit(self, proposal: Any) -> int:
+        if not 1 <= proposal["value"] <= 50_000:
+            raise TraitError(f"batch_max_requests must be from 1 to 50,000 (the provider's limit), not {proposal['value']}.")
         return int(proposal["value"])
 
     @validate("api_key")

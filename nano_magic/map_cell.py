@@ -14,6 +14,7 @@ from .chat import Chat, validate
 from .config import default_cache_path
 from .display import pick_mode
 from .errors import CellFailed
+from .map_batch import BatchPending, BatchRun, at_batch_price, run_batch
 from .wire import Options
 
 __all__ = ["run_map_cell"]
@@ -26,9 +27,15 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
 }
 
 
-def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapResult | None:
+def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapResult | BatchPending | None:
     """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped."""
+    if args.wait and not args.batch:
+        raise UsageError("--wait waits for batches: use it with --batch.")
     plan = _plan(shell, chat, settings, args, body, options)
+    if args.batch and not args.dry_run:
+        return _batch(shell, settings, args, plan, body)
+    if args.batch:
+        at_batch_price(plan)
     try:
         print(f"Estimate: {plan.estimate()}")
         if args.dry_run:
@@ -53,6 +60,35 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
         raise CellFailed(f"Stopped by you: {result.done:,} of {len(result.answers):,} items are done, kept in the cache{where}; "
                          "run the cell again to send the rest.")
     return result
+
+
+def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str) -> MapResult | BatchPending:
+    """Submit the cell's requests to the Batch API, or collect them: the same result as a live run once they are done."""
+    def confirm(plan: MapPlan) -> None:
+        print(f"Estimate at the batch price: {at_batch_price(plan).estimate()}")
+        if plan.dollars is not None and plan.dollars > settings.confirm_above and not args.yes:
+            raise UsageError(f"This batch would cost about ${plan.dollars:.2f}, more than NanoMagics.confirm_above "
+                             f"(${settings.confirm_above:.2f}): add --yes to submit it.")
+
+    first = " ".join(body.split())[:60]
+    try:
+        run = BatchRun(plan, f"--map {args.map}: {first}", settings.batch_max_requests, confirm=confirm)
+    except BaseException:
+        plan.close()
+        raise
+    mode = "text" if pick_mode(settings.display, shell) == "text" else "widget"
+    outcome = run_batch(run, wait=args.wait, progress=mode, refresh_rate=settings.refresh_rate)
+    shell.user_ns["_nano"] = outcome
+    if isinstance(outcome, BatchPending):
+        print(outcome.summary())
+        return outcome
+    print(outcome.summary())
+    if args.out:
+        shell.user_ns[args.out] = outcome.table
+    else:
+        table = outcome.table.head(SHOWN_ROWS)
+        display(table.to_frame() if table.ndim == 1 else table)
+    return outcome
 
 
 def _parser() -> ArgumentParser:

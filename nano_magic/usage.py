@@ -6,12 +6,19 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "Usage", "Spend", "price_for", "max_output_for", "format_usage"]
+__all__ = [
+    "PRICES", "BATCH_PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "Usage", "Spend", "price_for", "batch_price_for",
+    "batch_model", "max_output_for", "format_usage",
+]
 
 # US dollars per one million tokens: (input, cached input, output).
 PRICES: dict[str, tuple[float, float, float]] = {
     "gpt-4.1-nano": (0.10, 0.025, 0.40),
 }
+
+# The Batch API's price where it is not half the live price (none known today); same columns.
+BATCH_PRICES: dict[str, tuple[float, float, float]] = {}
+BATCH_TIER = " (batch)"  # a model id so marked is priced as answered by the Batch API
 
 # The longest answer each model can give, in tokens: the output bound of a budget estimate without --max-tokens.
 MAX_OUTPUT_TOKENS: dict[str, int] = {
@@ -108,13 +115,29 @@ class Spend:
 
 
 def _base_name(model: str) -> str:
-    """A model id without its provider prefix and snapshot date."""
-    return _SNAPSHOT.sub("", model.rsplit("/", 1)[-1])
+    """A model id without its provider prefix, snapshot date and batch mark."""
+    return _SNAPSHOT.sub("", model.removesuffix(BATCH_TIER).rsplit("/", 1)[-1])
 
 
 def price_for(model: str) -> tuple[float, float, float] | None:
-    """The price row for a model id, ignoring a provider prefix and a snapshot date."""
+    """The price row for a model id, ignoring a provider prefix and a snapshot date; a `batch_model` id gets the batch price."""
+    if model.endswith(BATCH_TIER):
+        return batch_price_for(model)
     return PRICES.get(_base_name(model))
+
+
+def batch_model(model: str) -> str:
+    """`model` marked as answered by the Batch API, so that usage, the ledger and the budget price it at the batch price."""
+    return model if model.endswith(BATCH_TIER) else model + BATCH_TIER
+
+
+def batch_price_for(model: str) -> tuple[float, float, float] | None:
+    """The Batch API's price row: the price data's own batch price, or else half the live price."""
+    name = _base_name(model)
+    if name in BATCH_PRICES:
+        return BATCH_PRICES[name]
+    live = PRICES.get(name)
+    return None if live is None else (live[0] / 2, live[1] / 2, live[2] / 2)
 
 
 def max_output_for(model: str) -> int:
