@@ -151,11 +151,11 @@ class BatchRun:
                 raise
             ids = ", ".join(r.id for r in created)
             raise NanoError(f"{str(exc).rstrip('.')}. Batches {ids} were submitted before that and are kept: {self.again}") from None
-        money = f" ≈ ${plan.dollars:.4f} at the batch price" if plan.dollars is not None else " (no price for this model)"
-        bound = "" if plan.options.max_tokens else " + output"
-        lines = [f"Submitted {len(created)} batch{'es' if len(created) > 1 else ''} of {len(plan.jobs):,} requests{bound}{money}:",
+        money = f"≈ ${plan.dollars:.4f} at the batch price" if plan.dollars is not None else "no price for this model"
+        unbounded = "" if plan.options.max_tokens else " for the input (the output is not bounded: set --max-tokens)"
+        lines = [f"Submitted {len(created)} batch{'es' if len(created) > 1 else ''}: {len(plan.jobs):,} requests, {money}{unbounded}.",
                  *(f"  {r.id} ({r.total:,} requests)" for r in created)]
-        return BatchPending(created, lines, f"{self.again} (--wait waits for them)", submitted=True)
+        return BatchPending(created, lines, f"{self.again[:-1]} (--wait waits for them).", submitted=True)
 
     def _requests(self) -> Iterator[tuple[str, Request]]:
         """(custom id, request) for each distinct request without an answer: the custom id is the request's cache key."""

@@ -195,9 +195,10 @@ def refusal_lines(batch: dict[str, Any], max_requests: int, backend: Backend) ->
     errors = [e for e in ((batch.get("errors") or {}).get("data") or []) if isinstance(e, dict)]
     queued = next((e for e in errors if e.get("code") == "token_limit_exceeded"), None)
     if queued is not None:
-        return [_one_line(backend, f"Batch {batch.get('id')} was refused: the provider's queue of batch tokens for this model is full "
-                                   f"({queued.get('message') or 'token_limit_exceeded'}). Set a smaller NanoMagics.batch_max_requests "
-                                   f"(now {max_requests:,}) or wait for running batches to finish, then run the cell again.")]
+        said = _one_line(backend, str(queued.get("message") or "token_limit_exceeded"))
+        return [f"Batch {batch.get('id')} was refused: the provider's queue of batch tokens for this model is full ({said}). "
+                f"Set a smaller NanoMagics.batch_max_requests (now {max_requests:,}) or wait for running batches to finish, "
+                "then run the cell again."]
     lines = [f"Batch {batch.get('id')} failed validation:"]
     for error in errors[:SHOWN_ERRORS]:
         where = f"line {error['line']}: " if isinstance(error.get("line"), int) else ""
