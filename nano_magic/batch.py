@@ -8,11 +8,13 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterable, Iterator, TypeVar
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
+from .config import Backend
 from .jsontext import answer_json
 from .limiter import Limiter
 from .progress import Tally, open_bar
@@ -61,9 +63,14 @@ class MapPlan:
     dollars: float | None = None
     cache: AnswerCache | None = field(default=None, repr=False)
 
+    @cached_property
+    def backend(self) -> Backend:
+        """The chat's backend, resolved once for all the plan's requests (resolving reads the environment)."""
+        return self.chat.backend
+
     def request(self, prompt: str) -> Request:
         """The request for one item's prompt."""
-        return build_request(self.chat.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options,
+        return build_request(self.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options,
                              schema=self.schema)
 
     def first_requests(self, count: int = 2) -> list[Request]:

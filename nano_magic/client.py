@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 RETRY_STATUSES = {408, 409, 429}
+_NO_HEADERS = httpx.Headers()  # an answer read from a file came with no response headers of its own
 MAX_WAIT = 60.0
 
 
@@ -283,7 +284,7 @@ def _answer_object(response: httpx.Response, backend: Backend, key: str) -> dict
 
 def completion_of(data: dict[str, Any], api: str) -> Completion:
     """A whole answer read from a non-streamed answer object (a Batch API output line's body)."""
-    return _collect(complete_events(data, api), httpx.Headers())
+    return _collect(complete_events(data, api), _NO_HEADERS)
 
 
 def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 __all__ = [
@@ -85,7 +85,7 @@ class Usage:
 
     def to_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
-        return asdict(self)
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens}
 
 
 @dataclass

@@ -350,3 +350,20 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
         name = head.split(b'name="', 1)[-1].split(b'"', 1)[0].decode()
         fields[name] = value.removesuffix(b"\r\n")
     return fields
+
+
+def main() -> None:
+    """Serve in this process for a benchmark: print the base URL, then `advance SECONDS` lines from stdin until it closes."""
+    import sys
+
+    with BatchServer(manual=True) as server:
+        print(server.base_url, flush=True)
+        for line in sys.stdin:
+            words = line.split()
+            if words[:1] == ["advance"]:
+                server.advance(float(words[1]))
+                print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    main()
