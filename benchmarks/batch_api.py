@@ -1,7 +1,8 @@
 """Row 11: `Chat.map(batch=True)` over 100,000 rows against the loopback Batch API (`tests/support/batch_server.py`,
 in a child process): submitting (plan, JSONL, upload, create) and collecting (download, cache, result).
 
-Baselines in the same process: planning the same rows alone (what a live run also does before sending), and the
+Wall time includes the stand-in's own work (parsing the upload, writing the output file) in its process; the CPU
+figure is this process's alone. Baselines in the same process: planning the same rows alone (what a live run also does before sending), and the
 rerun once everything is collected (every row from the cache). Peak RSS over the RSS with the input loaded.
 
     python -m benchmarks.batch_api
@@ -68,16 +69,16 @@ def measure() -> list[Row]:
         planned = time.perf_counter() - started
         del plan
         cache = Path(tmp) / "answers.sqlite3"
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         pending = chat.map(frame, TEMPLATE, cache=cache, progress=False, batch=True, max_tokens=20)
-        submitted = time.perf_counter() - started
+        submitted, submit_cpu = time.perf_counter() - started, time.process_time() - cpu
         peak = rss_mb()
         commands.write("advance 100000\n")
         commands.flush()
         replies.readline()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = chat.map(frame, TEMPLATE, cache=cache, progress=False, batch=True, max_tokens=20)
-        collected = time.perf_counter() - started
+        collected, collect_cpu = time.perf_counter() - started, time.process_time() - cpu
         started = time.perf_counter()
         again = chat.map(frame, TEMPLATE, cache=cache, progress=False, batch=True, max_tokens=20)
         rerun = time.perf_counter() - started
@@ -85,9 +86,9 @@ def measure() -> list[Row]:
     batches = len(getattr(pending, "batches", []))
     return [
         Row(f"11a. --batch submit of {ROWS:,} rows ({batches} batches: JSONL written, uploaded, created)",
-            f"{submitted:.1f} s, {peak - before:.0f} MB over the input", f"planning alone: {planned:.1f} s",
+            f"{submitted:.1f} s ({submit_cpu:.1f} s CPU), {peak - before:.0f} MB over the input", f"planning alone: {planned:.1f} s",
             f"{submitted / planned:.2f}", "< 30 s, < 300 MB", submitted < 30 and peak - before < 300 and batches == 2),
-        Row(f"11b. --batch collect of {ROWS:,} answers (download, cache, result)", f"{collected:.1f} s, {done:,} answered",
+        Row(f"11b. --batch collect of {ROWS:,} answers (download, cache, result)", f"{collected:.1f} s ({collect_cpu:.1f} s CPU), {done:,} answered",
             f"rerun from the cache: {rerun:.1f} s ({again.cached:,} cached)", f"{collected / rerun:.2f}", "< 30 s",
             collected < 30 and done == ROWS),
     ]

@@ -196,9 +196,10 @@ def refusal_lines(batch: dict[str, Any], max_requests: int, backend: Backend) ->
     queued = next((e for e in errors if e.get("code") == "token_limit_exceeded"), None)
     if queued is not None:
         said = _one_line(backend, str(queued.get("message") or "token_limit_exceeded"))
-        return [f"Batch {batch.get('id')} was refused: the provider's queue of batch tokens for this model is full ({said}). "
+        line = (f"Batch {batch.get('id')} was refused: the provider's queue of batch tokens for this model is full ({said}). "
                 f"Set a smaller NanoMagics.batch_max_requests (now {max_requests:,}) or wait for running batches to finish, "
-                "then run the cell again."]
+                "then run the cell again.")
+        return [line]
     lines = [f"Batch {batch.get('id')} failed validation:"]
     for error in errors[:SHOWN_ERRORS]:
         where = f"line {error['line']}: " if isinstance(error.get("line"), int) else ""

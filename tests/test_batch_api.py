@@ -106,7 +106,7 @@ def test_the_jsonl_holds_the_requests_only_and_the_key_rides_in_the_header(run, 
         use(settings, server)
         assert not run("%%nano --map rows --batch --api responses -m gpt-4.1-nano\n{item}?").failed
         headers, upload = server.uploads[0]
-        create = [h for m, p, h in server.requests if m == "POST" and p == "/v1/batches"][0]
+        create = next(h for m, p, h in server.requests if m == "POST" and p == "/v1/batches")
     lines = lines_of(upload)
     assert len(lines) == 40 and upload.endswith(b"\n") and len(upload.splitlines()) == 40
     ids = [line["custom_id"] for line in lines]
