@@ -282,6 +282,8 @@ def batches(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> 
                 raise UsageError(f"%nano batches cancel: no recorded batch {rest[1]!r}; %nano batches lists them.")
             if turned_off():
                 return Shown.say("{}", OFF_MESSAGE)
+            if record.base_url != chat.backend.base_url:
+                raise UsageError(f"%nano batches cancel: {record.id} went to another server; set the base URL it went to first.")
             batch = cancel(chat.client, record.id)
             completed, failed = counts(batch)
             records.update(record.id, str(batch.get("status") or "cancelling"), completed, failed)

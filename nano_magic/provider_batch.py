@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .batch_records import BatchRecord
 from .client import ApiRefused, Client, Completion, completion_of
@@ -118,14 +118,22 @@ def write_parts(requests: Iterable[tuple[str, Request]], folder: Path, max_reque
 def upload_and_create(client: Client, part: Part, endpoint: str, label: str) -> dict[str, Any]:
     """Upload one input file (`POST /files`, purpose batch) and create its batch (`POST /batches`): the one place a batch is sent."""
     with part.path.open("rb") as handle:
-        uploaded = client.api("POST", "/files", files={"file": (part.path.name, handle, "application/jsonl")}, data={"purpose": "batch"})
+        uploaded = _refused_in_one_line(client, "POST /files", lambda: client.api(
+            "POST", "/files", files={"file": (part.path.name, handle, "application/jsonl")}, data={"purpose": "batch"}))
     if not isinstance(uploaded.get("id"), str):
         raise BatchUnavailable(f"--batch: {client.backend.name} accepted the file but gave it no id; nothing more was sent.")
-    created = client.api("POST", "/batches", json={"input_file_id": uploaded["id"], "endpoint": endpoint, "completion_window": "24h",
-                                                    "metadata": {"nano_magic": label[:500]}})
+    body = {"input_file_id": uploaded["id"], "endpoint": endpoint, "completion_window": "24h", "metadata": {"nano_magic": label[:500]}}
+    created = _refused_in_one_line(client, "POST /batches", lambda: client.api("POST", "/batches", json=body))
     if not isinstance(created.get("id"), str):
         raise BatchUnavailable(f"--batch: {client.backend.name} answered the new batch without an id.")
     return created
+
+
+def _refused_in_one_line(client: Client, what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return call()
+    except ApiRefused as exc:
+        raise BatchUnavailable(f"--batch: {client.backend.name} refused {what} ({exc.status}: {exc.reason}); nothing more was sent.") from None
 
 
 def retrieve(client: Client, batch_id: str) -> dict[str, Any]:

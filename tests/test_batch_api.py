@@ -8,11 +8,13 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
 from nano_magic import Chat
 from nano_magic.config import Backend
+from nano_magic.errors import NanoError
 from nano_magic.map_batch import BatchPending
 from nano_magic.provider_batch import refusal_lines
 from nano_magic.usage import Usage
@@ -289,3 +291,22 @@ def test_chat_map_and_amap_submit_and_collect(tmp_path: Path) -> None:
         assert result.answers.tolist() == [f"Answer to: Q {item}" for item in rows] and result.model == "gpt-4.1-nano (batch)"
         again = chat.map(rows, "Q {item}", batch=True, cache=cache, progress=False)
         assert again.cached == 4 and len(server.uploads) == 1
+
+
+def test_an_ai_gateway_that_refuses_the_upload_says_so_in_one_line(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path.endswith("/batches"):
+            return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
+        return httpx.Response(400, json={"success": False, "errors": [{"code": 2001, "message": "Unsupported provider route"}]})
+
+    env = {"CLOUDFLARE_ACCOUNT_ID": "acct", "CLOUDFLARE_API_TOKEN": SECRET, "CLOUDFLARE_GATEWAY_ID": "gw"}
+    chat = Chat(env=env, transport=httpx.MockTransport(gateway))
+    with pytest.raises(NanoError) as failed:
+        chat.map(["a", "b"], "Say {item}", batch=True, cache=tmp_path / "answers.sqlite3", progress=False)
+    message = str(failed.value)
+    assert "\n" not in message and SECRET not in message
+    assert message == "--batch: Cloudflare AI Gateway refused POST /files (400: Unsupported provider route); nothing more was sent."
+    assert seen == ["GET /v1/acct/gw/openai/batches", "POST /v1/acct/gw/openai/files"], "tried, refused, nothing more sent"
