@@ -271,8 +271,11 @@ def test_the_budget_holds_the_whole_submission_before_uploading(run, ip, setting
         cell = run("%%nano --map rows --batch -m gpt-4.1-nano --max-tokens 1000\nSay {item}")
         assert cell.failed and "Budget: this request could cost up to $0.020035" in cell.shown
         assert server.uploads == []
-        settings.budget = 1.0
+        settings.budget = 0.03
         assert not run("%%nano --map rows --batch -m gpt-4.1-nano --max-tokens 1000\nSay {item}").failed
+        held = run("%%nano --map rows --batch -m gpt-4.1-nano --max-tokens 1000\nTell {item}")
+        assert held.failed and "$0.020035 of the $0.030000 cap is spent" in held.shown, "the first submission is held until collected"
+        assert len(server.uploads) == 1
         usage = run("%nano usage")
         assert "No tokens used yet" in usage.shown, "a submission is not spending"
         run("%%nano --map rows --batch -m gpt-4.1-nano --max-tokens 1000\nSay {item}")
@@ -310,3 +313,20 @@ def test_an_ai_gateway_that_refuses_the_upload_says_so_in_one_line(tmp_path: Pat
     assert "\n" not in message and SECRET not in message
     assert message == "--batch: Cloudflare AI Gateway refused POST /files (400: Unsupported provider route); nothing more was sent."
     assert seen == ["GET /v1/acct/gw/openai/batches", "POST /v1/acct/gw/openai/files"], "tried, refused, nothing more sent"
+
+
+def test_parts_split_at_the_request_and_byte_limits(tmp_path: Path) -> None:
+    from nano_magic.provider_batch import batch_line, write_parts
+    from nano_magic.wire import Options, build_request
+
+    backend = Backend("OpenAI", "https://api.openai.com/v1", "gpt-4.1-nano")
+    requests = [(f"{i:064d}", build_request(backend, "gpt-4.1-nano", None, [{"role": "user", "content": "x" * (i % 7)}], Options()))
+                for i in range(30)]
+    size = len(batch_line(*requests[6]))
+    parts = []
+    for part in write_parts(requests, tmp_path, max_requests=8, max_bytes=3 * size):
+        parts.append((len(part.custom_ids), part.size, part.path.read_bytes()))
+        part.path.unlink()
+    assert sum(n for n, _, _ in parts) == 30 and all(n <= 8 and b <= 3 * size for n, b, _ in parts)
+    assert all(len(data) == b for _, b, data in parts) and len(parts) >= 10
+    assert b"".join(data for _, _, data in parts) == b"".join(batch_line(*r) for r in requests), "every request once, in order"
