@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .batch import MapPlan, MapResult, _in_thread, result_from
 from .batch_records import BatchRecord, BatchRecords
@@ -88,6 +89,7 @@ class BatchRun:
     say: Callable[[str], None] = print
     records: BatchRecords = field(init=False)
     client: Client = field(init=False)
+    busy: threading.Lock = field(init=False, default_factory=threading.Lock)  # a step in a worker thread ends before close
 
     def __post_init__(self) -> None:
         if self.plan.cache is None:
@@ -100,12 +102,17 @@ class BatchRun:
         self.records = BatchRecords(self.plan.cache.path)
 
     def close(self) -> None:
-        """Close the records and the plan's cache."""
-        self.records.close()
-        self.plan.close()
+        """Close the records and the plan's cache, once a step still running (a wait that was stopped) has ended."""
+        with self.busy:
+            self.records.close()
+            self.plan.close()
 
     def step(self) -> MapResult | BatchPending:
         """Submit what no batch holds, or check the batches that hold it and collect them once all have ended."""
+        with self.busy:
+            return self._step()
+
+    def _step(self) -> MapResult | BatchPending:
         outstanding = self.records.outstanding(self.client.backend.base_url, [job.key for job in self.plan.jobs])
         if outstanding:
             return self._check(outstanding)
@@ -163,7 +170,7 @@ class BatchRun:
             yield job.key, self.plan.request(job.prompt)
 
     def _check(self, outstanding: list[BatchRecord]) -> MapResult | BatchPending:
-        seen: dict[str, dict[str, object]] = {}
+        seen: dict[str, dict[str, Any]] = {}
         for record in outstanding:
             batch = retrieve(self.client, record.id)
             record.status = str(batch.get("status") or record.status)
@@ -175,7 +182,7 @@ class BatchRun:
             return BatchPending(outstanding, [progress_line(r, now) for r in outstanding], f"Not done yet. {self.again}")
         return self._collect(outstanding, seen)
 
-    def _collect(self, ended: list[BatchRecord], seen: dict[str, dict[str, object]]) -> MapResult:
+    def _collect(self, ended: list[BatchRecord], seen: dict[str, dict[str, Any]]) -> MapResult:
         plan = self.plan
         wanted = {job.key for job in plan.jobs}
         outcomes: dict[str, Completion | str] = {}
@@ -185,14 +192,14 @@ class BatchRun:
             batch = seen[record.id]
             items = self.records.items(record.id)
             if record.status == "failed":
-                for line in refusal_lines(dict(batch), self.max_requests, self.client.backend):
+                for line in refusal_lines(batch, self.max_requests, self.client.backend):
                     self.say(line)
                 reason = f"Batch {record.id} failed validation (see above); run the cell again to resubmit it."
                 outcomes.update((cid, reason) for cid in items if cid in wanted)
                 continue
             mine = set(items)
             spent = Usage()
-            for outcome in read_results(self.client, dict(batch), plan.options.api):
+            for outcome in read_results(self.client, batch, plan.options.api):
                 cid = outcome.custom_id
                 if cid not in mine:
                     continue

@@ -28,7 +28,7 @@ from .wire import Request, error_message
 
 __all__ = [
     "MAX_REQUESTS", "MAX_BYTES", "TERMINAL", "Part", "Outcome", "unavailable", "check_offered", "batch_line", "write_parts",
-    "upload_and_create", "retrieve", "cancel", "read_results", "refusal_lines", "progress_line", "endpoint_for",
+    "upload_and_create", "retrieve", "cancel", "counts", "read_results", "refusal_lines", "progress_line", "endpoint_for",
 ]
 
 MAX_REQUESTS = 50_000  # requests in one batch's input file
@@ -133,7 +133,8 @@ def _refused_in_one_line(client: Client, what: str, call: Callable[[], dict[str,
     try:
         return call()
     except ApiRefused as exc:
-        raise BatchUnavailable(f"--batch: {client.backend.name} refused {what} ({exc.status}: {exc.reason}); nothing more was sent.") from None
+        name = client.backend.name
+        raise BatchUnavailable(f"--batch: {name} refused {what} ({exc.status}: {exc.reason}); nothing more was sent.") from None
 
 
 def retrieve(client: Client, batch_id: str) -> dict[str, Any]:

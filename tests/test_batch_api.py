@@ -26,6 +26,7 @@ SECRET = "sk-batch-test-secret-0123456789abcdef"
 
 @pytest.fixture
 def settings(ip):
+    ip.user_ns.pop("labels", None)  # the shell is shared: an earlier test's --out must not count
     return ip.magics_manager.registry["NanoMagics"]
 
 
