@@ -1,7 +1,8 @@
-"""`--batch` in a real kernel: submit, restart the kernel, and the rerun of the same cell finds and collects the batch."""
+"""`--batch` in a real kernel: submit and stop waiting, restart the kernel, and the rerun of the same cell collects the batch."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from jupyter_client.manager import start_new_kernel
@@ -28,9 +29,23 @@ def test_a_batch_submitted_before_a_kernel_restart_is_collected_after_it(tmp_pat
         km, kc = start_new_kernel(kernel_name="python3")
         try:
             execute(kc, setup)
-            reply, shown = execute(kc, CELL)
-            assert reply["content"]["status"] == "ok", shown
-            assert "Submitted 1 batch: 20 requests" in shown and "Run this cell again to collect" in shown
+            outputs: list[dict] = []
+            msg_id = kc.execute(CELL.replace("--batch", "--batch --wait"))
+            deadline = time.monotonic() + 60
+            while not server.sent("GET", "/v1/batches/") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            km.interrupt_kernel()
+            reply = kc.get_shell_msg(timeout=20)
+            while True:
+                msg = kc.get_iopub_msg(timeout=10)
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    outputs.append(msg)
+                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                        break
+            shown = "".join(m["content"].get("text", "") + m["content"].get("data", {}).get("text/plain", "") for m in outputs)
+            assert reply["content"]["status"] == "ok", outputs
+            assert "Submitted 1 batch: 20 requests" in shown and "Stopped waiting; the batches keep running" in shown
+            assert not server.sent("POST", "/v1/batches/batch-000002/cancel"), "an interrupt leaves the batch running"
 
             km.restart_kernel(now=True)
             kc.wait_for_ready(timeout=60)
