@@ -90,6 +90,7 @@ class BatchRun:
     records: BatchRecords = field(init=False)
     client: Client = field(init=False)
     busy: threading.Lock = field(init=False, default_factory=threading.Lock)  # a step in a worker thread ends before close
+    waited: bool = field(init=False, default=False)  # a progress bar showed the end, summary included
 
     def __post_init__(self) -> None:
         if self.plan.cache is None:
@@ -262,6 +263,7 @@ async def _wait(run: BatchRun, outcome: BatchPending, progress: str, refresh_rat
     plan = run.plan
     tally = Tally(len(plan.keys), batch_model(plan.model), done=plan.cached_rows, cached=plan.cached_rows)
     bar = open_bar(progress, tally, refresh_rate)
+    run.waited = progress != "none"
     interval = FIRST_POLL
     current: MapResult | BatchPending = outcome
     try:

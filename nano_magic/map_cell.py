@@ -79,10 +79,10 @@ def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str)
     mode = "text" if pick_mode(settings.display, shell) == "text" else "widget"
     outcome = run_batch(run, wait=args.wait, progress=mode, refresh_rate=settings.refresh_rate)
     shell.user_ns["_nano"] = outcome
-    if isinstance(outcome, BatchPending):
+    if not run.waited:
         print(outcome.summary())
+    if isinstance(outcome, BatchPending):
         return outcome
-    print(outcome.summary())
     if args.out:
         shell.user_ns[args.out] = outcome.table
     else:
