@@ -168,7 +168,7 @@ class BatchRun:
     def _requests(self) -> Iterator[tuple[str, Request]]:
         """(custom id, request) for each distinct request without an answer: the custom id is the request's cache key."""
         for job in self.plan.jobs:
-            yield job.key, self.plan.request(job.prompt)
+            yield job.key, self.plan.request(job.prompt, job.pictures)
 
     def _check(self, outstanding: list[BatchRecord]) -> MapResult | BatchPending:
         seen: dict[str, dict[str, Any]] = {}

@@ -331,3 +331,18 @@ def test_parts_split_at_the_request_and_byte_limits(tmp_path: Path) -> None:
     assert sum(n for n, _, _ in parts) == 30 and all(n <= 8 and b <= 3 * size for n, b, _ in parts)
     assert all(len(data) == b for _, b, data in parts) and len(parts) >= 10
     assert b"".join(data for _, _, data in parts) == b"".join(batch_line(*r) for r in requests), "every request once, in order"
+
+
+def test_the_batch_price_is_half_unless_the_price_data_gives_one(settings) -> None:
+    from nano_magic.usage import batch_model
+
+    used = Usage(1_000_000, 1_000_000)
+    assert used.cost(batch_model("openai/gpt-4.1-nano-2025-04-14")) == pytest.approx(used.cost("gpt-4.1-nano") / 2)
+    settings.prices = {"house-model": {"input": 1.0, "cached_input": 0.5, "output": 2.0,
+                                       "batch": {"input": 0.8, "cached_input": 0.4, "output": 1.0}}}
+    try:
+        assert used.cost(batch_model("house-model")) == pytest.approx(1.8) and used.cost("house-model") == pytest.approx(3.0)
+        with pytest.raises(Exception, match="batch must give input, cached_input, output"):
+            settings.prices = {"bad": {"input": 1.0, "cached_input": 0.5, "output": 2.0, "batch": {"input": -1}}}
+    finally:
+        settings.prices = {}
