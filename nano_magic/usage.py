@@ -142,17 +142,21 @@ def set_price_overrides(entries: Mapping[str, Mapping[str, Any]]) -> None:
     _OVERRIDES.update({_base_name(name): dict(entry) for name, entry in entries.items()})
 
 
+def _dollars(value: Any) -> bool:
+    """Whether `value` is a price: a number of dollars, 0 or more."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
 def check_price_entry(name: str, entry: Any) -> str | None:
     """What is wrong with one `NanoMagics.prices` entry, in a few words; None when it is usable."""
     if not isinstance(entry, Mapping):
         return f"{name!r} must map to a dict with {', '.join(PRICE_FIELDS)}"
     for key in PRICE_FIELDS:
         value = entry.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        if not _dollars(value):
             return f"{name!r} needs {key} as dollars per 1M tokens (0 or more), not {value!r}"
     own = entry.get("batch")
-    if own is not None and (not isinstance(own, Mapping) or any(
-            isinstance(own.get(k), bool) or not isinstance(own.get(k), (int, float)) or not own.get(k) >= 0 for k in PRICE_FIELDS)):
+    if own is not None and (not isinstance(own, Mapping) or not all(_dollars(own.get(key)) for key in PRICE_FIELDS)):
         return f"{name!r}: batch must give {', '.join(PRICE_FIELDS)} as dollars per 1M tokens, or be left out (half the live price)"
     longest = entry.get("longest_output")
     if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int) or longest < 1):
