@@ -28,7 +28,7 @@ from .wire import Options, Request, build_request
 if TYPE_CHECKING:
     from .chat import Chat
 
-__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests", "result_from"]
+__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "estimate_jobs", "run_map", "arun_map", "describe_requests", "result_from"]
 
 T = TypeVar("T")
 SHOWN_FAILURES = 3
@@ -64,6 +64,7 @@ class MapPlan:
     input_tokens: int = 0
     dollars: float | None = None
     cache: AnswerCache | None = field(default=None, repr=False)
+    estimated: bool = False
     pictures: list[tuple[Picture, ...]] = field(default_factory=list, repr=False)  # each row's, from `{image:column}`
 
     @cached_property
@@ -104,8 +105,8 @@ class MapPlan:
 
 
 def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
-             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto") -> MapPlan:
-    """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
+             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto", estimate: bool = True) -> MapPlan:
+    """Check the input, build every request's key, look up the cache and (with `estimate`) estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
         raise BadInput(f"--concurrency {concurrency} must be at least 1.")
     items = items_of(data, label)
@@ -124,25 +125,36 @@ def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: 
         plan.cache = AnswerCache(cache_path)
         plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
     _plan_jobs(plan)
+    if estimate:
+        estimate_jobs(plan)
     return plan
 
 
 def _plan_jobs(plan: MapPlan) -> None:
-    """The distinct requests the cache cannot answer, in input order, with their estimate."""
+    """The distinct requests the cache cannot answer, in input order."""
     counts = Counter(key for key in plan.keys if key not in plan.cached)
     seen: set[str] = set()
     bound = plan.options.max_tokens or 0
-    dollars: float | None = 0.0
     for key, row, pictures in zip(plan.keys, plan.items.rows(), plan.pictures):
         if key in plan.cached or key in seen:
             continue
         seen.add(key)
-        prompt = plan.template.render(row)
-        estimate = estimate_request(plan.request(prompt, pictures).body, plan.model, bound)
+        plan.jobs.append(_Job(key, plan.template.render(row), bound, counts[key], pictures))
+
+
+def estimate_jobs(plan: MapPlan) -> MapPlan:
+    """Count each request's input tokens and the plan's cost, once (a --batch collect needs neither)."""
+    if plan.estimated:
+        return plan
+    bound = plan.options.max_tokens or 0
+    dollars: float | None = 0.0
+    for job in plan.jobs:
+        estimate = estimate_request(plan.request(job.prompt, job.pictures).body, plan.model, bound)
         plan.input_tokens += estimate.input_tokens
         dollars = None if dollars is None or estimate.dollars is None else dollars + estimate.dollars
-        plan.jobs.append(_Job(key, prompt, estimate.input_tokens + bound, counts[key], pictures))
-    plan.dollars = dollars
+        job.tokens = estimate.input_tokens + bound
+    plan.dollars, plan.estimated = dollars, True
+    return plan
 
 
 @dataclass

@@ -427,7 +427,7 @@ class Chat:
         """
         from .batch import run_map
 
-        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options, estimate=not batch)
         if batch:
             from .map_batch import run_batch
 
@@ -440,7 +440,7 @@ class Chat:
         """`map` on the running event loop."""
         from .batch import arun_map
 
-        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options, estimate=not batch)
         if batch:
             from .map_batch import arun_batch
 
@@ -448,23 +448,24 @@ class Chat:
         return await arun_map(plan, progress=_progress_mode(progress))
 
     def _batch_run(self, plan: MapPlan, template: str, max_requests: int) -> BatchRun:
-        from .map_batch import AGAIN_CALL, BatchRun, at_batch_price
+        from .map_batch import AGAIN_CALL, BatchRun
 
         try:
-            return BatchRun(at_batch_price(plan), "Chat.map: " + " ".join(template.split())[:60], max_requests, AGAIN_CALL)
+            return BatchRun(plan, "Chat.map: " + " ".join(template.split())[:60], max_requests, AGAIN_CALL)
         except BaseException:
             plan.close()
             raise
 
     def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
-                  cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
+                  cache: bool | str | Path, options: dict[str, Any], estimate: bool = True) -> MapPlan:
         from .batch import plan_map
 
         opts = self._options(options)
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, schema=shape)
         path = default_cache_path() if cache is True else (cache or None)
-        return plan_map(self, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path)
+        return plan_map(self, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path,
+                        estimate=estimate)
 
     def _settle(self, answer: Answer, asked: Asked, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
         """Account for every request and, once any text or call arrived, write the turn into the real thread."""

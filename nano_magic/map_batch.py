@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .batch import MapPlan, MapResult, _in_thread, result_from
+from .batch import MapPlan, MapResult, _in_thread, estimate_jobs, result_from
 from .batch_records import BatchRecord, BatchRecords
 from .client import Client, Completion
 from .errors import NanoError
@@ -70,7 +70,8 @@ class BatchPending:
 
 
 def at_batch_price(plan: MapPlan) -> MapPlan:
-    """Price the plan's estimate at the batch price (its `dollars`), for the estimate line and the confirm check."""
+    """Estimate the plan at the batch price (its `dollars`), for the estimate line and the confirm check."""
+    estimate_jobs(plan)
     bound = plan.options.max_tokens or 0
     live = Usage(plan.input_tokens, bound * len(plan.jobs))
     plan.dollars = live.cost(batch_model(plan.model))
@@ -131,6 +132,7 @@ class BatchRun:
     def _submit(self) -> BatchPending:
         plan, client = self.plan, self.client
         check_offered(client)
+        at_batch_price(plan)
         if self.confirm is not None:
             self.confirm(plan)
         worst = self.worst_case()

@@ -66,7 +66,7 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
 def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str) -> MapResult | BatchPending:
     """Submit the cell's requests to the Batch API, or collect them: the same result as a live run once they are done."""
     def confirm(plan: MapPlan) -> None:
-        print(f"Estimate at the batch price: {at_batch_price(plan).estimate()}")
+        print(f"Estimate at the batch price: {plan.estimate()}")
         if plan.dollars is not None and plan.dollars > settings.confirm_above and not args.yes:
             raise UsageError(f"This batch would cost about ${plan.dollars:.2f}, more than NanoMagics.confirm_above "
                              f"(${settings.confirm_above:.2f}): add --yes to submit it.")
@@ -114,7 +114,7 @@ def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, opt
             chat, shell.user_ns[args.map], body, options, system=args.system, schema=schema,
             concurrency=settings.concurrency if args.concurrency is None else args.concurrency,
             cache_path=None if args.no_cache else settings.cache_path or default_cache_path(), label=args.map,
-            image_detail=args.image_detail,
+            image_detail=args.image_detail, estimate=not args.batch or args.dry_run,  # a batch estimates only when it submits
         )
     except (BadInput, ValueError) as exc:
         raise UsageError(str(exc)) from None
