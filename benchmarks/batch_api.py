@@ -1,8 +1,8 @@
 """Row 13: `Chat.map(batch=True)` over 100,000 rows against the loopback Batch API (`tests/support/batch_server.py`,
 in a child process): submitting (plan, JSONL, upload, create) and collecting (download, cache, result).
 
-Wall time includes the stand-in's own work (parsing the upload, writing the output file) in its process; the CPU
-figure is this process's alone. Baselines in the same process: planning the same rows alone (what a live run also does before sending), and the
+Wall time includes the stand-in's own work in its process (parsing the upload; not writing the output files, which
+it does when its clock moves on, as the provider does before it says completed); the CPU figure is this process's alone. Baselines in the same process: planning the same rows alone (what a live run also does before sending), and the
 rerun once everything is collected (every row from the cache). Peak RSS over the RSS with the input loaded.
 
     python -m benchmarks.batch_api
