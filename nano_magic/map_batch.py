@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .batch import MapPlan, MapResult, _in_thread, estimate_jobs, result_from
+from .batch import MapPlan, MapResult, estimate_jobs, result_from
 from .batch_records import BatchRecord, BatchRecords
 from .client import Client, Completion
 from .errors import NanoError
 from .guard import check_budget
+from .loops import on_worker_loop
 from .progress import Tally, open_bar
 from .provider_batch import (
     MAX_REQUESTS,
@@ -242,7 +243,7 @@ def run_batch(run: BatchRun, *, wait: bool = False, progress: str = "none", refr
             return outcome
         if outcome.submitted:
             run.say(outcome.summary())
-        return _in_thread(lambda: _wait(run, outcome, progress, refresh_rate))
+        return on_worker_loop(lambda: _wait(run, outcome, progress, refresh_rate), name="nano-batch")
     finally:
         run.close()
 
