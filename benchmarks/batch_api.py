@@ -1,4 +1,4 @@
-"""Row 14: `Chat.map(batch=True)` over 100,000 rows against the loopback Batch API (`tests/support/batch_server.py`,
+"""Row 17: `Chat.map(batch=True)` over 100,000 rows against the loopback Batch API (`tests/support/batch_server.py`,
 in a child process): submitting (plan, JSONL, upload, create) and collecting (download, cache, result).
 
 Wall time includes the stand-in's own work in its process (parsing the upload; not writing the output files, which
@@ -85,10 +85,10 @@ def measure() -> list[Row]:
     done = getattr(result, "done", 0)
     batches = len(getattr(pending, "batches", []))
     return [
-        Row(f"14a. --batch submit of {ROWS:,} rows ({batches} batches: JSONL written, uploaded, created)",
+        Row(f"17a. --batch submit of {ROWS:,} rows ({batches} batches: JSONL written, uploaded, created)",
             f"{submitted:.1f} s ({submit_cpu:.1f} s CPU), {peak - before:.0f} MB over the input", f"planning alone: {planned:.1f} s",
             f"{submitted / planned:.2f}", "< 30 s, < 300 MB", submitted < 30 and peak - before < 300 and batches == 2),
-        Row(f"14b. --batch collect of {ROWS:,} answers (download, cache, result)", f"{collected:.1f} s ({collect_cpu:.1f} s CPU), {done:,} answered",
+        Row(f"17b. --batch collect of {ROWS:,} answers (download, cache, result)", f"{collected:.1f} s ({collect_cpu:.1f} s CPU), {done:,} answered",
             f"rerun from the cache: {rerun:.1f} s ({again.cached:,} cached)", f"{collected / rerun:.2f}", "< 30 s",
             collected < 30 and done == ROWS),
     ]

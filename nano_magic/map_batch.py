@@ -18,7 +18,6 @@ from .batch import MapPlan, MapResult, estimate_jobs, result_from
 from .batch_records import BatchRecord, BatchRecords
 from .client import Client, Completion
 from .errors import NanoError
-from .guard import check_budget
 from .loops import on_worker_loop
 from .progress import Tally, open_bar
 from .provider_batch import (
@@ -36,7 +35,7 @@ from .provider_batch import (
     write_parts,
 )
 from .tokens import Estimate, exact_counts
-from .usage import Spend, Usage, batch_model, max_output_for
+from .usage import Usage, batch_model, max_output_for
 from .wire import Request
 
 __all__ = ["BatchPending", "BatchRun", "run_batch", "arun_batch", "at_batch_price", "AGAIN_CELL", "AGAIN_CALL"]
@@ -97,11 +96,11 @@ class BatchRun:
     def __post_init__(self) -> None:
         if self.plan.cache is None:
             raise NanoError("--batch needs the answer cache, which keeps the batches and their answers: drop --no-cache.")
-        reason = unavailable(self.plan.chat.backend)
+        reason = unavailable(self.plan.gate.backend)
         if reason is not None:
             raise NanoError(reason)
         self.max_requests = max(1, min(self.max_requests, MAX_REQUESTS))
-        self.client = self.plan.chat.client  # the off switch refuses here
+        self.client = self.plan.gate.batch_client()  # the off switch and a bad budget refuse here
         self.records = BatchRecords(self.plan.cache.path)
 
     def close(self) -> None:
@@ -137,10 +136,7 @@ class BatchRun:
         if self.confirm is not None:
             self.confirm(plan)
         worst = self.worst_case()
-        if plan.chat.budget is not None:  # the whole submission is held against the budget before anything is uploaded
-            so_far = Spend.of(plan.chat.ledger)
-            so_far.dollars += self.records.reserved()
-            check_budget(plan.chat.budget, so_far, worst)
+        plan.gate.reserve_batch(worst, self.records.reserved())  # the whole submission, before anything is uploaded
         share = (worst.dollars or 0.0) / max(len(plan.jobs), 1)
         endpoint = endpoint_for(plan.options.api)
         created: list[BatchRecord] = []
@@ -210,7 +206,7 @@ class BatchRun:
                 if outcome.completion is not None:
                     spent = spent + (outcome.completion.usage or Usage())
                     if outcome.completion.usage is not None:
-                        plan.chat.ledger.append(("(batch)", batch_model(plan.model), outcome.completion.usage))
+                        plan.gate.charge_batch(batch_model(plan.model), outcome.completion.usage)
                     if cid in wanted:
                         outcomes[cid] = outcome.completion
                     elif not outcome.completion.refusal and outcome.completion.finish_reason != "length":
