@@ -65,7 +65,7 @@ def measure() -> list[Row]:
         chat = Chat(MODEL, base_url=url, env={})
         before = rss_mb()
         started = time.perf_counter()
-        plan = plan_map(chat, frame, TEMPLATE, Options(max_tokens=20), cache_path=None)
+        plan = plan_map(chat.gate, frame, TEMPLATE, Options(max_tokens=20), cache_path=None)
         planned = time.perf_counter() - started
         del plan
         cache = Path(tmp) / "answers.sqlite3"
