@@ -1,14 +1,14 @@
-"""Rows 17–20: the data verbs (`Chat.filter`, `Chat.classify`, `Chat.reduce`) and dedupe, against the rate-limited server.
+"""Rows 18–21: the data verbs (`Chat.filter`, `Chat.classify`, `Chat.reduce`) and dedupe, against the rate-limited server.
 
-17–18. Throughput: `Chat.filter` and `Chat.classify` over 1,000 rows against the loopback rate-limited
+18–19. Throughput: `Chat.filter` and `Chat.classify` over 1,000 rows against the loopback rate-limited
    server (`tests/support/rate_limited.py`: a token bucket of R = 50 requests/s with 429s,
    x-ratelimit-* headers, 2% injected 500s and a few streams cut), concurrency 8, against `Chat.map`
    over the same rows on a fresh server in the same run. Rows/s over R, rows lost (no decision), rows answered twice.
-19. Reduce: `Chat.reduce` over 100,000 short rows (default --chunk-tokens) against the server at a limit it
+20. Reduce: `Chat.reduce` over 100,000 short rows (default --chunk-tokens) against the server at a limit it
    never reaches, in a child process: peak RSS over the input, and the process's CPU time outside the
    requests (packing, token counts, keys, the cache and combining: total CPU minus the CPU of the
    runs that send the requests), against the CPU of `Chat.map`'s own planning of the same 100,000 rows.
-20. Dedupe: `Chat.map` over 1,000 rows made of 50 distinct texts: requests answered by the server.
+21. Dedupe: `Chat.map` over 1,000 rows made of 50 distinct texts: requests answered by the server.
 
     python -m benchmarks.verbs
 """
@@ -148,16 +148,16 @@ def measure() -> list[Row]:
         return f["share"] >= 0.9 and f["lost"] == 0 and f["twice"] == 0
 
     return [
-        Row(f"17. --filter, {ROWS:,} rows at R = {R}/s (429s, 2% 500s, cut streams), concurrency {CONCURRENCY}", describe(kept),
+        Row(f"18. --filter, {ROWS:,} rows at R = {R}/s (429s, 2% 500s, cut streams), concurrency {CONCURRENCY}", describe(kept),
             f"--map, same rows: {describe(mapped)}", f"{kept['share'] / mapped['share']:.2f} of --map", "≥ 0.9 R, 0 lost", met(kept)),
-        Row(f"18. --classify, {ROWS:,} rows at R = {R}/s, concurrency {CONCURRENCY}", describe(labelled),
+        Row(f"19. --classify, {ROWS:,} rows at R = {R}/s, concurrency {CONCURRENCY}", describe(labelled),
             f"--map, same rows: {describe(mapped)}", f"{labelled['share'] / mapped['share']:.2f} of --map", "≥ 0.9 R, 0 lost", met(labelled)),
-        Row(f"19. --reduce over {BIG:,} short rows (chunks of 4,000 tokens, fast limit)",
+        Row(f"20. --reduce over {BIG:,} short rows (chunks of 4,000 tokens, fast limit)",
             f"{reduced['over']:.0f} MB peak over the input; {reduced['outside']:.2f} s CPU outside requests",
             f"--map's planning of the same rows: {reduced['map_plan']:.2f} s CPU",
             f"{reduced['rounds']:.0f} rounds, {reduced['requests']:.0f} requests, {reduced['cpu']:.1f} s CPU in all, {reduced['wall']:.0f} s",
             "< 300 MB, < 5 s CPU", reduced["over"] < 300 and reduced["outside"] < 5),
-        Row(f"20. dedupe: --map over {ROWS:,} rows of {DISTINCT} distinct texts (-t 0.7)",
+        Row(f"21. dedupe: --map over {ROWS:,} rows of {DISTINCT} distinct texts (-t 0.7)",
             f"{once['answered']:.0f} requests answered ({once['distinct']:.0f} distinct)", f"{DISTINCT} distinct prompts",
             f"{once['done']:,.0f} rows answered", "requests = distinct prompts",
             once["answered"] == DISTINCT == once["distinct"] and once["done"] == ROWS),

@@ -36,7 +36,8 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from .batch import MapResult
+    from .batch import MapPlan, MapResult
+    from .map_batch import BatchPending, BatchRun
     from .verbs import ClassifyResult, FilterResult, ReduceResult, ReduceRun, RowsRun
 
 __all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
@@ -389,25 +390,45 @@ class Chat:
 
     def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
             cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None, sample_seed: int | None = 0,
-            **options: Any) -> MapResult:
+            batch: bool = False, wait: bool = False, batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
         """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each.
 
         With `sample`, only that many items picked at random (reproducibly, by `sample_seed`); `.whole` then
         estimates the whole input from the sample's measured output, and the full run takes these from the cache.
+        `batch=True` submits them to the provider's Batch API (half price) and returns the batches; the same call
+        again collects them into the same result a live run gives (`wait=True` polls until then).
         """
         from .batch import run_map
 
-        rows = self._rows(data, template, concurrency, schema, system, cache, sample, sample_seed, options)
+        rows = self._rows(data, template, concurrency, schema, system, cache, sample, sample_seed, options, batch=batch)
+        if batch:
+            from .map_batch import run_batch
+
+            return run_batch(self._batch_run(rows.plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
         return rows.finish(run_map(rows.plan, progress=_progress_mode(progress)))
 
     async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
                    cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None,
-                   sample_seed: int | None = 0, **options: Any) -> MapResult:
+                   sample_seed: int | None = 0, batch: bool = False, wait: bool = False, batch_max_requests: int = 50_000,
+                   **options: Any) -> MapResult | BatchPending:
         """`map` on the running event loop."""
         from .batch import arun_map
 
-        rows = self._rows(data, template, concurrency, schema, system, cache, sample, sample_seed, options)
+        rows = self._rows(data, template, concurrency, schema, system, cache, sample, sample_seed, options, batch=batch)
+        if batch:
+            from .map_batch import arun_batch
+
+            return await arun_batch(self._batch_run(rows.plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
         return rows.finish(await arun_map(rows.plan, progress=_progress_mode(progress)))
+
+    def _batch_run(self, plan: MapPlan, template: str, max_requests: int) -> BatchRun:
+        from .map_batch import AGAIN_CALL, BatchRun
+
+        try:
+            return BatchRun(plan, "Chat.map: " + " ".join(template.split())[:60], max_requests, AGAIN_CALL)
+        except BaseException:
+            plan.close()
+            raise
 
     def filter(self, data: Any, template: str, concurrency: int = 8, *, system: str | None = None, cache: bool | str | Path = True,
                progress: bool | str = "auto", sample: int | None = None, sample_seed: int | None = 0, **options: Any) -> FilterResult:
@@ -490,13 +511,16 @@ class Chat:
         return opts
 
     def _rows(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None, cache: bool | str | Path,
-              sample: int | None, seed: int | None, options: dict[str, Any]) -> RowsRun:
+              sample: int | None, seed: int | None, options: dict[str, Any], batch: bool = False) -> RowsRun:
         from .verbs import plan_rows
+
+        if batch and sample is not None:
+            raise ValueError("sample= previews a live run: it does not go with batch=True.")
 
         shape = None if schema is None else OutputSchema.from_object(schema)
         opts = self._checked(options, shape)
         return plan_rows(self.gate, data, template, opts, schema=shape, system=system, concurrency=concurrency,
-                         cache_path=_cache_path(cache), sample=sample, seed=seed)
+                         cache_path=_cache_path(cache), sample=sample, seed=seed, estimate=not batch)
 
     def _reduce(self, data: Any, template: str, chunk_tokens: int | None, concurrency: int, system: str | None,
                 cache: bool | str | Path, sample: int | None, seed: int | None, options: dict[str, Any]) -> ReduceRun:
@@ -608,7 +632,7 @@ class _TurnRun:
 
     def run(self, calls: list[ToolCall], toolbox: Toolbox | None, limit: str) -> None:
         """Run a round's calls in order (none when `toolbox` is None: the step limit); each is recorded before it runs."""
-        step = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
+        step: dict[str, Any] = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
         self.parts.clear()
         self.answer.steps.append(step)
         for index, call in enumerate(calls):

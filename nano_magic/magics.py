@@ -86,12 +86,19 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--sample", type=int, metavar="N", help="--map, --filter, --classify, --reduce: run on N rows picked at random, "
               "then estimate the whole input from their measured output.")
     @argument("--sample-seed", type=int, metavar="S", help="--sample: the seed that picks the rows (default 0).")
+    @argument("--batch", action="store_true", help="--map: submit the requests to the provider's Batch API (half price, within 24 h); "
+              "run the cell again to collect the answers.")
+    @argument("--wait", action="store_true", help="--batch: wait for the batches to finish, with a progress bar (Ctrl-C stops waiting).")
     @cell_magic("nano")
     def nano_cell(self, line: str, cell: str) -> None:
         """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.
 
         The answer is kept in `_nano` (.text, .usage, .cost, .status, .json), and the
         conversation carries on in the next %%nano cell of the same thread.
+
+        The guide, in the repository: docs/options.md (every option and setting), docs/tools-and-schemas.md,
+        docs/many-rows.md (--map and its verbs), docs/teaching.md (replay, budget, explain), docs/troubleshooting.md;
+        `%nano help` lists every page.
         """
         args = self._parse(line)
         if args.map or args.filter or args.classify or args.reduce:
@@ -105,7 +112,7 @@ class NanoMagics(Magics, NanoSettings):
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
-        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, help."""
+        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, batches, help."""
         from IPython.display import display
 
         from .commands import run_command

@@ -14,6 +14,7 @@ from .chat import Chat, validate
 from .config import default_cache_path
 from .display import pick_mode
 from .errors import CellFailed
+from .map_batch import BatchPending, BatchRun, at_batch_price, run_batch
 from .schema import OutputSchema
 from .verbs import RowsRun, plan_rows
 from .wire import Options
@@ -32,8 +33,8 @@ _ONLY_FOR = {"--labels": "classify", "--chunk-tokens": "reduce"}
 
 
 def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options,
-                 defaults: Namespace) -> MapResult | None:
-    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped.
+                 defaults: Namespace) -> MapResult | BatchPending | None:
+    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped or capped.
 
     `defaults` holds the cell's options as parsed from an empty line, to tell which ones were given.
     """
@@ -42,7 +43,12 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
         schema = schema_named(shell, args.schema)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    rows = plan_cell_rows(shell, chat, settings, args, body, options, "map", schema)
+    rows = plan_cell_rows(shell, chat, settings, args, body, options, "map", schema,
+                          estimate=not args.batch or args.dry_run)  # a batch estimates only when it submits
+    if args.batch and not args.dry_run:
+        return _batch(shell, settings, args, rows.plan, body)
+    if args.batch:
+        at_batch_price(rows.plan)
     result = run_rows(shell, settings, args, rows)
     if result is None:
         return None
@@ -79,6 +85,12 @@ def check_rows_cell(shell: Any, args: Namespace, body: str, verb: str, defaults:
             raise UsageError(f"{flag} works only with --{owner}.")
     if args.sample_seed is not None and args.sample is None:
         raise UsageError("--sample-seed picks the rows of a --sample: add --sample N.")
+    if args.wait and not args.batch:
+        raise UsageError("--wait waits for batches: use it with --batch.")
+    if args.batch and verb != "map":
+        raise UsageError(f"--batch works with --map only: run --{verb} without it (live).")
+    if args.batch and args.sample is not None:
+        raise UsageError("--sample previews a live run: it does not go with --batch.")
 
 
 def cache_path_of(args: Namespace, settings: Any) -> str | None:
@@ -92,14 +104,15 @@ def concurrency_of(args: Namespace, settings: Any) -> int:
 
 
 def plan_cell_rows(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options, verb: str,
-                   schema: OutputSchema | None) -> RowsRun:
+                   schema: OutputSchema | None, estimate: bool = True) -> RowsRun:
     """The plan of a map, filter or classify cell (of its sample with --sample); UsageError in one line."""
     name = getattr(args, verb)
     try:
         validate(options, schema=schema)
         return plan_rows(chat.gate, shell.user_ns[name], body, options, schema=schema, system=args.system,
                          concurrency=concurrency_of(args, settings), cache_path=cache_path_of(args, settings),
-                         sample=args.sample, seed=args.sample_seed or 0, label=name, image_detail=args.image_detail)
+                         sample=args.sample, seed=args.sample_seed or 0, label=name, image_detail=args.image_detail,
+                         estimate=estimate)
     except (BadInput, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -158,3 +171,31 @@ def end_rows(args: Namespace, result: MapResult) -> None:
                          "run the cell again to send the rest.")
     if result.capped:
         raise CellFailed(result.capped)
+
+
+def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str) -> MapResult | BatchPending:
+    """Submit the cell's requests to the Batch API, or collect them: the same result as a live run once they are done."""
+
+    def check(plan: MapPlan) -> None:
+        print(f"Estimate at the batch price: {plan.estimate()}")
+        confirm(args, settings, plan)
+
+    first = " ".join(body.split())[:60]
+    try:
+        run = BatchRun(plan, f"--map {args.map}: {first}", settings.batch_max_requests, confirm=check)
+    except BaseException:
+        plan.close()
+        raise
+    outcome = run_batch(run, wait=args.wait, progress=progress_mode(shell, settings), refresh_rate=settings.refresh_rate)
+    shell.user_ns["_nano"] = outcome
+    if not run.waited:
+        print(outcome.summary())
+    if isinstance(outcome, BatchPending):
+        return outcome
+    if args.out:
+        shell.user_ns[args.out] = outcome.table
+    else:
+        table = outcome.table.head(SHOWN_ROWS)
+        display(table.to_frame() if table.ndim == 1 else table)
+    return outcome
+

@@ -93,7 +93,7 @@ def run_verb_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: 
         if not args.out and not result.stopped:
             display(count_table(labelled), raw=True)
     end_rows(args, result)
-    return shell.user_ns["_nano"]  # type: ignore[no-any-return]
+    return shell.user_ns["_nano"]
 
 
 def _labels(shell: Any, given: str) -> list[str]:

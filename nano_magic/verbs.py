@@ -438,13 +438,13 @@ class RowsRun:
 
 def plan_rows(gate: Gate, data: Any, template: str, options: Options, *, schema: OutputSchema | None, system: str | None,
               concurrency: int, cache_path: str | Path | None, sample: int | None = None, seed: int | None = 0,
-              label: str = "the data", image_detail: str = "auto") -> RowsRun:
-    """Plan a map, filter or classify run, on a sample of the rows when `sample` is set."""
+              label: str = "the data", image_detail: str = "auto", estimate: bool = True) -> RowsRun:
+    """Plan a map, filter or classify run, on a sample of the rows when `sample` is set (`estimate`: as for `plan_map`)."""
     used = data if sample is None else take_sample(data, sample, seed, label)
 
     def plan(rows: Any) -> MapPlan:
         return plan_map(gate, rows, template, options, system=system, schema=schema, concurrency=concurrency,
-                        cache_path=cache_path, label=label, image_detail=image_detail)
+                        cache_path=cache_path, label=label, image_detail=image_detail, estimate=estimate)
 
     return RowsRun(used, plan(used), None if used is data else lambda: plan(data))
 

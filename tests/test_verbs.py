@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from nano_magic import Chat
+from nano_magic.batch import MapResult
 from tests.support.fake_server import Refuse, Reply
 from tests.support.rate_limited import RateLimitedServer
 
@@ -330,6 +331,7 @@ def test_the_python_methods_give_the_cells_results(fake, tmp_path) -> None:
     assert akept.kept.equals(kept.kept) and atopics.answers.equals(topics.answers) and asummary.rounds == summary.rounds
     assert len(fake.posts()) == sent + 3, "from the cache, but the two failed rows and the last round go again"
     sampled = chat.map(rows, "Say {text}", cache=cache, progress=False, sample=4, sample_seed=1)
+    assert isinstance(sampled, MapResult) and sampled.whole is not None
     assert sampled.answers.tolist() == ["said"] * 4
     assert sampled.whole.startswith("Estimate for all 12 rows: 8 requests to send (4 of 12 items answered from the cache)")
     assert "(1.0 output tokens a request, the sample's measured mean)" in sampled.whole
