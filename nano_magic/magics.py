@@ -86,7 +86,8 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--sample", type=int, metavar="N", help="--map, --filter, --classify, --reduce: run on N rows picked at random, "
               "then estimate the whole input from their measured output.")
     @argument("--sample-seed", type=int, metavar="S", help="--sample: the seed that picks the rows (default 0).")
-    @argument("--batch", action="store_true", help="--map: submit the requests to the provider's Batch API (half price, within 24 h); "
+    @argument("--batch", action="store_true", help="--map, --filter, --classify, --reduce's first round: submit the requests to the provider's Batch API "
+              "(half price, within 24 h); "
               "run the cell again to collect the answers.")
     @argument("--wait", action="store_true", help="--batch: wait for the batches to finish, with a progress bar (Ctrl-C stops waiting).")
     @cell_magic("nano")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from argparse import Namespace
-from typing import Any
+from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.display import display
@@ -19,7 +19,7 @@ from .schema import OutputSchema
 from .verbs import RowsRun, plan_rows
 from .wire import Options
 
-__all__ = ["VERBS", "cache_path_of", "check_rows_cell", "confirm", "end_rows", "plan_cell_rows", "run_map_cell", "run_rows"]
+__all__ = ["VERBS", "batch_rows", "cache_path_of", "check_rows_cell", "confirm", "end_rows", "plan_cell_rows", "run_map_cell", "run_rows"]
 
 SHOWN_ROWS = 10
 VERBS = ("map", "filter", "classify", "reduce")
@@ -46,20 +46,26 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
     rows = plan_cell_rows(shell, chat, settings, args, body, options, "map", schema,
                           estimate=not args.batch or args.dry_run)  # a batch estimates only when it submits
     if args.batch and not args.dry_run:
-        return _batch(shell, settings, args, rows.plan, body)
-    if args.batch:
-        at_batch_price(rows.plan)
+        outcome = batch_rows(shell, settings, args, rows.plan, body, "map")
+        if isinstance(outcome, MapResult):
+            _show_table(shell, args, outcome)
+        return outcome
     result = run_rows(shell, settings, args, rows)
     if result is None:
         return None
+    _show_table(shell, args, result)
+    end_rows(args, result)
+    return result
+
+
+def _show_table(shell: Any, args: Namespace, result: MapResult) -> None:
+    """Keep the result in `_nano` and its table in --out, or show the table's first rows."""
     shell.user_ns["_nano"] = result
     if args.out:
         shell.user_ns[args.out] = result.table
     elif not result.stopped:
         table = result.table.head(SHOWN_ROWS)
         display(table.to_frame() if table.ndim == 1 else table)
-    end_rows(args, result)
-    return result
 
 
 def _changed(args: Namespace, defaults: Namespace, flag: str) -> bool:
@@ -87,8 +93,6 @@ def check_rows_cell(shell: Any, args: Namespace, body: str, verb: str, defaults:
         raise UsageError("--sample-seed picks the rows of a --sample: add --sample N.")
     if args.wait and not args.batch:
         raise UsageError("--wait waits for batches: use it with --batch.")
-    if args.batch and verb != "map":
-        raise UsageError(f"--batch works with --map only: run --{verb} without it (live).")
     if args.batch and args.sample is not None:
         raise UsageError("--sample previews a live run: it does not go with --batch.")
 
@@ -144,8 +148,13 @@ def progress_mode(shell: Any, settings: Any) -> str:
 
 
 def run_rows(shell: Any, settings: Any, args: Namespace, rows: RowsRun) -> MapResult | None:
-    """Show the estimate, stop at --dry-run or a cost to confirm, else run with a progress bar; None after --dry-run."""
+    """Show the estimate, stop at --dry-run or a cost to confirm, else run with a progress bar; None after --dry-run.
+
+    A --batch --dry-run's estimate is at the batch price.
+    """
     plan = rows.plan
+    if args.batch:
+        at_batch_price(plan)
     try:
         if not args.dry_run:  # the gate's refusals (offline replay with items missing, a bad budget) come before the estimate
             plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
@@ -173,16 +182,21 @@ def end_rows(args: Namespace, result: MapResult) -> None:
         raise CellFailed(result.capped)
 
 
-def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str) -> MapResult | BatchPending:
-    """Submit the cell's requests to the Batch API, or collect them: the same result as a live run once they are done."""
+def batch_rows(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str, verb: str,
+               check: Callable[[MapPlan], None] | None = None) -> MapResult | BatchPending:
+    """Submit a cell's plan to the Batch API, or collect it: once done, the result a live run of the plan gives.
 
-    def check(plan: MapPlan) -> None:
+    `check` says the estimate and may refuse, just before a submission (by default: the plan's estimate at the batch
+    price, held against confirm_above). The outcome is in `_nano` and said; the caller keeps and shows a result.
+    """
+
+    def estimate(plan: MapPlan) -> None:
         print(f"Estimate at the batch price: {plan.estimate()}")
         confirm(args, settings, plan)
 
     first = " ".join(body.split())[:60]
     try:
-        run = BatchRun(plan, f"--map {args.map}: {first}", settings.batch_max_requests, confirm=check)
+        run = BatchRun(plan, f"--{verb} {getattr(args, verb)}: {first}", settings.batch_max_requests, confirm=check or estimate)
     except BaseException:
         plan.close()
         raise
@@ -190,12 +204,5 @@ def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str)
     shell.user_ns["_nano"] = outcome
     if not run.waited:
         print(outcome.summary())
-    if isinstance(outcome, BatchPending):
-        return outcome
-    if args.out:
-        shell.user_ns[args.out] = outcome.table
-    else:
-        table = outcome.table.head(SHOWN_ROWS)
-        display(table.to_frame() if table.ndim == 1 else table)
     return outcome
 

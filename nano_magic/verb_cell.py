@@ -9,13 +9,15 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from .batch import BadInput, describe_requests, run_map
+from .batch import BadInput, MapPlan, MapResult, describe_requests, run_map
 from .cell import ask_once, in_one_line, options_from
 from .chat import Answer, Chat
 from .config import turned_off
 from .errors import OFF_MESSAGE, CellFailed
+from .map_batch import BatchPending, at_batch_price
 from .map_cell import (
     SHOWN_ROWS,
+    batch_rows,
     cache_path_of,
     check_rows_cell,
     concurrency_of,
@@ -78,8 +80,14 @@ def run_verb_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: 
             raise UsageError("--classify needs --labels: a comma list, or the name of a list, tuple or Enum.")
         labels = _labels(shell, args.labels)
         schema = classify_schema(labels)
-    rows = plan_cell_rows(shell, chat, settings, args, body, options, verb, schema)
-    result = run_rows(shell, settings, args, rows)
+    rows = plan_cell_rows(shell, chat, settings, args, body, options, verb, schema, estimate=not args.batch or args.dry_run)
+    if args.batch and not args.dry_run:
+        outcome = batch_rows(shell, settings, args, rows.plan, body, verb)
+        if isinstance(outcome, BatchPending):
+            return None
+        result: MapResult | None = outcome
+    else:
+        result = run_rows(shell, settings, args, rows)
     if result is None:
         return None
     if verb == "filter":
@@ -158,22 +166,45 @@ def _reduce(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, o
     except (BadInput, ValueError) as exc:
         raise UsageError(str(exc)) from None
     first = job.first
-    try:
-        if not args.dry_run:  # the gate's refusals (offline replay with chunks missing, a bad budget) come before the estimate
-            first.gate.begin_many(len(first.jobs), first.rows)
+    if args.batch:
+        if job.reducer.final is not None:
+            first.close()
+            raise UsageError("--batch sends --reduce's first round, and these rows fit in one request: run it without --batch.")
+        at_batch_price(first)
+
+    def estimate(_: object = None) -> None:
         line, worst = job.estimate()
         sampled = f" (a sample of {job.reducer.rows:,} rows)" if job.whole is not None else ""
-        print(f"Estimate{sampled}: {line}")
-        if args.dry_run:
-            print(describe_requests(first))
-            first.close()
-            return None
-        confirm(args, settings, first, worst)
-    except BaseException:
-        first.close()
-        raise
+        batched = " (round 1 at the batch price; the combine rounds run live)" if args.batch else ""
+        print(f"Estimate{sampled}{batched}: {line}")
+        if not args.dry_run:
+            confirm(args, settings, first, worst)
+
     mode = progress_mode(shell, settings)
-    reached = run_rounds(job.rounds(), lambda plan: run_map(plan, progress=mode, refresh_rate=settings.refresh_rate))
+    collected: MapResult | None = None
+    if args.batch and not args.dry_run:
+        outcome = batch_rows(shell, settings, args, first, body, "reduce", estimate)
+        if isinstance(outcome, BatchPending):
+            return None
+        collected = outcome
+    else:
+        try:
+            if not args.dry_run:  # the gate's refusals (offline replay with chunks missing, a bad budget) come before the estimate
+                first.gate.begin_many(len(first.jobs), first.rows)
+            estimate()
+            if args.dry_run:
+                print(describe_requests(first))
+                first.close()
+                return None
+        except BaseException:
+            first.close()
+            raise
+
+    def run(plan: MapPlan) -> MapResult:
+        """Each round live, but the first one when its batch was collected."""
+        return collected if collected is not None and plan is first else run_map(plan, progress=mode, refresh_rate=settings.refresh_rate)
+
+    reached = run_rounds(job.rounds(), run)
     final = job.reducer.final
     if not reached or final is None:
         result = job.result(None)

@@ -380,10 +380,10 @@ def test_the_off_switch_stops_every_verb(run, fake, ip, monkeypatch) -> None:
     assert fake.posts() == []
 
 
-def test_the_readme_examples_run(run, fake, ip, monkeypatch, tmp_path) -> None:
+def test_the_guide_examples_do_what_they_say(run, fake, ip, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # Chat's default answer cache
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Filter, classify, reduce, preview on a sample", 1)[1].split("\n## ", 1)[0]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "many-rows.md").read_text()
+    section = page.split("\n## Filter, classify, reduce, preview on a sample\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"^ *```(python)?\n(.*?)^ *```", section, re.M | re.S)
 
     def script(body: dict):
