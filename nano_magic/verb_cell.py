@@ -172,7 +172,7 @@ def _reduce(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, o
             raise UsageError("--batch sends --reduce's first round, and these rows fit in one request: run it without --batch.")
         at_batch_price(first)
 
-    def estimate(_: object = None) -> None:
+    def estimate(_: MapPlan | None = None) -> None:  # said before a live run, or by the batch just before it submits
         line, worst = job.estimate()
         sampled = f" (a sample of {job.reducer.rows:,} rows)" if job.whole is not None else ""
         batched = " (round 1 at the batch price; the combine rounds run live)" if args.batch else ""
