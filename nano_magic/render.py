@@ -110,7 +110,7 @@ def _flat_past_depth(tokenize: Callable[[StateBlock, int, int], None]) -> Callab
     def flat(state: StateBlock, start: int, end: int) -> None:
         if state.level < MAX_BLOCK_NESTING:
             return tokenize(state, start, end)
-        line = state.skipEmptyLines(start)
+        state.line = line = state.skipEmptyLines(start)
         if line < end and state.sCount[line] >= state.blkIndent:
             last = line
             while last < end and (state.isEmpty(last) or state.sCount[last] >= state.blkIndent):
@@ -347,8 +347,9 @@ class _MarkdownWriter:
 
     JupyterLab reads `text/markdown` with removeMath, then marked (GitHub-flavoured, autolinks on), then MathJax over
     the page; VS Code and Colab have readers of their own. So the text is written so that none of them has a choice:
-    - every ASCII punctuation mark in text is escaped: `<`, `>`, `&`, `[`, `]`, `|` and `#` as entities (marked
-      un-escapes `\\[` in link text, a table cell splits at `\\|`), the others with a backslash;
+    - every ASCII punctuation mark in text is escaped: `<`, `>`, `&`, `[`, `]`, `|`, `#` and `@` as entities (marked
+      un-escapes `\\[` in link text, a table cell splits at `\\|`, and `\\@@1` after marked is a placeholder for
+      replaceMath), the others with a backslash;
     - `\\` and `$` are entities followed by an empty `<span>`, so that MathJax, which reads the decoded page, finds no
       delimiter in text, and removeMath finds no backslash or dollar in it at all;
     - `://` and `www.` in text are split by an empty `<span>` too, so that no autolinker sees a URL there;
@@ -407,8 +408,8 @@ class _MarkdownWriter:
 
 _BREAK = "<span></span>"  # an element: MathJax's strings and autolinkers' text both end at it, and it shows nothing
 _TEXT_ESCAPES = str.maketrans({
-    **{c: "\\" + c for c in "!\"%'()*+,-./:;=?@^_`{}~"},
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;", "|": "&#124;", "#": "&#35;",
+    **{c: "\\" + c for c in "!\"%'()*+,-./:;=?^_`{}~"},
+    "@": "&#64;", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;", "|": "&#124;", "#": "&#35;",
     "\\": "&#92;" + _BREAK, "$": "&#36;" + _BREAK,
 })
 _URL_IN_TEXT = re.compile(r"(\\:)(?=\\/)|(?<=www)(?=\\\.)", re.IGNORECASE)
