@@ -38,8 +38,10 @@ _ENV = re.compile(r"\\begin\{([A-Za-z]+\*?)\}")
 _DISPLAY_OPENER = re.compile(r"[ \t>]*(?:[-*+]|\d{1,9}[.)])?[ \t]*(\$\$|\\\[|\\begin\{([A-Za-z]+\*?)\})")
 _CODE_BLOCKS = ("fence", "code_block")
 # Block nesting (a list level counts two, a quote one) past which the rest of a container is kept as indented text.
-# markdown-it drops everything past its maxNesting (20); 16 is eight list levels, more than anyone reads as structure.
-MAX_BLOCK_NESTING = 16
+# markdown-it drops everything past its maxNesting (20). 12 keeps five list levels or eleven quotes as structure, more
+# than a reader follows as indentation on a notebook's width; each level costs every line under it a parse, so this
+# also keeps a deeply nested answer within 2x the cost of a flat one (benchmarks/adversarial.py).
+MAX_BLOCK_NESTING = 12
 IGNORE_MATH = "mathjax_ignore tex2jax_ignore"  # MathJax 3's and MathJax 2's class for "typeset nothing in here"
 PROCESS_MATH = "mathjax_process tex2jax_process"  # and for "typeset this, inside an ignored element"
 _MATH = ("math_inline", "math_inline_double", "math_block", "amsmath")

@@ -457,7 +457,7 @@ def test_the_22k_character_answer_nested_ten_deep_keeps_every_word() -> None:
     assert len(text) > 22_000
     assert _words(visible(to_html(text))) == _words(text)
     assert _markdown_words(to_markdown(text)) == _words(text)
-    assert "<pre><code>" in to_html(text)  # past eight levels, the rest of the item is indented text
+    assert "<pre><code>" in to_html(text)  # past five list levels, the rest of the item is indented text
 
 
 @pytest.mark.parametrize("text", ["a\rb", "a\r\nb\r\n", "\r", "- a\r  - b\r\r$$\rx\r$$\r", "x\x00y", "a\ud800b\udfffc", "`a\r`\r\n\r```\rcode\r```"])
