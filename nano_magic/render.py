@@ -98,7 +98,7 @@ def _parser() -> MarkdownIt:
     md.inline.ruler.before("escape", "math_backslash", _backslash_inline)
     md.core.ruler.push("images_as_links", _images_as_links)
     md.validateLink = _safe_link  # type: ignore[method-assign]
-    md.block.tokenize = _flat_past_depth(md.block.tokenize)  # type: ignore[method-assign]
+    md.block.tokenize = _flat_past_depth(md.block.tokenize)  # type: ignore[method-assign,assignment]
     return md
 
 
@@ -228,7 +228,7 @@ def _tokens(text: str) -> list[Token]:
 _LINE_BREAKS = re.compile(r"\r\n?")
 
 
-def clean_text(text: str) -> str:
+def _clean_text(text: str) -> str:
     """`\\r\\n` and `\\r` as `\\n`, NUL and lone surrogates as U+FFFD: what every reader and every offset here agree on."""
     if "\r" in text:
         text = _LINE_BREAKS.sub("\n", text)
@@ -293,9 +293,9 @@ def _highlighted(code: str, language: str) -> str:
 
     if not language:
         return escapeHtml(code)
-    from pygments import highlight
-    from pygments.lexers import get_lexer_by_name
-    from pygments.util import ClassNotFound
+    from pygments import highlight  # type: ignore[import-untyped]
+    from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
+    from pygments.util import ClassNotFound  # type: ignore[import-untyped]
 
     try:
         lexer = get_lexer_by_name(language[:40])
@@ -306,7 +306,7 @@ def _highlighted(code: str, language: str) -> str:
 
 @lru_cache(maxsize=1)
 def _formatter() -> Any:
-    from pygments.formatters import HtmlFormatter
+    from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
 
     return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
@@ -335,7 +335,7 @@ _STYLES = {"text-align", "color", "background-color", "font-weight", "font-style
 @_collector_paused
 def to_html(text: str) -> str:
     """Safe HTML for finished Markdown with LaTeX, math left for MathJax: what a view shows and the notebook keeps."""
-    return _html(_tokens(clean_text(text)))
+    return _html(_tokens(_clean_text(text)))
 
 
 answer_html = to_html  # the final HTML of a whole answer: the same function, named for the callers that save it
@@ -364,7 +364,7 @@ class _MarkdownWriter:
 
     @staticmethod
     def text(node: RenderTreeNode, context: RenderContext) -> str:
-        return markdown_text(node.content)
+        return _markdown_text(node.content)
 
     @staticmethod
     def inline(node: RenderTreeNode, context: RenderContext) -> str:
@@ -418,7 +418,7 @@ _URL_IN_TEXT = re.compile(r"(\\:)(?=\\/)|(?<=www)(?=\\\.)", re.IGNORECASE)
 _CODE_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
 
 
-def markdown_text(text: str) -> str:
+def _markdown_text(text: str) -> str:
     """`text` as Markdown that every reader shows literally (see `_MarkdownWriter`); line breaks stay line breaks."""
     escaped = text.translate(_TEXT_ESCAPES)
     if ":" in text or "." in text:
@@ -474,7 +474,7 @@ def _math_markdown(node: RenderTreeNode, display: bool) -> str:
     if safe:
         following = node.next_sibling
         return f"{delimiter}{tex}{delimiter}" + (_BREAK if following is not None and following.type in _MATH else "")
-    return markdown_text(f"{delimiter}{node.content}{delimiter}")
+    return _markdown_text(f"{delimiter}{node.content}{delimiter}")
 
 
 def _joined(tokens: list[Token]) -> list[Token]:
@@ -531,12 +531,12 @@ def _markdown(tokens: list[Token]) -> str:
 @_collector_paused
 def to_markdown(text: str) -> str:
     """Markdown for readers of `text/markdown`: math as `$`/`$$`, code as HTML, everything else escaped as text."""
-    return _markdown(_tokens(clean_text(text)))
+    return _markdown(_tokens(_clean_text(text)))
 
 
 def first_code_block(text: str) -> str | None:
     """The code of the answer's first fenced block, as the parser sees it (a fence inside a list or quote too)."""
-    return next((t.content.rstrip("\n") for t in _tokens(clean_text(text)) if t.type == "fence"), None)
+    return next((t.content.rstrip("\n") for t in _tokens(_clean_text(text)) if t.type == "fence"), None)
 
 
 def escape_markdown(text: str) -> str:
@@ -544,7 +544,7 @@ def escape_markdown(text: str) -> str:
     from markdown_it.token import Token
 
     tokens: list[Token] = []
-    text = clean_text(text)
+    text = _clean_text(text)
     for paragraph in re.split(r"\n[ \t]*\n", text.strip("\n")):
         children: list[Token] = []
         for i, line in enumerate(paragraph.split("\n")):
@@ -591,7 +591,7 @@ class _Stream:
         """Add received text; a `\\r` at its end waits for the next delta, which may start with the `\\n` of its pair."""
         delta = self._carry + delta
         self._carry = "\r" if delta.endswith("\r") else ""
-        self._parts.append(clean_text(delta[: len(delta) - len(self._carry)]))
+        self._parts.append(_clean_text(delta[: len(delta) - len(self._carry)]))
 
     def _advance(self) -> tuple[str | None, str, list[Token]] | None:
         """The blocks finished since the last call, the tail and its tokens; None while an oversized tail waits."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["inert_tex", "BLOCKED_COMMANDS"]
+__all__ = ["BLOCKED_COMMANDS", "inert_tex"]
 
 # MathJax 3 (all packages, as JupyterLab loads them) turns these into links (`\href`, `\url`, `\eqref`, `\ref`),
 # attributes or raw markup (`\class`, `\cssId`, `\style`, `\data`, `\bbox` styles, `\mmlToken`, `\html`, `\unicode`,

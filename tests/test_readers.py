@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from nano_magic.render import MarkdownStream, StreamRenderer, escape_markdown, markdown_table, to_html, to_markdown
+from nano_magic.render import (
+    MarkdownStream,
+    StreamRenderer,
+    escape_markdown,
+    markdown_table,
+    to_html,
+    to_markdown,
+)
 from tests.support.parts import missing
 
 JS = Path(__file__).parent / "js"
