@@ -628,6 +628,19 @@ class StreamRenderer(_Stream):
         return (None if finished is None else to_html(finished)), self._shown
 
 
+    @_collector_paused
+    def finish(self) -> tuple[str | None, str]:
+        """The answer has ended: the blocks finished since the last call (None if none) and the whole rest, rendered
+        as final HTML, with nothing hidden or held back. This is what a view keeps as the answer; call it once."""
+        tail = _clean_text("".join(self._parts) + self._carry)
+        self._parts, self._carry = [tail], ""
+        boundary = _last_boundary(tail, _tokens(tail))
+        finished = to_html(tail[:boundary]) if boundary else None
+        self._shown = to_html(tail[boundary:])
+        self._parts, self._drawn_chars = [], 0
+        return finished, self._shown
+
+
 class MarkdownStream(_Stream):
     """The Markdown of a growing answer, for a frontend that shows `text/markdown`: finished blocks written once."""
 
@@ -645,6 +658,13 @@ class MarkdownStream(_Stream):
             if finished is not None:
                 self._written.append(to_markdown(finished))
             self._tail = to_markdown(tidy_tail(tail, tokens))
+        return "\n\n".join([*self._written, self._tail])
+
+    @_collector_paused
+    def finish(self) -> str:
+        """The whole answer as Markdown once it has ended, nothing hidden or held back."""
+        tail = _clean_text("".join(self._parts) + self._carry)
+        self._parts, self._carry, self._tail = [tail], "", to_markdown(tail)
         return "\n\n".join([*self._written, self._tail])
 
 

@@ -486,3 +486,23 @@ def test_text_never_reaches_mathjax_as_tex() -> None:
     html = to_html("plain \\begin {align} x \\end {align} and \\(y\\) costs $5")
     assert html.startswith(f'<div class="{render.IGNORE_MATH}">')
     assert [m.group(1) for m in re.finditer(rf'<span class="{render.PROCESS_MATH}">(.*?)</span>', html)] == ["\\(y\\)"]
+
+
+def test_finish_renders_the_whole_rest_even_when_a_large_tail_was_held_back() -> None:
+    # A 3,000-character table tail is redrawn only when it grows by a quarter; the last rows must still be in the answer,
+    # and a half-typed marker at the very end is part of the answer once it has ended.
+    text = "| a | b |\n| --- | --- |\n" + "".join(f"| row {i} | $x_{{{i}}}$ |\n" for i in range(150)) + "| last | **bold"
+    live, view = StreamRenderer(), MarkdownStream()
+    blocks: list[str] = []
+    for i in range(0, len(text), 5):
+        live.feed(text[i : i + 5])
+        view.feed(text[i : i + 5])
+        block, tail = live.render()
+        blocks += [block] if block else []
+        view.render()
+    assert "last" not in visible(tail)  # held back, then hidden while typed
+    block, tail = live.finish()
+    final = visible("".join(blocks) + (block or "") + tail)
+    assert "row 149" in final and "last" in final and "**bold" in final
+    saved = view.finish()
+    assert "row 149" in saved and "bold" in saved and saved == view.finish()
