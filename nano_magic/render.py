@@ -349,9 +349,9 @@ class _MarkdownWriter:
 
     JupyterLab reads `text/markdown` with removeMath, then marked (GitHub-flavoured, autolinks on), then MathJax over
     the page; VS Code and Colab have readers of their own. So the text is written so that none of them has a choice:
-    - every ASCII punctuation mark in text is escaped: `<`, `>`, `&`, `[`, `]`, `|`, `#` and `@` as entities (marked
-      un-escapes `\\[` in link text, a table cell splits at `\\|`, and `\\@@1` after marked is a placeholder for
-      replaceMath), the others with a backslash;
+    - every ASCII punctuation mark in text that can start or end inline structure is escaped: `` ` ``, `!`, `@`, `<`,
+      `>`, `&`, `[`, `]`, `|` and `#` as entities (marked un-escapes `\\[` in link text, a table cell splits at
+      `\\|`, and `\\@@1` after marked is a placeholder for replaceMath), `* _ ~ { } ^` with a backslash;
     - `\\` and `$` are entities followed by an empty `<span>`, so that MathJax, which reads the decoded page, finds no
       delimiter in text, and removeMath finds no backslash or dollar in it at all;
     - `://` and `www.` in text are split by an empty `<span>` too, so that no autolinker sees a URL there;
@@ -409,21 +409,27 @@ class _MarkdownWriter:
 
 
 _BREAK = "<span></span>"  # an element: MathJax's strings and autolinkers' text both end at it, and it shows nothing
+# Every ASCII punctuation mark that can start or end inline structure in any reader we name. The rest (`. , ; : ? ' "
+# ( ) - + = / %`) can only act at a line's start, where mdformat's paragraph writer escapes list markers, setext
+# underlines and thematic breaks, or after a `[…]`, which never forms; leaving them keeps saved text readable.
 _TEXT_ESCAPES = str.maketrans({
-    **{c: "\\" + c for c in "!\"%'()*+,-./:;=?^_`{}~"},
-    "@": "&#64;", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;", "|": "&#124;", "#": "&#35;",
-    "\\": "&#92;" + _BREAK, "$": "&#36;" + _BREAK,
+    **{c: "\\" + c for c in "*_~{}^"},
+    "`": "&#96;", "!": "&#33;", "@": "&#64;", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;",
+    "|": "&#124;", "#": "&#35;", "\\": "&#92;" + _BREAK, "$": "&#36;" + _BREAK,
 })
-_URL_IN_TEXT = re.compile(r"(\\:)(?=\\/)|(?<=www)(?=\\\.)", re.IGNORECASE)
-_CODE_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+# A scheme's `://`, `www.`, and an underscore inside a word, which no reader takes for emphasis.
+_AFTER_ESCAPES = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=[A-Za-z0-9])\\(_)(?=[A-Za-z0-9])", re.IGNORECASE)
 
 
 def _markdown_text(text: str) -> str:
     """`text` as Markdown that every reader shows literally (see `_MarkdownWriter`); line breaks stay line breaks."""
     escaped = text.translate(_TEXT_ESCAPES)
-    if ":" in text or "." in text:
-        escaped = _URL_IN_TEXT.sub(lambda m: (m.group(1) or "") + _BREAK, escaped)
+    if "//" in text or "." in text or "_" in text:
+        escaped = _AFTER_ESCAPES.sub(lambda m: m.group(1) or _BREAK, escaped)
     return escaped
+
+
+_CODE_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
 
 
 def _code_entities(code: str) -> str:
