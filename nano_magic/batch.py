@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import random
-import threading
+import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
+from .gate import MAP_LABEL, Gate, Hold
 from .images import Picture, image_fields, picture_from, user_message
 from .jsontext import answer_json
-from .limiter import Limiter
+from .limiter import MAX_WAIT, Limiter, TooLarge
+from .loops import on_worker_loop
 from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
 from .tokens import estimate_request, exact_counts
-from .usage import Usage
+from .usage import Usage, max_output_for
 from .wire import Options, Request, build_request
-
-if TYPE_CHECKING:
-    from .chat import Chat
 
 __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
 
-T = TypeVar("T")
 SHOWN_FAILURES = 3
+NOT_SENT = "Not sent: it would have passed the budget cap."
 DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}  # nullable: failed rows stay <NA>
 
 
@@ -48,7 +47,7 @@ class _Job:
 class MapPlan:
     """Everything decided before a request is sent: the requests, what the cache holds, and the estimate."""
 
-    chat: Chat
+    gate: Gate
     items: Items
     template: Template
     model: str
@@ -66,7 +65,7 @@ class MapPlan:
 
     def request(self, prompt: str, pictures: tuple[Picture, ...] = ()) -> Request:
         """The request for one item's prompt and pictures."""
-        return build_request(self.chat.backend, self.model, self.system, [user_message(prompt, pictures, self.options.api)],
+        return build_request(self.gate.backend, self.model, self.system, [user_message(prompt, pictures, self.options.api)],
                              self.options, schema=self.schema)
 
     def first_requests(self, count: int = 2) -> list[Request]:
@@ -96,7 +95,7 @@ class MapPlan:
             self.cache.close()
 
 
-def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
+def plan_map(gate: Gate, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
              concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto") -> MapPlan:
     """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
@@ -107,15 +106,20 @@ def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: 
     if not compiled.fields and not columns and len(items) > 1:
         names = ", ".join("{%s}" % n for n in items.names)
         raise BadInput(f"The template has no placeholder, so every request would be the same; use one of {names}.")
-    model = chat.model_for(options)
-    plan = MapPlan(chat, items, compiled, model, system, options, schema, [], {}, [], concurrency)
+    model = gate.model_for(options.model)
+    plan = MapPlan(gate, items, compiled, model, system, options, schema, [], {}, [], concurrency)
     url = plan.request("").url
     for number, row in enumerate(items.rows()):  # a picture that cannot be read stops the plan: nothing is sent
         plan.pictures.append(tuple(picture_from(row[i], f"{{image:{items.names[i]}}} of item {number}", image_detail) for i in columns))
         plan.keys.append(request_key(url, plan.request(compiled.render(row), plan.pictures[-1]).body))
     if cache_path is not None:
-        plan.cache = AnswerCache(cache_path)
-        plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+        try:
+            plan.cache = AnswerCache(cache_path)
+            plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+        except (sqlite3.Error, OSError) as exc:
+            plan.close()
+            raise BadInput(f"The answer cache {cache_path} cannot be read ({type(exc).__name__}: {exc}); "
+                           "turn it off with --no-cache (cache=False) or choose another NanoMagics.cache_path.") from None
     _plan_jobs(plan)
     return plan
 
@@ -151,6 +155,9 @@ class MapResult:
     cached: int
     throttled: int
     stopped: bool = False
+    warning: str | None = None
+    status: Any = None  # per item: answered, cached, failed, or budget (not sent: the next item would have passed the cap)
+    capped: str = ""  # one line when the budget stopped the run
 
     @property
     def cost(self) -> float | None:
@@ -162,8 +169,8 @@ class MapResult:
         """Items that have an answer."""
         return len(self.answers) - int(self.answers.isna().sum())
 
-    def summary(self) -> str:
-        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s."""
+    def summary(self, capped: bool = True) -> str:
+        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s; then the failures and the cap's line."""
         total, failed, done = len(self.answers), len(self.failed), self.done
         parts = [f"{done:,} of {total:,} items answered" + (f" ({self.cached:,} from the cache)" if self.cached else "")]
         if failed:
@@ -173,9 +180,9 @@ class MapResult:
             parts.append(f"${self.cost:.4f}")
         parts += [f"{self.elapsed:.1f} s", f"{self.throttled:,} × 429"] + (["stopped by you"] if self.stopped else [])
         line = " · ".join(parts)
-        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES]]
+        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES] if error != NOT_SENT]
         more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
-        return "\n".join([line, *shown, *more])
+        return "\n".join([line, *shown, *more, *([self.warning] if self.warning else []), *([self.capped] if self.capped and capped else [])])
 
     def __repr__(self) -> str:
         return self.summary()
@@ -190,29 +197,55 @@ class _Run:
         self.poke = poke
         self.answers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        self.not_cached = 0
+        self.cache_error = ""
+        self.unsent: set[str] = set()  # not sent: the budget cap was reached
 
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
             self.tally.usage = self.tally.usage + completion.usage
+        error: str | None
         if completion.refusal:
             value, error = None, f"The model refused: {' '.join(completion.refusal.split())}"
         elif completion.finish_reason == "length":
             value, error = None, "The answer hit the token limit and is cut short (raise --max-tokens)."
+        elif completion.finish_reason == "content_filter":
+            value, error = None, "The provider's content filter stopped the answer."
         else:
             value, error = _interpret(completion.text, self.plan)
         if error is not None:
             self.failed(job, error)
             return
+        self.answers[job.key] = value  # kept first: a cache that cannot write loses no answer
         if self.plan.cache is not None:
-            self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
-        self.answers[job.key] = value
+            try:
+                self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
+            except (sqlite3.Error, OSError) as exc:  # disk full, database locked: said once, in the summary
+                self.not_cached += 1
+                self.cache_error = self.cache_error or " ".join(f"{type(exc).__name__}: {exc}".split())
         self.tally.done += job.rows
         self.poke()
+
+    def waiting(self, seconds: float) -> None:
+        """The limiter holds requests back for `seconds`: the bar says so."""
+        self.tally.waiting_until = time.monotonic() + seconds
+        self.poke()
+
+    def warning(self) -> str | None:
+        """One line when answers could not be written to the cache."""
+        if not self.not_cached:
+            return None
+        return (f"Warning: {self.not_cached:,} answers could not be written to the cache ({self.cache_error}); "
+                "they are in the result, and a rerun will send them again.")
 
     def failed(self, job: _Job, error: str) -> None:
         self.errors[job.key] = error
         self.tally.failed += job.rows
         self.poke()
+
+    def not_sent(self, job: _Job) -> None:
+        self.unsent.add(job.key)
+        self.failed(job, NOT_SENT)
 
 
 def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
@@ -228,13 +261,29 @@ def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
 
 
 async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int) -> None:
-    """Send one job until it is answered or fails for good; each retry follows a failure, so none is answered twice."""
+    """Hold the job's worst case against the budget, then send it until it is answered or fails for good.
+
+    Each retry follows a failure, so none is answered twice. When the hold would pass the cap, nothing more is sent.
+    """
+    plan = run.plan
+    bound = plan.options.max_tokens
+    hold = plan.gate.hold(plan.model, job.tokens - (bound or 0), bound or max_output_for(plan.model), MAP_LABEL, strict=False)
+    if hold is None:
+        run.not_sent(job)
+        return
+    try:
+        await _attempts(run, client, limiter, job, max_retries, hold)
+    finally:
+        hold.release()
+
+
+async def _attempts(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int, hold: Hold) -> None:
     request = run.plan.request(job.prompt, job.pictures)
     for attempt in range(max_retries + 1):
         mark = await limiter.acquire(job.tokens)
         run.tally.concurrency = limiter.limit
         try:
-            completion = await client.complete(request)
+            completion = await run.plan.gate.complete(client, request, hold)
         except AttemptFailed as failure:
             throttled = failure.status == 429
             await limiter.settle(mark, failure.headers, throttled=throttled, retry_after=failure.retry_after, ok=False)
@@ -244,18 +293,38 @@ async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max
                 run.failed(job, str(failure).rstrip(".") + suffix + ".")
                 return
             if not throttled:  # after a 429 the limiter holds every request back for the server's wait
-                await asyncio.sleep(failure.retry_after if failure.retry_after is not None else backoff(attempt))
+                await asyncio.sleep(min(MAX_WAIT, failure.retry_after) if failure.retry_after is not None else backoff(attempt))
             elif failure.retry_after is None:
                 await asyncio.sleep(backoff(attempt) * random.uniform(0.5, 1.5))
             continue
-        await limiter.settle(mark, completion.headers)
-        run.answered(job, completion)
+        except BaseException:  # a cancel, or a bug of ours: the slot is freed all the same
+            await limiter.settle(mark, None, ok=False)
+            raise
+        try:
+            run.answered(job, completion)  # before anything else can be cancelled: an answer that arrived is kept
+        finally:
+            await limiter.settle(mark, completion.headers)
         return
 
 
 async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: Limiter, max_retries: int) -> None:
     for job in jobs:  # one shared iterator: each job goes to exactly one worker
-        await _send(run, client, limiter, job, max_retries)
+        if run.unsent:  # the cap was reached: the rest is not sent, what is in flight finishes
+            run.not_sent(job)
+            continue
+        try:
+            await _send(run, client, limiter, job, max_retries)
+        except TooLarge as exc:
+            run.failed(job, str(exc))
+        except Exception as exc:  # noqa: BLE001  # whatever goes wrong with one item (our own bug included) fails that item alone
+            run.failed(job, f"nano_magic failed on this item ({' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]}).")
+
+
+async def _stop_workers(workers: list[asyncio.Task[None]]) -> None:
+    """Cancel the workers still running and wait for each to end, so that none runs on once the client is closed."""
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
 
 
 async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float = 10.0, transport: Any = None,
@@ -265,24 +334,32 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
     A cancelled run raises CancelledError as asyncio expects, or with `partial_on_cancel` returns what is done.
     """
     concurrency = plan.concurrency
+    try:
+        plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
+        client = plan.gate.async_client(concurrency, transport)
+    except BaseException:
+        plan.close()
+        raise
     tally = Tally(len(plan.keys), plan.model, done=plan.cached_rows, cached=plan.cached_rows, concurrency=concurrency)
     bar = open_bar(progress, tally, refresh_rate)
     run = _Run(plan, tally, bar.poke)
-    limiter = Limiter(concurrency)
-    client = plan.chat.async_client(concurrency, transport)
+    limiter = Limiter(concurrency, output_bound=plan.options.max_tokens or 0, on_wait=run.waiting)
     stopped = False
+    workers: list[asyncio.Task[None]] = []
     try:
         jobs = iter(plan.jobs)
-        workers = [_work(run, jobs, client, limiter, plan.chat.max_retries) for _ in range(min(concurrency, len(plan.jobs)))]
+        for _ in range(min(concurrency, len(plan.jobs))):
+            workers.append(asyncio.ensure_future(_work(run, jobs, client, limiter, plan.gate.max_retries)))
         await asyncio.gather(*workers)
     except asyncio.CancelledError:
         stopped = True
         if not partial_on_cancel:
             raise
     finally:
+        await _stop_workers(workers)
         await asyncio.shield(client.aclose())
         result = _result(plan, run, tally, stopped)
-        bar.finish(result.summary())
+        bar.finish(result.summary(capped=False))  # the cap's line is the result's to show (the cell fails with it)
     return result
 
 
@@ -291,32 +368,7 @@ def run_map(plan: MapPlan, **run_options: Any) -> MapResult:
 
     Ctrl-C (a kernel interrupt) cancels the requests in flight and returns the result so far, with `stopped` set.
     """
-    return _in_thread(lambda: arun_map(plan, partial_on_cancel=True, **run_options))
-
-
-def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on a new loop in a worker thread while this one waits; Ctrl-C cancels it and waits for its end."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="nano-map", daemon=True)
-    thread.start()
-    future = asyncio.run_coroutine_threadsafe(make(), loop)
-    try:
-        while True:
-            try:
-                return future.result(timeout=0.1)
-            except concurrent.futures.TimeoutError:
-                continue
-            except KeyboardInterrupt:
-                loop.call_soon_threadsafe(_cancel_all, loop)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-
-
-def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
+    return on_worker_loop(lambda: arun_map(plan, partial_on_cancel=True, **run_options), name="nano-map")
 
 
 def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
@@ -331,8 +383,9 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
             if error is not None:  # the schema's own checks changed since the answer was kept
                 run.errors[key] = error
         values.append(run.answers.get(key))
-    failed = {label: run.errors[key] for label, key in zip(index, plan.keys) if key in run.errors}
-    failures = pd.Series(failed, dtype="string", name="error")
+    at = [position for position, key in enumerate(plan.keys) if key in run.errors]  # by position: duplicate labels each count
+    failures = pd.Series([run.errors[plan.keys[i]] for i in at], index=pd.Index(index)[at], dtype="string", name="error")
+    status = pd.Series([_status(key, plan, run) for key in plan.keys], index=index, dtype="string", name="status")
     if plan.schema is not None:
         table = _schema_table(plan.schema, values, index)
         answers = pd.Series(values, index=index, dtype=object, name="answer")
@@ -340,7 +393,21 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
         table = answers
     plan.close()
-    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped)
+    capped = ""
+    if run.unsent:
+        unsent = sum(job.rows for job in plan.jobs if job.key in run.unsent)
+        capped = (f"Budget: {unsent:,} items were not sent, as the next would have passed the cap: {plan.gate.spent_line()}; "
+                  "run it again to send only those.")
+    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped,
+                     run.warning(), status, capped)
+
+
+def _status(key: str, plan: MapPlan, run: _Run) -> str:
+    if key in run.unsent:
+        return "budget"
+    if key in run.errors:
+        return "failed"
+    return "answered" if key in run.answers and key not in plan.cached else "cached"
 
 
 def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
@@ -350,17 +417,49 @@ def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
     """
     import pandas as pd
 
-    records = [{} if value is None else schema.dump(value) for value in values]
+    records = [_record(schema.dump, value) for value in values]
     types = schema.fields()
     names = list(types) or list(dict.fromkeys(name for record in records for name in record))
     columns = {}
+    typed = schema.python_types()
     for name in names:
         cells = [record.get(name) for record in records]
+        if name in typed:
+            columns[name] = _typed_column(name, typed[name], values, schema, index)
+            continue
         try:
             columns[name] = pd.Series(cells, index=index, dtype=DTYPES.get(types.get(name) or "", object))
         except (TypeError, ValueError, OverflowError):  # e.g. an integer beyond int64: kept as Python objects
             columns[name] = pd.Series(cells, index=index, dtype=object)
     return pd.DataFrame(columns, index=index)
+
+
+def _record(dump: Callable[[Any], Any], value: Any) -> dict[str, Any]:
+    """One answer's fields; none when it failed, or when a serializer of the user's raises (the row's cells stay missing)."""
+    if value is None:
+        return {}
+    try:
+        record = dump(value)
+    except Exception:  # noqa: BLE001  # the user's own serializer: the answer is still in _nano.answers
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _typed_column(name: str, kind: type, values: list[Any], schema: OutputSchema, index: Any) -> Any:
+    """A datetime, date, Decimal or Enum field as a column of that type: datetime64, dates, Decimals, or a categorical of the members."""
+    import datetime
+    import enum
+
+    import pandas as pd
+
+    cells = [_record(schema.dump_python, value).get(name) for value in values]
+    if issubclass(kind, datetime.datetime):
+        return pd.Series(pd.to_datetime(pd.Series(cells, dtype=object), utc=any(getattr(c, "tzinfo", None) for c in cells)).array, index=index)
+    if issubclass(kind, enum.Enum):  # members, also where the model keeps only their values (use_enum_values)
+        members = {member.value: member for member in kind}
+        cells = [c if c is None or isinstance(c, kind) else members.get(c) for c in cells]
+        return pd.Series(pd.Categorical(cells, categories=list(kind)), index=index)
+    return pd.Series(cells, index=index, dtype=object)  # date and Decimal: pandas has no such dtype, so the values stay themselves
 
 
 def describe_requests(plan: MapPlan) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __all__ = [
     "NanoError", "StreamError", "InternalError", "NoBackend", "CellFailed", "FailureDisplay", "unexpected",
-    "OFF_MESSAGE", "TurnedOff", "OverBudget", "NoSavedAnswer",
+    "OFF_MESSAGE", "TurnedOff", "OverBudget", "BadBudget", "NoSavedAnswer",
 ]
 
 OFF_MESSAGE = "nano_magic is turned off on this server"
@@ -19,7 +20,9 @@ class NanoError(Exception):
 
 
 class StreamError(NanoError):
-    """The answer broke off after it had started."""
+    """The answer broke off after it had started; `partial` holds the text that had arrived, when it is known."""
+
+    partial = ""
 
 
 class InternalError(NanoError):
@@ -35,6 +38,10 @@ class TurnedOff(NanoError):
 
 class OverBudget(NanoError):
     """A request could take spending past the budget cap; nothing was sent."""
+
+
+class BadBudget(NanoError):
+    """NANO_BUDGET or the budget setting is not a number of dollars: every sending path refuses until it is fixed."""
 
 
 class NoSavedAnswer(NanoError):
@@ -60,6 +67,12 @@ def unexpected(exc: BaseException) -> str:
     detail = " ".join(str(exc).split())[:200]
     what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return f"nano_magic failed unexpectedly ({what}). This is a bug in nano_magic; please report it."
+
+
+def _record_last(etype: type, value: BaseException, tb: Any) -> None:
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb
+    if sys.version_info >= (3, 12):
+        sys.last_exc = value
 
 
 class FailureDisplay:
@@ -90,6 +103,7 @@ class FailureDisplay:
     def __call__(self, shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str] | None:
         """Show a CellFailed as its message alone; the cell still counts as failed, so Run All stops."""
         if self.active and isinstance(value, CellFailed):
+            _record_last(etype, value, tb)  # as IPython's own traceback display does, so `%nano explain` finds this error
             lines = [str(value)]
             shell._showtraceback(etype, value, lines)  # the kernel turns this into an error output without a traceback
             return lines
