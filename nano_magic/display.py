@@ -129,7 +129,7 @@ class WidgetView:
         self._status_due = 0.0
         self._ticker: Ticker | None = None
         try:
-            self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
+            self._handle: DisplayHandle = display(self._box, display_id=True)
             self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
         except BaseException:
             self.close()
@@ -140,20 +140,23 @@ class WidgetView:
         with self._lock:
             self._pending.append(text)
             self._progress.tokens += 1
-        self._ticker.poke()
+        if self._ticker is not None:
+            self._ticker.poke()
 
     def notice(self, text: str) -> None:
         """Show a retry or warning in the status line."""
         with self._lock:
             self._progress.notice = text
             self._status_due = 0.0
-        self._ticker.poke()
+        if self._ticker is not None:
+            self._ticker.poke()
 
     def step(self, line: str) -> None:
         """Show a tool call and its result; it shows at the next tick."""
         with self._lock:
             self._step_lines.append(html.escape(line))
-        self._ticker.poke()
+        if self._ticker is not None:
+            self._ticker.poke()
 
     def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
         """Swap the widget for portable Markdown in place, then show the footer."""
@@ -242,7 +245,7 @@ class MarkdownView:
         self._title = f"**{escape_markdown(header)}**\n\n"
         self._steps: list[str] = []
         self._last = 0.0
-        self._handle: DisplayHandle = display({"text/markdown": self._title + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
+        self._handle: DisplayHandle = display({"text/markdown": self._title + "…"}, raw=True, display_id=True)
 
     def delta(self, text: str) -> None:
         """Take new answer text; refresh at most `refresh_rate` times a second."""
@@ -283,7 +286,7 @@ class MarkdownView:
 
 # Control characters other than tab and newline, which a terminal would obey (escape sequences can retitle the
 # window, clear the screen or write the clipboard); model output may carry them.
-_TERMINAL_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)], "\ufffd")
+_TERMINAL_CONTROLS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)], "\ufffd")
 
 
 def _printable(text: str) -> str:
