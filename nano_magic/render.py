@@ -352,7 +352,7 @@ class _MarkdownWriter:
     the page; VS Code and Colab have readers of their own. So the text is written so that none of them has a choice:
     - every ASCII punctuation mark in text that can start or end inline structure is escaped: `` ` ``, `!`, `@`, `<`,
       `>`, `&`, `[`, `]`, `|` and `#` as entities (marked un-escapes `\\[` in link text, a table cell splits at
-      `\\|`, and `\\@@1` after marked is a placeholder for replaceMath), `* _ ~ { } ^` with a backslash;
+      `\\|`, and `\\@@1` after marked is a placeholder for replaceMath), `* _ ~` with a backslash;
     - `\\` and `$` are entities followed by an empty `<span>`, so that MathJax, which reads the decoded page, finds no
       delimiter in text, and removeMath finds no backslash or dollar in it at all;
     - `://` and `www.` in text are split by an empty `<span>` too, so that no autolinker sees a URL there;
@@ -410,11 +410,12 @@ class _MarkdownWriter:
 
 
 _BREAK = "<span></span>"  # an element: MathJax's strings and autolinkers' text both end at it, and it shows nothing
-# Every ASCII punctuation mark that can start or end inline structure in any reader we name. The rest (`. , ; : ? ' "
-# ( ) - + = / %`) can only act at a line's start, where mdformat's paragraph writer escapes list markers, setext
-# underlines and thematic breaks, or after a `[…]`, which never forms; leaving them keeps saved text readable.
+# Every ASCII punctuation mark that can start or end inline structure in any reader we name. The rest
+# (`. , ; : ? ' " { } ^ ( ) - + = / %`) acts only at a line's start, where mdformat's paragraph writer escapes list
+# markers, setext underlines and thematic breaks, or after a `[…]`, which never forms (braces count only inside math,
+# whose content `_math_markdown` checks); leaving them keeps saved text readable.
 _TEXT_ESCAPES = str.maketrans({
-    **{c: "\\" + c for c in "*_~{}^"},
+    **{c: "\\" + c for c in "*_~"},
     "`": "&#96;", "!": "&#33;", "@": "&#64;", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;",
     "|": "&#124;", "#": "&#35;", "\\": "&#92;" + _BREAK, "$": "&#36;" + _BREAK,
 })
