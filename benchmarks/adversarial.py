@@ -6,7 +6,11 @@ next to a benign answer of the same length (12,000 characters of `benchmarks.ans
   price table               a 400-row table of `| thing 7 | $7.20 | $14.40 |` rows, no blank line;
   backticks                 runs of one and two backticks that never pair;
   unclosed fence            one fence opened at the top, 12k characters of code after it;
-  deep list                 a list nested 30 levels deep, no blank line.
+  deep list                 a list nested 30 levels deep, no blank line;
+  deep quotes               `>` quotes nested up to 40 deep;
+  blocked TeX               formulas full of `\\href`, `\\class`, `\\def`, shown as text;
+  placeholders and CRs      `@@1@@`, `\\\\(`, `www.` and URLs, lines ending in a bare `\\r`;
+  punctuation               nothing but ASCII punctuation, every mark escaped in the Markdown.
 Each is a `%%nano --once` cell in a real kernel (`benchmarks.kernel.Kernel`), the fake server streaming it
 at PACE deltas/s so that the view refreshes ~10 times a second as it grows: kernel CPU (psutil), median of
 REPEATS. Target: each within 2× of the benign answer.
@@ -43,6 +47,10 @@ def shapes(length: int) -> dict[str, str]:
         "backticks": fill("x ` y `` z "),
         "unclosed fence": fill("    total = price * 2  # $7.20 <b>\n", "```python\n"),
         "deep list": "".join("  " * (i % 30) + "- item $x_1$ and more\n" for i in range(length // 40))[:length],
+        "deep quotes": "".join(">" * (i % 40) + " quoted $y$ text\n" for i in range(length // 40))[:length],
+        "blocked TeX": fill("$\\href{javascript:1}{x}\\class{a}{b}\\def\\c{d}$ and "),
+        "placeholders and CRs": fill("@@1@@ \\\\( www.example.com http://a.b/c\r"),
+        "punctuation": fill("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ "),
     }
 
 
@@ -78,6 +86,7 @@ def final_render() -> Row:
     costs = {}
     for name, text in shapes(20_000).items():
         to_markdown(text[:1000])
+        to_html(text[:1000])  # imports and first-use caches (pygments and its lexers) are not render costs
         started = time.process_time()
         to_markdown(text)
         to_html(text)

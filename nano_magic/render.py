@@ -2,8 +2,12 @@
 
 markdown-it-py parses CommonMark with raw HTML off (it stays text), links allowed only to http, https and
 mailto, and mdit-py-plugins' dollarmath and amsmath rules plus one rule of our own for `\\(…\\)` and `\\[…\\]`.
-The live HTML (markdown-it's renderer, then nh3) and the saved Markdown (mdformat's renderer) are written
-from the same tokens, so they agree on what is text, code, math and link, and neither patches source text.
+The HTML (markdown-it's renderer, then nh3) is what every view shows and what the notebook keeps: text sits in an
+element MathJax ignores, math in one it processes, TeX commands that make links or markup are shown as text
+(`tex.py`), code is highlighted with inline styles. The Markdown (mdformat's renderer, for frontends that show
+`text/markdown`) is written from the same tokens so that no reader can take it for other structure: every ASCII
+punctuation mark in text is escaped, code is entity-escaped HTML, and math is written only where JupyterLab's
+removeMath, marked and MathJax delimit it alike (see `_MarkdownWriter`).
 Every rule here looks at a bounded stretch of text per position, so any input renders in linear time.
 """
 
@@ -15,6 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache, wraps
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from .tex import inert_tex
+
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.ruler import RuleOptionsType
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
     from markdown_it.token import Token
     from mdformat.renderer import RenderContext, RenderTreeNode
 
-__all__ = ["to_html", "to_markdown", "first_code_block", "tidy_tail", "StreamRenderer", "MarkdownStream", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
+__all__ = ["to_html", "answer_html", "to_markdown", "first_code_block", "tidy_tail", "StreamRenderer", "MarkdownStream", "escape_markdown", "markdown_table", "MAX_PENDING_MATH"]
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 MAX_PENDING_MATH = 40  # characters of an unclosed inline formula hidden while it streams
@@ -32,6 +38,13 @@ _HALF_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)]?|#{1,6}|>|\|)[ \t]*$")
 _ENV = re.compile(r"\\begin\{([A-Za-z]+\*?)\}")
 _DISPLAY_OPENER = re.compile(r"[ \t>]*(?:[-*+]|\d{1,9}[.)])?[ \t]*(\$\$|\\\[|\\begin\{([A-Za-z]+\*?)\})")
 _CODE_BLOCKS = ("fence", "code_block")
+# Block nesting (a list level counts two, a quote one) past which the rest of a container is kept as indented text.
+# markdown-it drops everything past its maxNesting (20). 12 keeps five list levels or eleven quotes as structure, more
+# than a reader follows as indentation on a notebook's width; each level costs every line under it a parse, so this
+# also keeps a deeply nested answer within 2x the cost of a flat one (benchmarks/adversarial.py).
+MAX_BLOCK_NESTING = 12
+IGNORE_MATH = "mathjax_ignore tex2jax_ignore"  # MathJax 3's and MathJax 2's class for "typeset nothing in here"
+PROCESS_MATH = "mathjax_process tex2jax_process"  # and for "typeset this, inside an ignored element"
 _MATH = ("math_inline", "math_inline_double", "math_block", "amsmath")
 
 
@@ -86,7 +99,31 @@ def _parser() -> MarkdownIt:
     md.inline.ruler.before("escape", "math_backslash", _backslash_inline)
     md.core.ruler.push("images_as_links", _images_as_links)
     md.validateLink = _safe_link  # type: ignore[method-assign]
+    md.block.tokenize = _flat_past_depth(md.block.tokenize)  # type: ignore[method-assign,assignment]
     return md
+
+
+def _flat_past_depth(tokenize: Callable[[StateBlock, int, int], None]) -> Callable[[StateBlock, int, int], None]:
+    """The block tokenizer, except that a container nested past MAX_BLOCK_NESTING keeps its lines as indented text.
+
+    markdown-it skips the rest of the document once it passes maxNesting; lists and quotes call this for their
+    contents, so here is where the depth is known.
+    """
+
+    def flat(state: StateBlock, start: int, end: int) -> None:
+        if state.level < MAX_BLOCK_NESTING:
+            return tokenize(state, start, end)
+        state.line = line = state.skipEmptyLines(start)
+        if line < end and state.sCount[line] >= state.blkIndent:
+            last = line
+            while last < end and (state.isEmpty(last) or state.sCount[last] >= state.blkIndent):
+                last += 1
+            token = state.push("code_block", "code", 0)
+            token.content, token.map = state.getLines(line, last, state.blkIndent, True), [line, last]
+            state.line = last
+        return None
+
+    return flat
 
 
 def _safe_link(url: str) -> bool:
@@ -189,94 +226,167 @@ def _tokens(text: str) -> list[Token]:
     return _parser().parse(text, {})
 
 
-# --- Live HTML -----------------------------------------------------------------------------------------------
+_LINE_BREAKS = re.compile(r"\r\n?")
+
+
+def _clean_text(text: str) -> str:
+    """`\\r\\n` and `\\r` as `\\n`, NUL and lone surrogates as U+FFFD: what every reader and every offset here agree on."""
+    if "\r" in text:
+        text = _LINE_BREAKS.sub("\n", text)
+    if "\0" in text:
+        text = text.replace("\0", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+# --- HTML ----------------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
 def _html_renderer() -> Any:
-    """markdown-it's HTML renderer, with math left for MathJax and text kept out of MathJax's reach."""
+    """markdown-it's HTML renderer: math left for MathJax in elements it processes, code highlighted."""
     from markdown_it.common.utils import escapeHtml
     from markdown_it.renderer import RendererHTML
 
     def math(tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
         token = tokens[idx]
-        tex = escapeHtml(token.content)
+        tex = escapeHtml(inert_tex(token.content))
         if token.type == "amsmath" or token.markup.startswith("\\b"):
             source = tex
         elif token.type == "math_inline":
             source = f"\\({tex}\\)"
         else:
             source = f"\\[{tex}\\]"
-        return f"<div>{source}</div>\n" if token.block else source
+        tag = "div" if token.block else "span"
+        return f'<{tag} class="{PROCESS_MATH}">{source}</{tag}>' + ("\n" if token.block else "")
 
     def text(tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
-        # MathJax scans text nodes for delimiters; a `$` or `\` in its own element cannot start a formula.
+        # The answer sits in an element MathJax ignores; a `$` or `\` in its own element also splits MathJax's
+        # strings, for a typesetter that does not honour the ignore class.
         return _MATHJAX_TRIGGERS.sub(r"<span>\g<0></span>", escapeHtml(tokens[idx].content))
+
+    def code(tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:
+        token = tokens[idx]
+        language = token.info.split(maxsplit=1)[0] if token.info.strip() else ""
+        return f"<pre><code>{_highlighted(token.content, language)}</code></pre>\n"
 
     renderer = RendererHTML()
     for name in _MATH:
         renderer.rules[name] = math  # type: ignore[assignment]  # markdown-it types its rules as bound methods; it calls any function
     renderer.rules["text"] = text  # type: ignore[assignment]
+    renderer.rules["fence"] = renderer.rules["code_block"] = code  # type: ignore[assignment]
     return renderer
 
 
 _MATHJAX_TRIGGERS = re.compile(r"[$\\]")
 
 
+def _highlighted(code: str, language: str) -> str:
+    """`code` as HTML with pygments' colours as inline styles, or escaped as it is when no lexer has that name.
+
+    Inline styles, not classes: each block is an output of its own in the notebook, so it must look right without a
+    stylesheet (a `<style>` element is what nh3 removes), in the live view, in the saved notebook and in an export.
+    """
+    from markdown_it.common.utils import escapeHtml
+
+    if not language:
+        return escapeHtml(code)
+    from pygments import highlight  # type: ignore[import-untyped]
+    from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
+    from pygments.util import ClassNotFound  # type: ignore[import-untyped]
+
+    try:
+        lexer = get_lexer_by_name(language[:40])
+    except ClassNotFound:
+        return escapeHtml(code)
+    return highlight(code, lexer, _formatter()).rstrip("\n") + ("\n" if code.endswith("\n") else "")
+
+
+@lru_cache(maxsize=1)
+def _formatter() -> Any:
+    from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
+
+    return HtmlFormatter(nowrap=True, noclasses=True, style="default")
+
+
 def _html(tokens: list[Token]) -> str:
+    """Sanitized HTML for `tokens`, in one element that MathJax leaves alone but for the math inside."""
     import nh3
 
     rendered = _html_renderer().render(tokens, _parser().options, {})
-    return nh3.clean(rendered, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes={s[:-1] for s in SAFE_SCHEMES}).strip()
+    cleaned = nh3.clean(
+        rendered, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes={s[:-1] for s in SAFE_SCHEMES},
+        allowed_classes=_CLASSES, filter_style_properties=_STYLES, link_rel="noopener noreferrer nofollow",
+    ).strip()
+    return f'<div class="{IGNORE_MATH}">{cleaned}</div>' if cleaned else ""
 
 
 _TAGS = {
     "a", "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "em", "strong", "s", "del", "code", "pre", "blockquote",
     "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "span", "div",
 }
-_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}, "code": {"class"}}
+_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}, "span": {"style"}}
+_CLASSES = {"span": set(PROCESS_MATH.split()), "div": set(PROCESS_MATH.split())}
+_STYLES = {"text-align", "color", "background-color", "font-weight", "font-style", "text-decoration", "border"}
 
 
 @_collector_paused
 def to_html(text: str) -> str:
-    """Safe HTML for finished Markdown with LaTeX, math left for MathJax."""
-    return _html(_tokens(text))
+    """Safe HTML for finished Markdown with LaTeX, math left for MathJax: what a view shows and the notebook keeps."""
+    return _html(_tokens(_clean_text(text)))
+
+
+answer_html = to_html  # the final HTML of a whole answer: the same function, named for the callers that save it
 
 
 # --- Saved Markdown ------------------------------------------------------------------------------------------
 
 
-class _MathWriter:
-    """An mdformat extension: math as `$…$`/`$$…$$`, and text escaped for JupyterLab's math pass too."""
+class _MarkdownWriter:
+    """An mdformat extension for Markdown that no reader can take for structure we did not write.
+
+    JupyterLab reads `text/markdown` with removeMath, then marked (GitHub-flavoured, autolinks on), then MathJax over
+    the page; VS Code and Colab have readers of their own. So the text is written so that none of them has a choice:
+    - every ASCII punctuation mark in text that can start or end inline structure is escaped: `` ` ``, `!`, `@`, `<`,
+      `>`, `&`, `[`, `]`, `|` and `#` as entities (marked un-escapes `\\[` in link text, a table cell splits at
+      `\\|`, and `\\@@1` after marked is a placeholder for replaceMath), `* _ ~` with a backslash;
+    - `\\` and `$` are entities followed by an empty `<span>`, so that MathJax, which reads the decoded page, finds no
+      delimiter in text, and removeMath finds no backslash or dollar in it at all;
+    - `://` and `www.` in text are split by an empty `<span>` too, so that no autolinker sees a URL there;
+    - code is an HTML `<code>`/`<pre>` with every punctuation mark an entity: no backtick, dollar or backslash for
+      removeMath to pair, and no fence info string;
+    - a link is `[text](url)`, its URL percent-encoded and its title left out, so nothing lands in an attribute;
+    - math is `$…$`/`$$…$$` only in a form that removeMath, marked and MathJax delimit alike (`_math_markdown`), its
+      blocked TeX commands shown as text; any other formula is written as text.
+    """
+
+    @staticmethod
+    def text(node: RenderTreeNode, context: RenderContext) -> str:
+        return _markdown_text(node.content)
 
     @staticmethod
     def inline(node: RenderTreeNode, context: RenderContext) -> str:
-        return f"${_inert_tex(node.content)}$"
+        return _math_markdown(node, False)
 
     @staticmethod
     def display(node: RenderTreeNode, context: RenderContext) -> str:
-        return f"$${_inert_tex(node.content)}$$"
+        return _math_markdown(node, True)
 
     @staticmethod
-    def text(text: str, node: RenderTreeNode, context: RenderContext) -> str:
-        # mdformat doubled every backslash, so each `$` and `~~` here is a real one. A dollar is written `\\$`: the page
-        # gets `\$`, which MathJax shows as `$`. JupyterLab 4.6 pairs a plain `\$` with the next dollar (measured).
-        text = text.replace("$", "\\\\$").replace("~~", "\\~~")
-        following = node.next_sibling
-        if text.endswith("\\\\") and following is not None and following.type in (*_MATH, "code_inline"):
-            # JupyterLab's math pass takes a backslash before "$" or "`" as an escape, whatever precedes it.
-            text = text[:-2] + "&#92;"
-        return text
+    def code_inline(node: RenderTreeNode, context: RenderContext) -> str:
+        return f"<code>{_code_entities(node.content)}</code>"
 
     @staticmethod
-    def plain(node: RenderTreeNode, context: RenderContext) -> str:
-        # mdformat's text renderer costs ~40 µs a node even with nothing to escape; skip it when that is so. It changes
-        # only tabs, runs of spaces, line breaks and the characters left out below; `$` and `~~` are for `text` either way.
-        if _NOTHING_TO_ESCAPE.fullmatch(node.content):
-            return node.content
-        from mdformat.renderer import DEFAULT_RENDERERS
+    def code_block(node: RenderTreeNode, context: RenderContext) -> str:
+        return f"<pre><code>{_code_entities(node.content.rstrip(chr(10)))}</code></pre>"
 
-        return DEFAULT_RENDERERS["text"](node, context)
+    @staticmethod
+    def link(node: RenderTreeNode, context: RenderContext) -> str:
+        text = "".join(child.render(context) for child in node.children)
+        return f"[{text}]({_url_markdown(str(node.attrs['href']))})"
 
     @staticmethod
     def strikethrough(node: RenderTreeNode, context: RenderContext) -> str:
@@ -294,12 +404,85 @@ class _MathWriter:
 
     RENDERERS = {
         "math_inline": inline, "math_inline_double": display, "math_block": display, "amsmath": display,
-        "text": plain, "s": strikethrough, "list_item": list_item,
+        "text": text, "code_inline": code_inline, "fence": code_block, "code_block": code_block, "link": link,
+        "s": strikethrough, "list_item": list_item,
     }
-    POSTPROCESSORS = {"text": text}
 
 
-_NOTHING_TO_ESCAPE = re.compile(r"(?: ?[^\s\\*_\[\]<`&!])* ?")
+_BREAK = "<span></span>"  # an element: MathJax's strings and autolinkers' text both end at it, and it shows nothing
+# Every ASCII punctuation mark that can start or end inline structure in any reader we name. The rest
+# (`. , ; : ? ' " { } ^ ( ) - + = / %`) acts only at a line's start, where mdformat's paragraph writer escapes list
+# markers, setext underlines and thematic breaks, or after a `[…]`, which never forms (braces count only inside math,
+# whose content `_math_markdown` checks); leaving them keeps saved text readable.
+_TEXT_ESCAPES = str.maketrans({
+    **{c: "\\" + c for c in "*_~"},
+    "`": "&#96;", "!": "&#33;", "@": "&#64;", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "&#91;", "]": "&#93;",
+    "|": "&#124;", "#": "&#35;", "\\": "&#92;" + _BREAK, "$": "&#36;" + _BREAK,
+})
+# A scheme's `://`, `www.`, and an underscore inside a word, which no reader takes for emphasis.
+_AFTER_ESCAPES = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=[A-Za-z0-9])\\(_)(?=[A-Za-z0-9])", re.IGNORECASE)
+
+
+def _markdown_text(text: str) -> str:
+    """`text` as Markdown that every reader shows literally (see `_MarkdownWriter`); line breaks stay line breaks."""
+    escaped = text.translate(_TEXT_ESCAPES)
+    if "//" in text or "." in text or "_" in text:
+        escaped = _AFTER_ESCAPES.sub(lambda m: m.group(1) or _BREAK, escaped)
+    return escaped
+
+
+_CODE_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+
+
+def _code_entities(code: str) -> str:
+    return code.translate(_CODE_ENTITIES)
+
+
+def _url_markdown(url: str) -> str:
+    """A link's URL with everything a Markdown or math reader might act on percent-encoded."""
+    from urllib.parse import quote
+
+    return quote(url, safe="/:?#=&%+,;!*'~-._")
+
+
+_REMOVE_MATH_SPLIT = re.compile(r"(\$\$?|\\(?:begin|end)\{[a-z]*\*?\}|\\[{}$]|[{}]|(?:\n\s*)+|@@\d+@@|\\\\[()[\]])", re.IGNORECASE)
+_MATHJAX_END = re.compile(r"\\(?:[a-zA-Z]|.)|[{}]", re.DOTALL)
+
+
+def _balanced(tex: str, tokens: Iterable[str]) -> bool:
+    depth = 0
+    for token in tokens:
+        if token == "{":
+            depth += 1
+        elif token == "}" and depth:
+            depth -= 1
+    return depth == 0
+
+
+def _math_markdown(node: RenderTreeNode, display: bool) -> str:
+    """A formula as `$…$`/`$$…$$` where removeMath, marked and MathJax all end it at our closer; else as text.
+
+    That needs no dollar, backtick or blank line inside, braces balanced as both removeMath and MathJax count them,
+    no `@@` (removeMath's placeholder) and no backslash at the end (it would escape the closer).
+    """
+    tex = inert_tex(node.content).strip()
+    tex = re.sub(r"<(?=\S)", "< ", tex)
+    tex = re.sub(r"\](?=[(\[:])", "] ", tex)
+    tex = tex.replace("@@", "@ @")
+    if not display and "\n" in tex and "%" not in tex:
+        tex = tex.replace("\n", " ")
+    if tex.endswith("\\"):
+        tex += " "
+    safe = (
+        tex and "$" not in tex and "`" not in tex and "@@" not in tex and (display or "\n" not in tex)
+        and not re.search(r"\n[ \t]*\n", tex)
+        and _balanced(tex, _REMOVE_MATH_SPLIT.findall(tex)) and _balanced(tex, _MATHJAX_END.findall(tex))
+    )
+    delimiter = "$$" if display else "$"
+    if safe:
+        following = node.next_sibling
+        return f"{delimiter}{tex}{delimiter}" + (_BREAK if following is not None and following.type in _MATH else "")
+    return _markdown_text(f"{delimiter}{node.content}{delimiter}")
 
 
 def _joined(tokens: list[Token]) -> list[Token]:
@@ -317,13 +500,6 @@ def _joined(tokens: list[Token]) -> list[Token]:
                     children.append(child if child.type != "softbreak" else Token("text", "", 0, content="\n"))
             block.children = children
     return tokens
-
-
-def _inert_tex(tex: str) -> str:
-    """TeX that no Markdown reader can take for HTML or a link: spaces, which math mode ignores, after `<` and `]`."""
-    tex = re.sub(r"<(?=\S)", "< ", tex.strip())
-    tex = re.sub(r"\](?=[(\[:])", "] ", tex)
-    return re.sub(r"(?<!\\)\$", r"\\$", tex)
 
 
 @lru_cache(maxsize=1)
@@ -355,20 +531,20 @@ def _markdown(tokens: list[Token]) -> str:
     import mdformat.plugins
     from mdformat.renderer import MDRenderer
 
-    extensions = [_MathWriter, mdformat.plugins.PARSER_EXTENSIONS["tables"]]
+    extensions = [_MarkdownWriter, mdformat.plugins.PARSER_EXTENSIONS["tables"]]
     options = {**_parser().options, "parser_extension": extensions, "mdformat": {"wrap": "keep", "number": False}}
     return MDRenderer().render_tree(_tree_class()(_joined(tokens)), options, {}).rstrip("\n")
 
 
 @_collector_paused
 def to_markdown(text: str) -> str:
-    """The portable Markdown to save: math as `$`/`$$`, code as written, everything else escaped as text."""
-    return _markdown(_tokens(text))
+    """Markdown for readers of `text/markdown`: math as `$`/`$$`, code as HTML, everything else escaped as text."""
+    return _markdown(_tokens(_clean_text(text)))
 
 
 def first_code_block(text: str) -> str | None:
     """The code of the answer's first fenced block, as the parser sees it (a fence inside a list or quote too)."""
-    return next((t.content.rstrip("\n") for t in _tokens(text) if t.type == "fence"), None)
+    return next((t.content.rstrip("\n") for t in _tokens(_clean_text(text)) if t.type == "fence"), None)
 
 
 def escape_markdown(text: str) -> str:
@@ -376,6 +552,7 @@ def escape_markdown(text: str) -> str:
     from markdown_it.token import Token
 
     tokens: list[Token] = []
+    text = _clean_text(text)
     for paragraph in re.split(r"\n[ \t]*\n", text.strip("\n")):
         children: list[Token] = []
         for i, line in enumerate(paragraph.split("\n")):
@@ -390,7 +567,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     """A Markdown table whose cells show their text literally."""
 
     def cell(value: object) -> str:
-        return escape_markdown(" ".join(str(value).split())).replace("|", "\\|") or " "
+        return escape_markdown(" ".join(str(value).split())) or " "
 
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -416,10 +593,13 @@ class _Stream:
         self._parts: list[str] = []
         self._min = min_block_chars
         self._drawn_chars = 0
+        self._carry = ""
 
     def feed(self, delta: str) -> None:
-        """Add received text."""
-        self._parts.append(delta)
+        """Add received text; a `\\r` at its end waits for the next delta, which may start with the `\\n` of its pair."""
+        delta = self._carry + delta
+        self._carry = "\r" if delta.endswith("\r") else ""
+        self._parts.append(_clean_text(delta[: len(delta) - len(self._carry)]))
 
     def _advance(self) -> tuple[str | None, str, list[Token]] | None:
         """The blocks finished since the last call, the tail and its tokens; None while an oversized tail waits."""
@@ -456,6 +636,19 @@ class StreamRenderer(_Stream):
         return (None if finished is None else to_html(finished)), self._shown
 
 
+    @_collector_paused
+    def finish(self) -> tuple[str | None, str]:
+        """The answer has ended: the blocks finished since the last call (None if none) and the whole rest, rendered
+        as final HTML, with nothing hidden or held back. This is what a view keeps as the answer; call it once."""
+        tail = _clean_text("".join(self._parts) + self._carry)
+        self._parts, self._carry = [tail], ""
+        boundary = _last_boundary(tail, _tokens(tail))
+        finished = to_html(tail[:boundary]) if boundary else None
+        self._shown = to_html(tail[boundary:])
+        self._parts, self._drawn_chars = [], 0
+        return finished, self._shown
+
+
 class MarkdownStream(_Stream):
     """The Markdown of a growing answer, for a frontend that shows `text/markdown`: finished blocks written once."""
 
@@ -473,6 +666,13 @@ class MarkdownStream(_Stream):
             if finished is not None:
                 self._written.append(to_markdown(finished))
             self._tail = to_markdown(tidy_tail(tail, tokens))
+        return "\n\n".join([*self._written, self._tail])
+
+    @_collector_paused
+    def finish(self) -> str:
+        """The whole answer as Markdown once it has ended, nothing hidden or held back."""
+        tail = _clean_text("".join(self._parts) + self._carry)
+        self._parts, self._carry, self._tail = [tail], "", to_markdown(tail)
         return "\n\n".join([*self._written, self._tail])
 
 
@@ -502,10 +702,10 @@ def _live_html(tail: str, tokens: list[Token]) -> str:
     opened = _unclosed_display(tail, tokens)
     if opened is None:
         return _html(tokens)
-    from markdown_it.common.utils import escapeHtml
+    from markdown_it.token import Token
 
-    head = _html(_tokens(tail[:opened])) if tail[:opened].strip() else ""
-    return head + f'<pre><code class="language-latex">{escapeHtml(tail[opened:].lstrip(" >"))}</code></pre>'
+    typed = Token("code_block", "code", 0, content=tail[opened:].lstrip(" >"))
+    return _html([*(_tokens(tail[:opened]) if tail[:opened].strip() else []), typed])
 
 
 def _unclosed_display(tail: str, tokens: list[Token]) -> int | None:

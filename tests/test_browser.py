@@ -249,7 +249,7 @@ def test_nano_cell_streams_typesets_and_saves(tmp_path: Path, chromium: Any) -> 
     answer = answers[0]
     assert "$a^2+b^2=c^2$" in answer.data["text/markdown"]
     assert "$$c=\\sqrt{a^2+b^2}$$" in answer.data["text/markdown"]
-    assert "\\<img src=x" in answer.data["text/markdown"]
+    assert "&lt;img src=x" in answer.data["text/markdown"]  # `<` an entity (issue 18)
     assert answer.data["text/plain"] == REPLY
     turn = answer.metadata["nano_magic"]
     assert turn["prompt"] == PROMPT

@@ -50,7 +50,7 @@ def test_reaching_the_cap_mid_stream_closes_the_stream_and_keeps_the_partial_ans
     answer = ip.user_ns["_nano"]
     assert answer.status == "budget" and answer.text.startswith("word0 word1") and "word399" not in answer.text
     assert [t.status for t in turns(ip)] == ["budget"]
-    usage = run("%nano usage").shown.replace("\\\\$", "$")
+    usage = run("%nano usage").shown.replace("&#36;<span></span>", "$")
     assert "of the $0.000020 cap" in usage
     again = run(f"%%nano -m {PRICED} --api {api} --max-tokens 20\nMore")
     assert again.failed and "Budget:" in again.shown and len(fake.posts()) == 1
@@ -74,7 +74,7 @@ def test_each_request_of_a_tool_loop_is_checked_against_the_cap(run, fake, ip, s
 def test_models_without_a_price_count_as_zero_and_usage_shows_the_cap(run, fake, ip) -> None:
     magics(ip).budget = 0.5
     assert not run("%%nano\nHi").failed  # fake-model has no price
-    usage = run("%nano usage").shown.replace("\\\\$", "$")
+    usage = run("%nano usage").shown.replace("&#36;<span></span>", "$")
     assert "$0.000000 of the $0.500000 cap" in usage and "without a known price count as $0" in usage
 
 

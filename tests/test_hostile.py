@@ -132,7 +132,7 @@ def test_a_password_in_the_base_url_never_shows(run, fake, monkeypatch) -> None:
     shown = [run(cell) for cell in ("%nano config", "%%nano --dry-run\nHi", "%%nano\nHi")]
     assert not any(cell.failed for cell in shown)
     assert not any(password in cell.shown for cell in shown)
-    assert "student:…4b1d@127.0.0.1" in shown[0].shown, "%nano config shows the URL with the password masked"
+    assert "student:…4b1d&#64;127.0.0.1" in shown[0].shown, "%nano config shows the URL with the password masked"
     monkeypatch.setenv("NANO_BASE_URL", f"http://student:{password}@127.0.0.1:9/v1")  # nothing listens there
     dead = run("%%nano\nHi")
     assert dead.failed and "Could not reach" in dead.shown and password not in dead.shown

@@ -25,7 +25,7 @@ def test_a_notebook_of_nano_cells_saves_portable_answers(fake, tmp_path: Path) -
     first, second, third = (answers(c) for c in nb.cells[1:])
     assert [len(first), len(second), len(third)] == [1, 1, 1]
     output = first[0]
-    assert output.data["text/markdown"] == r"Energy is $E=mc^2$ and it costs \\$5. \<img src=x onerror=alert(1)>"
+    assert output.data["text/markdown"] == "Energy is $E=mc^2$ and it costs &#36;<span></span>5. &lt;img src=x onerror=alert(1)&gt;"
     assert output.data["text/plain"] == fake.reply
     saved = output.metadata["nano_magic"]
     assert (saved["prompt"], saved["thread"], saved["turn"], saved["system"], saved["status"]) == ("First", "default", 0, "Be terse.", "complete")

@@ -237,7 +237,7 @@ def test_markdown_display_streams_and_saves_the_final_markdown(run, fake, ip) ->
     fake.reply = "Area is $\\pi r^2$ for $5."
     cell = run("%%nano\nArea?")
     final = [o for o in cell.outputs if "nano_magic" in o.metadata]
-    assert final and final[-1].data["text/markdown"] == "Area is $\\pi r^2$ for \\\\$5."
+    assert final and final[-1].data["text/markdown"] == "Area is $\\pi r^2$ for &#36;<span></span>5."
     assert final[-1].metadata["nano_magic"]["prompt"] == "Area?"
 
 

@@ -35,7 +35,7 @@ def test_markdown_export_keeps_math_and_code(run, fake, tmp_path: Path) -> None:
     run(f"%nano export {path} --thread default")
     text = path.read_text()
     assert "# Thread: default" in text and "**You:**" in text and "Show me" in text
-    assert "$x^2$" in text and "```python\nprint(1)\n```" in text
+    assert "$x^2$" in text and "<pre><code>print&#40;1&#41;</code></pre>" in text
 
 
 def test_load_rebuilds_threads_from_notebook_metadata(run, fake, ip, tmp_path: Path) -> None:

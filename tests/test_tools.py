@@ -441,7 +441,7 @@ def test_a_tools_cell_shows_steps_then_the_answer_and_saves_them(shown_as_markdo
     markdown, saved = final(cell)
     lines = markdown.splitlines()
     assert lines[0] == "- → area(r=3) = 28.27"
-    assert lines[1].startswith('- → weather(city="\\<b>Oslo\\</b> \\\\$5") = {"city":"\\<b>Oslo\\</b> \\\\$5"')
+    assert lines[1].startswith('- → weather(city="&lt;b&gt;Oslo&lt;/b&gt; &#36;<span></span>5") = {"city":"&lt;b&gt;Oslo&lt;/b&gt; &#36;<span></span>5"')
     assert markdown.endswith("Area 28.27, and mild.")
     assert [c["name"] for c in saved["steps"][0]["calls"]] == ["area", "weather"]
     assert saved["options"]["tools"] == ["area", "weather"]
