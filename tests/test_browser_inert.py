@@ -120,7 +120,12 @@ def chromium() -> Iterator[tuple[Any, list[str]]]:
             page.add_init_script(TRAP)
             outside: list[str] = []
             page.on("request", lambda request: outside.append(request.url) if "127.0.0.1" not in request.url and "localhost" not in request.url else None)
-            page.on("dialog", lambda dialog: (outside.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+
+            def dismissed(dialog: Any) -> None:
+                outside.append(f"dialog: {dialog.message}")
+                dialog.dismiss()
+
+            page.on("dialog", dismissed)
             yield page, outside
         finally:
             browser.close()
