@@ -1,19 +1,36 @@
-"""How an answer appears while it streams (widget, Markdown or text) and what stays in the notebook."""
+"""How an answer appears while it streams (HTML outputs, Markdown or text) and what stays in the notebook."""
 
 from __future__ import annotations
 
+import contextvars
 import html
 import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from IPython.display import DisplayHandle, display
 
-from .render import MarkdownStream, StreamRenderer, escape_markdown
+from .render import MarkdownStream, StreamRenderer, escape_markdown, to_html
 
-__all__ = ["View", "WidgetView", "MarkdownView", "TextView", "Ticker", "pick_mode", "open_view"]
+__all__ = ["View", "Final", "HtmlView", "MarkdownView", "TextView", "Ticker", "step_item", "pick_mode", "open_view"]
+
+
+class Final(NamedTuple):
+    """What stays of an answer: its Markdown for a Markdown output, its source for HTML (None: plain text only), its text,
+    the turn's metadata and the footer line."""
+
+    markdown: str | None
+    source: str | None
+    text: str
+    metadata: dict[str, Any]
+    footer: str
+
+
+def step_item(line: str) -> str:
+    """A tool call's line as a list item of its own, in the Markdown source of the answer."""
+    return f"\n\n- {escape_markdown(line)}\n\n"
 
 
 class View(Protocol):
@@ -22,7 +39,7 @@ class View(Protocol):
     def delta(self, text: str) -> None: ...
     def notice(self, text: str) -> None: ...
     def step(self, line: str) -> None: ...
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
+    def finish(self, final: Final) -> None: ...
     def abandon(self) -> None: ...
     def close(self) -> None: ...
 
@@ -41,7 +58,8 @@ class Ticker:
         self.error: Exception | None = None
         self._dirty = threading.Event()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nano-refresh", daemon=True)
+        context = contextvars.copy_context()  # the cell's parent header, so that outputs made here go to its cell
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name="nano-refresh", daemon=True)
         self._thread.start()
 
     def poke(self) -> None:
@@ -93,93 +111,96 @@ class _Progress:
         return " · ".join(parts + ([self.notice] if self.notice else []))
 
 
-class WidgetView:
-    """A live ipywidgets view: header, frozen blocks plus a live tail, and a status line.
+class HtmlView:
+    """The answer as plain outputs that stay: no widget, nothing swapped at the end.
 
-    Each refresh sends one message (the tail), and the status line goes at most once a second. Frozen
-    blocks share one layout and one style, and go into pages of PAGE_SIZE, so that no update
-    grows with the length of the answer.
+    Outputs, top to bottom: the header; pages of finished blocks (`text/html`, each page rendered and typeset
+    once per block it takes); the live tail, one output updated in place; the status line, which becomes the
+    footer at the end. The tail is rendered on the refresh thread, outside the lock that `delta` takes.
+    When a block finishes, the page that takes it is sent before the tail that loses it, so that no frame shows
+    less text. A new page is made by turning the tail output into it, the status output into the new tail, and
+    showing a new status line below: outputs can only be added at the end. Pages bound the number of outputs,
+    which JupyterLab trims past 50 (`maxNumberOutputs`).
     """
 
-    PAGE_SIZE = 16
     MIN_BLOCK_CHARS = 400
+    PAGE_CHARS = 4_000  # Markdown characters a page takes before the next block starts a new one
+    MAX_PAGES = 30  # past this many pages, pages grow with the answer, so that their number stays bounded
     STATUS_INTERVAL = 1.0
 
     def __init__(self, header: str, refresh_rate: float) -> None:
-        import ipywidgets as widgets
-        from ipywidgets.widgets.widget_string import HTMLMathStyle, HTMLStyle
-
-        self._widgets = widgets
-        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone
-        self._pending: list[str] = []  # deltas not yet given to the renderer, guarded by the lock
+        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone, until it stops
+        self._pending: list[str] = []  # text not yet given to the renderer, guarded by the lock
+        self._streamed: list[str] = []  # all text given to the renderer
         self._progress = _Progress()
         self._lock = threading.Lock()
-        self._layout = widgets.Layout()
-        self._style = HTMLMathStyle()
-        self._text_style = HTMLStyle()
-        self._tail = widgets.HTMLMath("", style=self._style, layout=self._layout)
-        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
-        self._steps = widgets.HTML("", style=self._text_style, layout=self._layout)
-        self._step_lines: list[str] = []
-        self._steps_shown = 0
-        self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
-        self._body = widgets.VBox([self._tail], layout=self._layout)
-        self._box = widgets.VBox([self._header, self._steps, self._body, self._status], layout=self._layout)
-        self._pages: list[Any] = []
         self._status_due = 0.0
+        self._pages: list[DisplayHandle] = []
+        self._page: list[tuple[str, str]] = []  # the last page's blocks: Markdown and HTML
+        self._frozen_chars = 0
+        self._tail_html = ""
+        self._status_html = self._status_line()
         self._ticker: Ticker | None = None
-        try:
-            self._handle: DisplayHandle = display(self._box, display_id=True)  # type: ignore[assignment]
-            self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
-        except BaseException:
-            self.close()
-            raise
+        self._header = _show({"text/html": f"<b>{html.escape(header)}</b>", "text/plain": header})
+        self._tail = _show({"text/html": ""})
+        self._status = _show(self._status_data())
+        self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
 
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
         with self._lock:
             self._pending.append(text)
             self._progress.tokens += 1
-        self._ticker.poke()
+        self._poke()
 
     def notice(self, text: str) -> None:
         """Show a retry or warning in the status line."""
         with self._lock:
             self._progress.notice = text
             self._status_due = 0.0
-        self._ticker.poke()
+        self._poke()
 
     def step(self, line: str) -> None:
-        """Show a tool call and its result; it shows at the next tick."""
+        """Show a tool call and its result in the answer, where the final output has it; it shows at the next tick."""
         with self._lock:
-            self._step_lines.append(html.escape(line))
-        self._ticker.poke()
+            self._pending.append(step_item(line))
+        self._poke()
 
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
-        """Swap the widget for portable Markdown in place, then show the footer."""
+    def finish(self, final: Final) -> None:
+        """Show the last of the answer in the tail output, with the turn's metadata, and turn the status line into the footer.
+
+        When the saved answer continues what streamed (the usual case), only the tail changes. When it does not
+        (`--format text`, a schema's pretty JSON, the plain text after a failure), the tail takes the whole answer
+        first, then the pages go.
+        """
         error = self._stop()
-        _swap(self._handle, markdown, text, metadata)
-        _footer(footer + (f" · {_refresh_note(error)}" if error is not None else ""))
+        self._take_pending()
+        streamed = "".join(self._streamed)
+        if final.source is not None and final.source.startswith(streamed):
+            self._renderer.feed(final.source[len(streamed):])
+            text, rest = self._renderer.flush()
+            self._tail.update({"text/html": rest, "text/plain": text}, metadata=final.metadata, raw=True)
+        else:
+            whole = {"text/plain": final.text} if final.source is None else {"text/html": to_html(final.source), "text/plain": final.text}
+            self._tail.update(whole, metadata=final.metadata, raw=True)
+            for page in self._pages:
+                page.update({"text/html": ""}, raw=True)
+        footer = final.footer + (f" · {_refresh_note(error)}" if error is not None else "")
+        self._status.update({"text/html": f"<small>{html.escape(footer)}</small>" if footer else "", "text/plain": footer}, raw=True)
 
     def abandon(self) -> None:
-        """Remove the view: no answer arrived."""
+        """Empty every output: no answer arrived."""
         self._stop()
-        self._handle.update({"text/plain": ""}, raw=True)
+        for handle in (self._header, *self._pages, self._tail, self._status):
+            handle.update({"text/plain": ""}, raw=True)
 
     def close(self) -> None:
-        """Join the refresh thread and close every model, the shared layout and style included; safe to call twice."""
+        """Join the refresh thread; safe to call twice."""
         self._stop()
-        blocks = [block for page in self._pages for block in page.children]
-        models = (*blocks, *self._pages, self._tail, self._header, self._steps, self._status, self._body, self._box,
-                  self._style, self._text_style, self._layout)
-        failed: Exception | None = None
-        for model in models:
-            try:
-                model.close()
-            except Exception as exc:  # close the rest first, then report the first failure
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+
+    def _poke(self) -> None:
+        if self._ticker is not None:
+            self._ticker.poke()
 
     def _stop(self) -> Exception | None:
         """Stop refreshing; the refresh error, if one happened."""
@@ -188,45 +209,62 @@ class WidgetView:
         self._ticker.stop()
         return self._ticker.error
 
+    def _take_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self._streamed.extend(pending)
+        for text in pending:
+            self._renderer.feed(text)
+
     def _refresh_failed(self, exc: Exception) -> None:
         """Say once, in the status line, that the live view broke; the answer still arrives."""
         with self._lock:
             self._progress.notice = f"{_refresh_note(exc)}; the full answer shows at the end"
             self._status_due = float("inf")
-        self._status.value = self._status_html()
+        self._status_html = self._status_line()
+        self._status.update(self._status_data(), raw=True)
 
     def _refresh(self) -> None:
-        """Take the new deltas under the lock and render outside it, so that `delta` never waits for a render."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            status = self._status_html()
-            steps = None if len(self._step_lines) == self._steps_shown else self._step_lines[:]
-        for text in pending:
-            self._renderer.feed(text)
-        frozen, tail = self._renderer.render()
-        if steps is not None:  # joined only when a call came in, not on every refresh
-            self._steps_shown = len(steps)
-            self._steps.value = "<br>".join(f"<code>{line}</code>" for line in steps)
-        if frozen is not None:
-            self._freeze(frozen)
-        if tail != self._tail.value:
-            self._tail.value = tail
+        """Take the new text under the lock and render outside it, so that `delta` never waits for a render."""
+        self._take_pending()
         now = time.perf_counter()
-        if now >= self._status_due:
-            self._status_due = now + self.STATUS_INTERVAL
-            self._status.value = status
+        with self._lock:
+            status = self._status_line() if now >= self._status_due else None
+            if status is not None:
+                self._status_due = now + self.STATUS_INTERVAL
+        frozen, tail = self._renderer.render()
+        if frozen is not None:
+            self._freeze(self._renderer.finished_text, frozen, tail)
+        elif tail != self._tail_html:
+            self._tail.update({"text/html": tail}, raw=True)
+        self._tail_html = tail
+        if status is not None and status != self._status_html:
+            self._status_html = status
+            self._status.update(self._status_data(), raw=True)
 
-    def _freeze(self, block_html: str) -> None:
-        """Add finished blocks as a widget of their own, never to be sent again."""
-        block = self._widgets.HTMLMath(block_html, style=self._style, layout=self._layout)
-        if self._pages and len(self._pages[-1].children) < self.PAGE_SIZE:
-            self._pages[-1].children = (*self._pages[-1].children, block)
-        else:
-            self._pages.append(self._widgets.VBox([block], layout=self._layout))
-            self._body.children = (*self._pages, self._tail)
+    def _freeze(self, text: str, block: str, tail: str) -> None:
+        """Add finished blocks to the last page, or start a page with them; then show the new tail."""
+        self._frozen_chars += len(text)
+        if self._pages and sum(len(t) for t, _ in self._page) < max(self.PAGE_CHARS, self._frozen_chars // self.MAX_PAGES):
+            self._page.append((text, block))
+            self._pages[-1].update(self._page_data(), raw=True)
+            self._tail.update({"text/html": tail}, raw=True)
+            return
+        self._page = [(text, block)]
+        status = _show(self._status_data())  # below everything: the old status output becomes the new tail
+        self._status.update({"text/html": tail}, raw=True)
+        self._tail.update(self._page_data(), raw=True)
+        self._pages.append(self._tail)
+        self._tail, self._status = self._status, status
 
-    def _status_html(self) -> str:
+    def _page_data(self) -> dict[str, str]:
+        return {"text/html": "\n".join(h for _, h in self._page), "text/plain": "".join(t for t, _ in self._page)}
+
+    def _status_line(self) -> str:
         return f"<small>{html.escape(self._progress.line())}</small>"
+
+    def _status_data(self) -> dict[str, str]:
+        return {"text/html": self._status_html}
 
 
 class MarkdownView:
@@ -268,10 +306,10 @@ class MarkdownView:
         steps = "".join(self._steps) + "\n" if self._steps else ""
         return self._title + steps + self._stream.render()
 
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+    def finish(self, final: Final) -> None:
         """Replace the live output with the final Markdown, then show the footer."""
-        _swap(self._handle, markdown, text, metadata)
-        _footer(footer)
+        _swap(self._handle, final.markdown, final.text, final.metadata)
+        _footer(final.footer)
 
     def abandon(self) -> None:
         """Remove the live output: no answer arrived."""
@@ -309,11 +347,11 @@ class TextView:
         """Print a tool call and its result on its own line."""
         print(_printable(line), flush=True)
 
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+    def finish(self, final: Final) -> None:
         """End the answer's line and print the footer."""
         print()
-        if footer:
-            print(_printable(footer))
+        if final.footer:
+            print(_printable(final.footer))
 
     def abandon(self) -> None:
         """Nothing was printed but the header."""
@@ -327,6 +365,11 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
     handle.update(data, metadata=metadata, raw=True)
 
 
+def _show(data: dict[str, str]) -> DisplayHandle:
+    """A new output that can be updated in place."""
+    return display(data, raw=True, display_id=True)  # type: ignore[no-any-return]
+
+
 def _refresh_note(exc: Exception) -> str:
     return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
 
@@ -338,20 +381,20 @@ def _footer(footer: str) -> None:
 
 
 def pick_mode(setting: str, shell: Any) -> str:
-    """`widget`, `markdown` or `text`: the setting, or what the frontend can show."""
+    """`html`, `markdown` or `text`: the setting, or what the frontend can show (`widget` is the old name of `html`)."""
     if setting != "auto":
-        return setting
+        return "html" if setting == "widget" else setting
     if getattr(shell, "kernel", None) is None:
         return "text"
     if "__vsc_ipynb_file__" in shell.user_ns or "VSCODE_PID" in os.environ or "google.colab" in sys.modules:
         return "markdown"
-    return "widget"
+    return "html"
 
 
 def open_view(mode: str, header: str, refresh_rate: float) -> View:
     """Start showing an answer."""
-    if mode == "widget":
-        return WidgetView(header, refresh_rate)
+    if mode == "html":
+        return HtmlView(header, refresh_rate)
     if mode == "markdown":
         return MarkdownView(header, refresh_rate)
     return TextView(header)

@@ -443,16 +443,25 @@ class StreamRenderer(_Stream):
     def __init__(self, min_block_chars: int = 0) -> None:
         super().__init__(min_block_chars)
         self._shown = ""
+        self.finished_text = ""  # the Markdown of the blocks that the last `render` returned
 
     @_collector_paused
     def render(self) -> tuple[str | None, str]:
         """HTML of the blocks finished since the last call (None if none), and of the live tail."""
         advanced = self._advance()
+        self.finished_text = ""
         if advanced is None:
             return None, self._shown
         finished, tail, tokens = advanced
+        self.finished_text = finished or ""
         self._shown = _live_html(tail, tokens)
         return (None if finished is None else to_html(finished)), self._shown
+
+    def flush(self) -> tuple[str, str]:
+        """The Markdown and HTML of all the text not yet returned as finished, as one finished block; the stream empties."""
+        rest = "".join(self._parts)
+        self._parts, self._shown, self._drawn_chars = [], "", 0
+        return rest, to_html(rest)
 
 
 class MarkdownStream(_Stream):
