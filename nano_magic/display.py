@@ -119,13 +119,14 @@ class HtmlView:
     footer at the end. The tail is rendered on the refresh thread, outside the lock that `delta` takes.
     When a block finishes, the page that takes it is sent before the tail that loses it, so that no frame shows
     less text. A new page is made by turning the tail output into it, the status output into the new tail, and
-    showing a new status line below: outputs can only be added at the end. Pages bound the number of outputs,
-    which JupyterLab trims past 50 (`maxNumberOutputs`).
+    showing a new status line below: outputs can only be added at the end. Pages keep the number of outputs
+    low, since JupyterLab hides those past 50 (`maxNumberOutputs`).
     """
 
-    MIN_BLOCK_CHARS = 400
-    PAGE_CHARS = 4_000  # Markdown characters a page takes before the next block starts a new one
-    MAX_PAGES = 30  # past this many pages, pages grow with the answer, so that their number stays bounded
+    MIN_BLOCK_CHARS = 600
+    # Markdown characters a page takes before the next block starts a new one. A page is sent again with each block
+    # it takes, so pages are small; yet a 32k-token answer (~130k characters) stays under JupyterLab's 50 outputs.
+    PAGE_CHARS = 3_000
     STATUS_INTERVAL = 1.0
 
     def __init__(self, header: str, refresh_rate: float) -> None:
@@ -137,7 +138,6 @@ class HtmlView:
         self._status_due = 0.0
         self._pages: list[DisplayHandle] = []
         self._page: list[tuple[str, str]] = []  # the last page's blocks: Markdown and HTML
-        self._frozen_chars = 0
         self._tail_html = ""
         self._status_html = self._status_line()
         self._ticker: Ticker | None = None
@@ -244,8 +244,7 @@ class HtmlView:
 
     def _freeze(self, text: str, block: str, tail: str) -> None:
         """Add finished blocks to the last page, or start a page with them; then show the new tail."""
-        self._frozen_chars += len(text)
-        if self._pages and sum(len(t) for t, _ in self._page) < max(self.PAGE_CHARS, self._frozen_chars // self.MAX_PAGES):
+        if self._pages and sum(len(t) for t, _ in self._page) < self.PAGE_CHARS:
             self._page.append((text, block))
             self._pages[-1].update(self._page_data(), raw=True)
             self._tail.update({"text/html": tail}, raw=True)
