@@ -16,7 +16,7 @@ from .chat import Answer, Chat, Interrupted, validate
 from .config import turned_off
 from .context import describe, fence_for
 from .conversation import METADATA_KEY, metadata, step_line
-from .display import Final, View, open_view, pick_mode, step_item
+from .display import Final, View, answer_source, open_view, pick_mode
 from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend, unexpected
 from .jsontext import load_json
 from .render import first_code_block, to_markdown
@@ -241,7 +241,8 @@ def _final(chat: Chat, answer: Answer, args: Namespace) -> Final:
     if args.format == "text":
         return Final(None, None, answer.text, saved, footer)
     markdown = _steps_markdown(answer.steps) + _body_markdown(answer, args)
-    return Final(markdown, _steps_source(answer.steps) + _body_source(answer, args), answer.text, saved, footer)
+    rounds = [(step.get("text", ""), [step_line(call) for call in step.get("calls") or []]) for step in answer.steps]
+    return Final(markdown, answer_source(rounds, _pretty_json(answer, args) or answer.text), answer.text, saved, footer)
 
 
 def _keep(shell: Any, answer: Answer, args: Namespace) -> None:
@@ -261,16 +262,6 @@ def _steps_markdown(steps: list[dict[str, Any]]) -> str:
             parts.append(to_markdown(step["text"]))
         parts.append(to_markdown("\n".join(f"- {step_line(call)}" for call in step.get("calls") or [])))
     return "".join(f"{part}\n\n" for part in parts if part)
-
-
-def _steps_source(steps: list[dict[str, Any]]) -> str:
-    """The tool rounds as the HTML view streamed them: what the model said, then one list item per call."""
-    return "".join(step.get("text", "") + "".join(step_item(step_line(call)) for call in step.get("calls") or []) for step in steps)
-
-
-def _body_source(answer: Answer, args: Namespace) -> str:
-    """The answer as Markdown from the model: pretty JSON in a fenced block when it fits a schema, else its text."""
-    return _pretty_json(answer, args) or answer.text
 
 
 def _body_markdown(answer: Answer, args: Namespace) -> str:

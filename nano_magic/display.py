@@ -14,7 +14,7 @@ from IPython.display import DisplayHandle, display
 
 from .render import MarkdownStream, StreamRenderer, escape_markdown, to_html
 
-__all__ = ["View", "Final", "HtmlView", "MarkdownView", "TextView", "Ticker", "step_item", "pick_mode", "open_view"]
+__all__ = ["View", "Final", "HtmlView", "MarkdownView", "TextView", "Ticker", "SourceJoiner", "answer_source", "pick_mode", "open_view"]
 
 
 class Final(NamedTuple):
@@ -28,9 +28,33 @@ class Final(NamedTuple):
     footer: str
 
 
-def step_item(line: str) -> str:
-    """A tool call's line as a list item of its own, in the Markdown source of the answer."""
-    return f"\n\n- {escape_markdown(line)}\n\n"
+class SourceJoiner:
+    """Joins the model's text and tool-call lines into the Markdown the HTML view shows: each run of calls one tight list."""
+
+    def __init__(self) -> None:
+        self._after_item = False
+        self._after_text = False
+
+    def text(self, text: str) -> str:
+        """The piece to add for model text: a line break first, to end a list of calls."""
+        if not text:
+            return text
+        piece = "\n" + text if self._after_item else text
+        self._after_item, self._after_text = False, True
+        return piece
+
+    def item(self, line: str) -> str:
+        """The piece to add for a call's line: a list item, after a blank line if text came before."""
+        piece = ("\n\n" if self._after_text else "") + f"- {escape_markdown(line)}\n"
+        self._after_item, self._after_text = True, False
+        return piece
+
+
+def answer_source(rounds: list[tuple[str, list[str]]], body: str) -> str:
+    """The Markdown of tool rounds (text, then call lines) and the answer, joined as the HTML view streamed them."""
+    joiner = SourceJoiner()
+    pieces = [piece for text, lines in rounds for piece in (joiner.text(text), *map(joiner.item, lines))]
+    return "".join([*pieces, joiner.text(body)])
 
 
 class View(Protocol):
@@ -132,6 +156,7 @@ class HtmlView:
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone, until it stops
         self._pending: list[str] = []  # text not yet given to the renderer, guarded by the lock
+        self._joiner = SourceJoiner()  # guarded by the lock
         self._streamed: list[str] = []  # all text given to the renderer
         self._progress = _Progress()
         self._lock = threading.Lock()
@@ -149,7 +174,7 @@ class HtmlView:
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
         with self._lock:
-            self._pending.append(text)
+            self._pending.append(self._joiner.text(text))
             self._progress.tokens += 1
         self._poke()
 
@@ -163,7 +188,7 @@ class HtmlView:
     def step(self, line: str) -> None:
         """Show a tool call and its result in the answer, where the final output has it; it shows at the next tick."""
         with self._lock:
-            self._pending.append(step_item(line))
+            self._pending.append(self._joiner.item(line))
         self._poke()
 
     def finish(self, final: Final) -> None:
