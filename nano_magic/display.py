@@ -138,36 +138,42 @@ class _Progress:
 class HtmlView:
     """The answer as plain outputs that stay: no widget, nothing swapped at the end.
 
-    Outputs, top to bottom: the header; pages of finished blocks (`text/html`, each page rendered and typeset
-    once per block it takes); the live tail, one output updated in place; the status line, which becomes the
-    footer at the end. The tail is rendered on the refresh thread, outside the lock that `delta` takes.
-    When a block finishes, the page that takes it is sent before the tail that loses it, so that no frame shows
-    less text. A new page is made by turning the tail output into it, the status output into the new tail, and
-    showing a new status line below: outputs can only be added at the end. Pages keep the number of outputs
-    low, since JupyterLab hides those past 50 (`maxNumberOutputs`).
+    Outputs, top to bottom: the header; the answer in groups of finished blocks (`text/html`); the live group, one
+    output re-rendered in place at each refresh; the status line, which becomes the footer at the end. Rendering
+    runs on the refresh thread, outside the lock that `delta` takes.
+
+    Text never moves from one output to another, since two messages can reach the page in two frames, and the frame
+    between them would show the text twice or not at all. So the live group is closed only at a refresh where every
+    character it showed so far is in finished blocks, and the block that follows first shows in a new output:
+    a new status line is shown below, the old status output becomes the new live group, and the closed group is
+    sent with its finished blocks alone. Each of those messages only adds text. Outputs can only be added at
+    the end, hence the roles move down. JupyterLab hides outputs past 50 (`maxNumberOutputs`), so after
+    MAX_GROUPS the last group takes the rest of the answer and, once long, is sent only when it grew by a quarter.
     """
 
-    MIN_BLOCK_CHARS = 600
-    # Markdown characters a page takes before the next block starts a new one. A page is sent again with each block
-    # it takes, so pages are small; yet a 32k-token answer (~130k characters) stays under JupyterLab's 50 outputs.
-    PAGE_CHARS = 3_000
+    GROUP_CHARS = 1_200  # Markdown characters a group holds before the next block may start a new one
+    MAX_GROUPS = 40
+    LONG_GROUP_CHARS = 4 * GROUP_CHARS
     STATUS_INTERVAL = 1.0
 
     def __init__(self, header: str, refresh_rate: float) -> None:
-        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone, until it stops
+        self._renderer = StreamRenderer()  # used by the refresh thread alone, until it stops
         self._pending: list[str] = []  # text not yet given to the renderer, guarded by the lock
         self._joiner = SourceJoiner()  # guarded by the lock
         self._streamed: list[str] = []  # all text given to the renderer
         self._progress = _Progress()
         self._lock = threading.Lock()
         self._status_due = 0.0
-        self._pages: list[DisplayHandle] = []
-        self._page: list[tuple[str, str]] = []  # the last page's blocks: Markdown and HTML
-        self._tail_html = ""
+        self._closed: list[DisplayHandle] = []  # the groups before the live one
+        self._group: list[tuple[str, str]] = []  # the live group's finished blocks: Markdown and HTML
+        self._group_chars = 0  # Markdown characters in them
+        self._tail_chars = 0  # Markdown characters given to the renderer and not yet in a finished block
+        self._sent_chars = 0  # the live group's characters when it was last sent
+        self._sent_html = ""
         self._status_html = self._status_line()
         self._ticker: Ticker | None = None
         self._header = _show({"text/html": f"<b>{html.escape(header)}</b>", "text/plain": header})
-        self._tail = _show({"text/html": ""})
+        self._live = _show({"text/html": ""})
         self._status = _show(self._status_data())
         self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
 
@@ -192,31 +198,31 @@ class HtmlView:
         self._poke()
 
     def finish(self, final: Final) -> None:
-        """Show the last of the answer in the tail output, with the turn's metadata, and turn the status line into the footer.
+        """Give the live group the rest of the answer and the turn's metadata, and turn the status line into the footer.
 
-        When the saved answer continues what streamed (the usual case), only the tail changes. When it does not
-        (`--format text`, a schema's pretty JSON, the plain text after a failure), the tail takes the whole answer
-        first, then the pages go.
+        When the saved answer continues what streamed (the usual case), only the live group changes, and only
+        grows. When it does not (`--format text`, a schema's pretty JSON, the plain text after a failure), the live
+        group takes the whole answer first, then the groups above it go.
         """
         error = self._stop()
         self._take_pending()
         streamed = "".join(self._streamed)
         if final.source is not None and final.source.startswith(streamed):
             self._renderer.feed(final.source[len(streamed):])
-            text, rest = self._renderer.flush()
-            self._tail.update({"text/html": rest, "text/plain": text}, metadata=final.metadata, raw=True)
+            self._group.append(self._renderer.flush())
+            self._live.update(self._group_data(), metadata=final.metadata, raw=True)
         else:
             whole = {"text/plain": final.text} if final.source is None else {"text/html": to_html(final.source), "text/plain": final.text}
-            self._tail.update(whole, metadata=final.metadata, raw=True)
-            for page in self._pages:
-                page.update({"text/html": ""}, raw=True)
+            self._live.update(whole, metadata=final.metadata, raw=True)
+            for group in self._closed:
+                group.update({"text/html": ""}, raw=True)
         footer = final.footer + (f" · {_refresh_note(error)}" if error is not None else "")
         self._status.update({"text/html": f"<small>{html.escape(footer)}</small>" if footer else "", "text/plain": footer}, raw=True)
 
     def abandon(self) -> None:
         """Empty every output: no answer arrived."""
         self._stop()
-        for handle in (self._header, *self._pages, self._tail, self._status):
+        for handle in (self._header, *self._closed, self._live, self._status):
             handle.update({"text/plain": ""}, raw=True)
 
     def close(self) -> None:
@@ -240,6 +246,7 @@ class HtmlView:
         self._streamed.extend(pending)
         for text in pending:
             self._renderer.feed(text)
+            self._tail_chars += len(text)
 
     def _refresh_failed(self, exc: Exception) -> None:
         """Say once, in the status line, that the live view broke; the answer still arrives."""
@@ -259,30 +266,45 @@ class HtmlView:
                 self._status_due = now + self.STATUS_INTERVAL
         frozen, tail = self._renderer.render()
         if frozen is not None:
-            self._freeze(self._renderer.finished_text, frozen, tail)
-        elif tail != self._tail_html:
-            self._tail.update({"text/html": tail}, raw=True)
-        self._tail_html = tail
+            finished = self._renderer.finished_text
+            self._group.append((finished, frozen))
+            self._group_chars += len(finished)
+            self._tail_chars -= len(finished)
+        if self._may_close(tail):
+            self._close_group(tail)
+        else:
+            self._send_live(tail)
         if status is not None and status != self._status_html:
             self._status_html = status
             self._status.update(self._status_data(), raw=True)
 
-    def _freeze(self, text: str, block: str, tail: str) -> None:
-        """Add finished blocks to the last page, or start a page with them; then show the new tail."""
-        if self._pages and sum(len(t) for t, _ in self._page) < self.PAGE_CHARS:
-            self._page.append((text, block))
-            self._pages[-1].update(self._page_data(), raw=True)
-            self._tail.update({"text/html": tail}, raw=True)
-            return
-        self._page = [(text, block)]
-        status = _show(self._status_data())  # below everything: the old status output becomes the new tail
-        self._status.update({"text/html": tail}, raw=True)
-        self._tail.update(self._page_data(), raw=True)
-        self._pages.append(self._tail)
-        self._tail, self._status = self._status, status
+    def _may_close(self, tail: str) -> bool:
+        """Whether the live group is full and all it showed is in finished blocks, so that the tail can start a new output."""
+        return (self._group_chars >= self.GROUP_CHARS and self._group_chars >= self._sent_chars and bool(tail)
+                and len(self._closed) < self.MAX_GROUPS - 1)
 
-    def _page_data(self) -> dict[str, str]:
-        return {"text/html": "\n".join(h for _, h in self._page), "text/plain": "".join(t for t, _ in self._page)}
+    def _send_live(self, tail: str) -> None:
+        """Send the live group, if it changed; once long, only when it grew by a quarter, so that the cost stays linear."""
+        chars = self._group_chars + self._tail_chars
+        if self._sent_chars > self.LONG_GROUP_CHARS and chars < self._sent_chars * 5 // 4:
+            return
+        shown = "\n".join([*(h for _, h in self._group), tail])
+        if shown != self._sent_html:
+            self._live.update({"text/html": shown}, raw=True)
+            self._sent_html, self._sent_chars = shown, chars
+
+    def _close_group(self, tail: str) -> None:
+        """Keep the live group's finished blocks where they are, and show the tail as the next group, below them."""
+        status = _show(self._status_data())
+        self._live.update(self._group_data(), raw=True)
+        self._status.update({"text/html": tail}, raw=True)
+        self._closed.append(self._live)
+        self._live, self._status = self._status, status
+        self._group, self._group_chars = [], 0
+        self._sent_html, self._sent_chars = tail, self._tail_chars
+
+    def _group_data(self) -> dict[str, str]:
+        return {"text/html": "\n".join(h for _, h in self._group), "text/plain": "".join(t for t, _ in self._group)}
 
     def _status_line(self) -> str:
         return f"<small>{html.escape(self._progress.line())}</small>"

@@ -60,6 +60,7 @@ class Reply:
     done: bool = True
     finish: str = "stop"
     cut_at_end: bool = False  # after the finish (and usage) frames, close the TCP connection without ending the body
+    hold: float = 0.0  # seconds to wait after the last delta before the finish, as a model does before its usage frame
 
 
 @dataclass
@@ -488,6 +489,7 @@ class Handler(BaseHTTPRequestHandler):
             self._cut()
             return
         if isinstance(behaviour, Reply):
+            time.sleep(behaviour.hold)
             self._send_frames(api.closing(behaviour, text, len(chunks)))
             if behaviour.cut_at_end:
                 self._cut()
