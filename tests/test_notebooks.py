@@ -105,7 +105,8 @@ def test_quickstart_does_what_it_says(demo) -> None:
         user(prompt(first)), assistant(reply), user(prompt(entropy)), assistant(reply), user(prompt(child)),
     ]
     assert sent[3]["messages"][-1] == user(prompt(quadratic))
-    assert answers(quadratic)[0].data["text/markdown"] == reply  # 5. math saved as $…$
+    saved = answers(quadratic)[0].data  # 5. the answer saved as HTML with its math left for MathJax, and as text
+    assert "\\(\\Delta U = Q - W\\)" in saved["text/html"] and saved["text/plain"] == reply
     assert sent[4]["messages"] == [system("You answer in haiku."), user(prompt(haiku))]  # 6. a separate thread
     assert sent[5]["messages"] == [user(prompt(once))]  # ... and a one-shot question without history
     threads = run.shown("%nano threads")

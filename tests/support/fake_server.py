@@ -482,6 +482,7 @@ class Handler(BaseHTTPRequestHandler):
             for chunk in chunks:
                 time.sleep(delay)
                 self._send_frames([api.delta(chunk)])
+                self.server.fake.last_delta_at = time.time()
         except ConnectionError:
             self.server.fake._client_gone()
             raise
@@ -600,6 +601,7 @@ class FakeServer:
 
     reply: str = "Hello from the fake server."
     chunk_delay: float = 0.0
+    last_delta_at: float = 0.0  # wall-clock time the last streamed delta went out, for browser benchmarks
     script: Callable[[dict[str, Any]], Behaviour | None] | None = None  # when the queue is empty: the body's behaviour, or None for the default
 
     def __init__(self) -> None:

@@ -1,0 +1,134 @@
+"""Row 13: what the browser pays while an 8k-token answer streams into JupyterLab, against a naive re-display.
+
+A real JupyterLab in headless Chromium (`tests/support/jupyter_lab.py`) runs two cells against the fake server,
+which streams the 8k answer at 150 deltas/s: a `%%nano` cell, and a naive cell that reads the same stream with
+httpx and updates one `text/markdown` display with the whole text on every delta. For each, over the stream:
+- the main thread's busy share: Chromium's own `TaskDuration` over wall time (`Performance.getMetrics` over CDP);
+- the longest gap between animation frames (a `requestAnimationFrame` loop in the page);
+- the time from the server's last delta to the final, typeset output (ours: the footer shows; naive: the last
+  words show, typeset, and the cell has ended).
+Needs what the browser test needs (JupyterLab, Playwright, Debian's Chromium). About 3 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from benchmarks.answer import answer, tokens
+from benchmarks.table import Row, emit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.fake_server import FakeServer  # noqa: E402
+from tests.support.jupyter_lab import jupyter_lab, tree_url  # noqa: E402
+
+__all__ = ["measure"]
+
+RATE = 150  # deltas a second
+SIZE = 8_000
+CHROMIUM = os.environ.get("NANO_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+NAIVE = '''import json, os, httpx
+from IPython.display import Markdown, display
+shown, text = display(Markdown(""), display_id=True), ""
+body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "Explain."}]}
+with httpx.stream("POST", os.environ["NANO_BASE_URL"] + "/chat/completions", json=body, timeout=300) as response:
+    for line in response.iter_lines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:])["choices"]:
+                if choice["delta"].get("content"):
+                    text += choice["delta"]["content"]
+                    shown.update(Markdown(text))'''
+FRAMES = """() => {
+    const probe = window.__frames = {last: performance.now(), longest: 0, stop: false};
+    const frame = t => {
+        probe.longest = Math.max(probe.longest, t - probe.last);
+        probe.last = t;
+        if (!probe.stop) requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+# When the cell's final output shows: not running, and its last words are on the page with every formula typeset.
+DONE = """([index, words, footer]) => {
+    const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
+    const running = cell.querySelector('.jp-InputPrompt').innerText.includes('*');
+    const text = cell.querySelector('.jp-OutputArea').innerText;
+    return !running && text.includes(words) && !/\\\\\\(|\\$\\$/.test(text)
+        && (!footer || text.includes('out tokens'))
+        ? performance.timeOrigin + performance.now() : false;
+}"""
+IDLE = """name => {
+    const widget = window.jupyterapp?.shell.currentWidget;
+    const kernel = widget?.sessionContext?.session?.kernel;
+    return widget?.context?.path === name && kernel?.connectionStatus === 'connected' && kernel?.status === 'idle';
+}"""
+
+
+def _metrics(cdp: Any) -> dict[str, float]:
+    return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+
+
+def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer: bool) -> dict[str, float]:
+    """Run cell `index` and measure the page until its final output shows."""
+    page.evaluate(FRAMES)
+    before = _metrics(cdp)
+    page.evaluate(f"""() => {{
+        window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
+        window.jupyterapp.commands.execute('notebook:run-cell');
+    }}""")
+    done = page.wait_for_function(DONE, arg=[index, words, footer], timeout=900_000, polling=50).json_value()
+    after = _metrics(cdp)
+    longest = page.evaluate("() => { window.__frames.stop = true; return window.__frames.longest; }")
+    return {
+        "busy": (after["TaskDuration"] - before["TaskDuration"]) / (after["Timestamp"] - before["Timestamp"]),
+        "gap": longest / 1000, "end": done / 1000 - server.last_delta_at,
+    }
+
+
+def measure() -> list[Row]:
+    """Ours against the naive cell, in one lab, one after the other."""
+    from playwright import sync_api
+
+    text = answer(SIZE)
+    words = " ".join(text.split()[-3:])
+    with tempfile.TemporaryDirectory() as tmp, FakeServer() as server:
+        root = Path(tmp)
+        v4 = nbformat.v4
+        nbformat.write(v4.new_notebook(
+            cells=[v4.new_code_cell("%load_ext nano_magic"), v4.new_code_cell("%%nano --once\nExplain."), v4.new_code_cell(NAIVE)],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        ), root / "bench.ipynb")
+        server.reply, server.chunk_delay = text, 1 / RATE
+        with jupyter_lab(root, {"NANO_BASE_URL": server.base_url}) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(tree_url(url, "bench.ipynb"))
+            page.wait_for_function(IDLE, arg="bench.ipynb", timeout=60_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+            page.wait_for_function(IDLE, arg="bench.ipynb", timeout=60_000)
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            ours = _run(page, cdp, server, 1, words, True)
+            time.sleep(2)
+            naive = _run(page, cdp, server, 2, words, False)
+            browser.close()
+    what = f"13. JupyterLab + Chromium, {len(tokens(text))} deltas at {RATE}/s"
+    return [
+        Row(f"{what}: main thread busy", f"{ours['busy']:.0%}", f"naive re-display: {naive['busy']:.0%}",
+            f"{ours['busy'] / naive['busy']:.2f}", "< 15%", ours["busy"] < 0.15),
+        Row(f"{what}: longest frame gap", f"{ours['gap'] * 1000:.0f} ms", f"naive: {naive['gap'] * 1000:.0f} ms",
+            f"{ours['gap'] / naive['gap']:.2f}", "≤ 100 ms", ours["gap"] <= 0.1),
+        Row(f"{what}: last delta → final typeset output", f"{ours['end'] * 1000:.0f} ms", f"naive: {naive['end'] * 1000:.0f} ms",
+            f"{ours['end'] / naive['end']:.3f}", "one refresh (≤ 200 ms)", ours["end"] <= 0.2),
+    ]
+
+
+if __name__ == "__main__":
+    emit(measure())
