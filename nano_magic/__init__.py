@@ -22,6 +22,13 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     magics.failures = FailureDisplay(ipython)
     magics.failures.install()
+    # First among post_execute callbacks: the inline backend's own (flush_figures) shows and then closes the figures,
+    # and `--image _` needs the last of them still open. EventManager has no ordering API, hence the insert.
+    from .figures import LAST_FIGURE
+
+    callbacks = ipython.events.callbacks["post_execute"]
+    if LAST_FIGURE not in callbacks:
+        callbacks.insert(0, LAST_FIGURE)
     # trio < 0.24 warns on import whenever IPython has a custom exception handler, such as ours.
     warnings.filterwarnings("ignore", "IPython detected, but you already have a custom exception handler", RuntimeWarning)
 
@@ -35,6 +42,10 @@ def unload_ipython_extension(ipython: Any) -> None:
         magics.failures.uninstall()
     for kind in ("line", "cell"):
         ipython.magics_manager.magics[kind].pop("nano", None)
+    from .figures import LAST_FIGURE
+
+    if LAST_FIGURE in ipython.events.callbacks["post_execute"]:
+        ipython.events.unregister("post_execute", LAST_FIGURE)
 
 
 def __getattr__(name: str) -> Any:

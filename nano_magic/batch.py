@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
+from .images import Picture, image_fields, picture_from, user_message
 from .jsontext import answer_json
 from .limiter import Limiter
 from .progress import Tally, open_bar
@@ -40,6 +41,7 @@ class _Job:
     prompt: str
     tokens: int
     rows: int
+    pictures: tuple[Picture, ...] = ()
 
 
 @dataclass
@@ -60,15 +62,16 @@ class MapPlan:
     input_tokens: int = 0
     dollars: float | None = None
     cache: AnswerCache | None = field(default=None, repr=False)
+    pictures: list[tuple[Picture, ...]] = field(default_factory=list, repr=False)  # each row's, from `{image:column}`
 
-    def request(self, prompt: str) -> Request:
-        """The request for one item's prompt."""
-        return build_request(self.chat.backend, self.model, self.system, [{"role": "user", "content": prompt}], self.options,
-                             schema=self.schema)
+    def request(self, prompt: str, pictures: tuple[Picture, ...] = ()) -> Request:
+        """The request for one item's prompt and pictures."""
+        return build_request(self.chat.backend, self.model, self.system, [user_message(prompt, pictures, self.options.api)],
+                             self.options, schema=self.schema)
 
     def first_requests(self, count: int = 2) -> list[Request]:
         """The first requests that would be sent."""
-        return [self.request(job.prompt) for job in self.jobs[:count]]
+        return [self.request(job.prompt, job.pictures) for job in self.jobs[:count]]
 
     @property
     def cached_rows(self) -> int:
@@ -94,20 +97,22 @@ class MapPlan:
 
 
 def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
-             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data") -> MapPlan:
+             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto") -> MapPlan:
     """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
         raise BadInput(f"--concurrency {concurrency} must be at least 1.")
     items = items_of(data, label)
-    compiled = Template(template.strip(), items.names)
-    if not compiled.fields and len(items) > 1:
+    text, columns = image_fields(template.strip(), items.names)
+    compiled = Template(text, items.names)
+    if not compiled.fields and not columns and len(items) > 1:
         names = ", ".join("{%s}" % n for n in items.names)
         raise BadInput(f"The template has no placeholder, so every request would be the same; use one of {names}.")
     model = chat.model_for(options)
     plan = MapPlan(chat, items, compiled, model, system, options, schema, [], {}, [], concurrency)
     url = plan.request("").url
-    for row in items.rows():
-        plan.keys.append(request_key(url, plan.request(compiled.render(row)).body))
+    for number, row in enumerate(items.rows()):  # a picture that cannot be read stops the plan: nothing is sent
+        plan.pictures.append(tuple(picture_from(row[i], f"{{image:{items.names[i]}}} of item {number}", image_detail) for i in columns))
+        plan.keys.append(request_key(url, plan.request(compiled.render(row), plan.pictures[-1]).body))
     if cache_path is not None:
         plan.cache = AnswerCache(cache_path)
         plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
@@ -121,15 +126,15 @@ def _plan_jobs(plan: MapPlan) -> None:
     seen: set[str] = set()
     bound = plan.options.max_tokens or 0
     dollars: float | None = 0.0
-    for key, row in zip(plan.keys, plan.items.rows()):
+    for key, row, pictures in zip(plan.keys, plan.items.rows(), plan.pictures):
         if key in plan.cached or key in seen:
             continue
         seen.add(key)
         prompt = plan.template.render(row)
-        estimate = estimate_request(plan.request(prompt).body, plan.model, bound)
+        estimate = estimate_request(plan.request(prompt, pictures).body, plan.model, bound)
         plan.input_tokens += estimate.input_tokens
         dollars = None if dollars is None or estimate.dollars is None else dollars + estimate.dollars
-        plan.jobs.append(_Job(key, prompt, estimate.input_tokens + bound, counts[key]))
+        plan.jobs.append(_Job(key, prompt, estimate.input_tokens + bound, counts[key], pictures))
     plan.dollars = dollars
 
 
@@ -224,7 +229,7 @@ def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
 
 async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int) -> None:
     """Send one job until it is answered or fails for good; each retry follows a failure, so none is answered twice."""
-    request = run.plan.request(job.prompt)
+    request = run.plan.request(job.prompt, job.pictures)
     for attempt in range(max_retries + 1):
         mark = await limiter.acquire(job.tokens)
         run.tally.concurrency = limiter.limit

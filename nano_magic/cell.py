@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 from argparse import Namespace
@@ -18,6 +19,8 @@ from .context import describe, fence_for
 from .conversation import METADATA_KEY, metadata, step_line
 from .display import Final, View, answer_source, open_view, pick_mode
 from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend, unexpected
+from .figures import LAST_FIGURE
+from .images import BadImage, Picture, picture_from
 from .jsontext import load_json
 from .render import first_code_block, to_markdown
 from .replay import ReplayStore, current_notebook
@@ -26,7 +29,7 @@ from .tools import Toolbox, tools_from_names
 from .usage import format_usage
 from .wire import Options
 
-__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named"]
+__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named", "pictures_named"]
 
 NOTES = {
     "length": "The answer hit the token limit and is cut short (raise --max-tokens).",
@@ -41,12 +44,12 @@ LATE_STOP = "Stopped by you as the answer ended; what arrived is kept."
 T = TypeVar("T")
 
 
-def options_from(args: Namespace, default_api: str) -> Options:
-    """Cell arguments as request options."""
+def options_from(args: Namespace, default_api: str, default_effort: str | None = None) -> Options:
+    """Cell arguments as request options, over the API and reasoning effort of the settings."""
     return Options(
         model=args.model, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
         seed=args.seed, stop=args.stop, json=args.json, stream=not args.no_stream, api=args.api or default_api,
-        tool_choice=args.tool_choice, max_steps=args.max_steps,
+        tool_choice=args.tool_choice, max_steps=args.max_steps, reasoning_effort=args.reasoning_effort or default_effort,
     )
 
 
@@ -67,12 +70,13 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if args.map:
         from .map_cell import run_map_cell
 
-        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api)))
+        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api, settings.reasoning_effort)))
     prompt = _prompt(shell, args, body)
-    options = options_from(args, settings.api)
+    options = options_from(args, settings.api, settings.reasoning_effort)
     try:
         toolbox, schema = _tools_and_schema(shell, args, settings)
         validate(options, toolbox, schema)
+        pictures = pictures_named(shell, args.image, args.image_detail)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -81,11 +85,11 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
         chat.conversation.drop_cells(deleted)
         if args.dry_run:
             thread = chat.scratch_thread(args.thread, system=args.system, new=args.new or args.once)
-            print(chat.prepare(prompt, options, thread=thread, cell_id=cell_id, tools=toolbox, schema=schema).describe())
+            print(chat.prepare(prompt, options, thread=thread, cell_id=cell_id, tools=toolbox, schema=schema, pictures=pictures).describe())
             return None
         if chat.replay_mode != "off" and chat.replay_store is None:
             chat.replay_store = load_replay(current_notebook(shell.user_ns), "NanoMagics.replay is on")
-        return _ask(shell, chat, settings, args, prompt, options, cell_id, toolbox, schema)
+        return _ask(shell, chat, settings, args, prompt, options, cell_id, toolbox, schema, pictures)
 
     return in_one_line(ask)
 
@@ -122,6 +126,24 @@ def schema_named(shell: Any, name: str | None) -> OutputSchema | None:
         raise SchemaError(f"--schema {name}: {exc}") from None
 
 
+def pictures_named(shell: Any, names: str | None, detail: str) -> tuple[Picture, ...]:
+    """The pictures `--image` names: `_` (the last figure shown), notebook variables, files and http(s) URLs; BadImage in one line."""
+    pictures = []
+    for name in [n.strip() for n in (names or "").split(",") if n.strip()]:
+        if name == "_":
+            value = LAST_FIGURE.last if LAST_FIGURE.last is not None else shell.user_ns.get("_")
+            if value is None or isinstance(value, str):
+                raise BadImage("--image _: no figure has been shown in this kernel yet.")
+        elif name in shell.user_ns:
+            value = shell.user_ns[name]
+        elif re.match(r"https?://", name) or Path(name).expanduser().is_file():
+            value = name
+        else:
+            raise BadImage(f"--image {name}: there is no variable or file named {name}.")
+        pictures.append(picture_from(value, name, detail))
+    return tuple(pictures)
+
+
 def load_replay(path: Path | None, what: str) -> ReplayStore:
     """The saved turns of a notebook or export; UsageError in one line when there are none to read."""
     if path is None:
@@ -147,14 +169,14 @@ def _prompt(shell: Any, args: Namespace, body: str) -> str:
 
 
 def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options, cell_id: str | None,
-         toolbox: Toolbox, schema: OutputSchema | None) -> Answer:
+         toolbox: Toolbox, schema: OutputSchema | None, pictures: tuple[Picture, ...]) -> Answer:
     pending = chat.start(
         prompt, thread=args.thread, system=args.system, new=args.new, once=args.once, cell_id=cell_id,
-        execution_count=_execution_count(shell), tools=toolbox, schema=schema, **options.__dict__,
+        execution_count=_execution_count(shell), tools=toolbox, schema=schema, images=pictures, **options.__dict__,
     )
     model = pending.answer.model
-    if shutdown := chat.shutdown_date(model):
-        print(f"Warning: the server lists {model} as shutting down on {shutdown}; choose another with -m.")
+    if warning := chat.shutdown_warning(model):
+        print(warning)
     turn = len(chat.scratch_thread(args.thread, new=args.new or args.once).before(cell_id)) + 1
     header = f"{model} · {args.thread} · turn {turn}" if not args.once else f"{model} · one-shot"
     header += " · replay" if pending.answer.replayed else ""

@@ -6,16 +6,20 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import httpx
 
+from .catalogue import offer_lines, suggestions
 from .client import AsyncClient, Client
 from .config import Backend, default_cache_path, resolve_backend, turned_off
 from .conversation import Conversation, Thread, Turn, step_messages
 from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, TurnedOff, unexpected
 from .guard import Meter, check_budget
+from .images import Picture, picture_from, user_message
+from .imagestore import default_store
 from .jsontext import answer_json
+from .rejections import ModelMissing
 from .replay import DEFAULT_SPEED, ReplayStore, replay_events
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
@@ -76,6 +80,7 @@ class Asked:
     cell_id: str | None
     execution_count: int | None
     once: bool
+    pictures: tuple[Picture, ...] = ()
 
 
 @dataclass
@@ -125,6 +130,8 @@ def validate(options: Options, tools: Toolbox | None = None, schema: OutputSchem
         raise ValueError(f"--max-tokens {o.max_tokens} must be greater than 0.")
     if o.api not in ("chat", "responses"):
         raise ValueError(f"--api {o.api} is unknown: use chat or responses.")
+    if o.reasoning_effort is not None and (not o.reasoning_effort.strip() or len(o.reasoning_effort.split()) != 1):
+        raise ValueError(f"--reasoning-effort {o.reasoning_effort!r} must be one word, such as none, low or high.")
     if o.api == "responses" and (o.seed is not None or o.stop is not None):
         raise ValueError("--seed and --stop exist only in Chat Completions: drop them or use --api chat.")
 
@@ -145,9 +152,11 @@ class Chat:
         read_timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        reasoning_effort: str | None = None,
     ) -> None:
         self.conversation = Conversation()
         self.api = api
+        self.reasoning_effort = reasoning_effort  # the default of every request; a request's own option wins
         self.last: Answer | None = None
         self.ledger: list[tuple[str, str, Usage]] = []
         self.budget: float | None = None  # dollars this Chat may spend; None: no cap
@@ -159,6 +168,7 @@ class Chat:
         self._client: Client | None = None
         self._client_key: tuple[Any, ...] = ()
         self._models: list[dict[str, Any]] | None = None
+        self._warned: set[str] = set()  # models whose shutdown date was already pointed out
         self.configure(model=model, base_url=base_url, api_key=api_key, max_retries=max_retries,
                        connect_timeout=connect_timeout, read_timeout=read_timeout)
         if system:
@@ -207,6 +217,11 @@ class Chat:
             self._client.close()
             self._client = None
 
+    def _options(self, options: Mapping[str, Any]) -> Options:
+        """Request options: the given ones over this chat's API and reasoning effort."""
+        given = {k: v for k, v in options.items() if not (k == "reasoning_effort" and v is None)}
+        return Options(**{"api": self.api, "reasoning_effort": self.reasoning_effort, **given})
+
     def models(self, refresh: bool = False) -> list[dict[str, Any]]:
         """The models the server offers (cached)."""
         client = self.client
@@ -228,11 +243,27 @@ class Chat:
         """The shutdown date the server listed for `model`, if the list was already fetched."""
         return next((m.get("shutdown_date") for m in self._models or [] if m.get("id") == model), None)
 
+    def shutdown_warning(self, model: str) -> str | None:
+        """One line, the first time only, when the server lists `model` with a shutdown date."""
+        date = self.shutdown_date(model)
+        if not date or model in self._warned:
+            return None
+        self._warned.add(model)
+        return f"Warning: the server lists {model} as shutting down on {date}; %nano models shows the others, -m NAME picks one."
+
+    def explain_missing(self, missing: ModelMissing) -> ModelMissing:
+        """A missing model's failure with what the server offers instead; nothing is retried and no other model is used."""
+        try:
+            offered = self.models(refresh=True)
+        except NanoError as exc:
+            return ModelMissing(f"{missing}\nThe server's model list could not be read either ({exc}); name a model with -m NAME.", missing.model)
+        return ModelMissing(offer_lines(str(missing), suggestions(missing.model, offered)), missing.model)
+
     def prepare(self, text: str, options: Options, *, thread: Thread, cell_id: str | None = None,
-                tools: Toolbox | None = None, schema: OutputSchema | None = None) -> Request:
+                tools: Toolbox | None = None, schema: OutputSchema | None = None, pictures: Sequence[Picture] = ()) -> Request:
         """The first request a prompt would send, given the thread as it sees it."""
         validate(options, tools, schema)
-        messages = _opening(text, options, thread, cell_id)
+        messages = _opening(text, options, thread, cell_id, pictures)
         return build_request(self.backend, self.model_for(options), thread.system, messages, options, tools, schema)
 
     def scratch_thread(self, name: str, *, system: str | None = None, new: bool = False) -> Thread:
@@ -245,7 +276,8 @@ class Chat:
         """Send `text` (or replay its saved answer), stream the answer to `on_delta`, and record the turn once any text arrived.
 
         `how` takes `start`'s keywords: thread, system, new, once, cell_id, execution_count, tools, schema,
-        tool_result_chars and the request options; `on_step` sees each tool call with its result.
+        tool_result_chars, images, image_detail and the request options (reasoning_effort among them);
+        `on_step` sees each tool call with its result.
         """
         on_step = how.pop("on_step", None)
         return self.start(text, **how).run(on_delta, on_retry, on_step)
@@ -263,36 +295,45 @@ class Chat:
         tools: Iterable[Tool | Callable[..., Any]] | Toolbox = (),
         schema: Any = None,
         tool_result_chars: int = RESULT_CHARS,
+        images: Iterable[Any] = (),
+        image_detail: str = "auto",
         **options: Any,
     ) -> Pending:
         """Check and prepare an answer without sending anything: bad input, replay misses and the budget raise here.
 
         `tools` are callables the model may call (each runs in this thread); `schema` is a pydantic model,
-        TypedDict, dataclass or JSON Schema dict that the answer must fit.
+        TypedDict, dataclass or JSON Schema dict that the answer must fit; `images` are pictures sent with the
+        prompt (figures, PIL images, uint8 arrays, image bytes, paths, http(s) URLs), seen with `image_detail`.
         """
-        opts = Options(**{"api": self.api, **options})
+        opts = self._options(options)
         if not text.strip():
             raise ValueError("The prompt is empty: write a question in the cell.")
         toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools, tool_result_chars)
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, toolbox, shape)
+        pictures = tuple(picture_from(image, _label(image), image_detail) for image in images)
         seen = self.scratch_thread(thread, system=system, new=new or once)
-        asked = Asked(text, opts, seen, cell_id, execution_count, once)
-        saved = self.saved_answer(text, opts, seen, cell_id, once)
+        asked = Asked(text, opts, seen, cell_id, execution_count, once, pictures)
+        saved = self.saved_answer(text, opts, seen, cell_id, once, pictures)
         if saved is not None:
             return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), asked, None, saved.status)
-        request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape)
+        request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape, pictures=pictures)
         meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
+        store = default_store()
+        for picture in pictures:  # later turns resend the bytes from the store, and %nano load finds them there
+            if not picture.url:
+                store.put(picture.data)
         answer = Answer(model=request.body["model"], thread=thread, request=request)
         return Pending(self, answer, self.client.stream(request), asked, meter if opts.stream else None, None, toolbox, shape)
 
-    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool) -> Turn | None:
-        """The saved turn that replays this request; NoSavedAnswer when replay is offline and none matches."""
+    def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool,
+                     pictures: Sequence[Picture] = ()) -> Turn | None:
+        """The saved turn that replays this request (its pictures' hashes included); NoSavedAnswer when replay is offline and none matches."""
         if self.replay_mode == "off" or self.replay_store is None:
             return None
         # One-shot answers are saved without their prompt, so they never match.
         found = None if once else self.replay_store.find(
-            seen.name, seen.system, seen.before(cell_id), text, options.changed(), self.known_model(options))
+            seen.name, seen.system, seen.before(cell_id), text, {**options.changed(), **_picture_keys(pictures)}, self.known_model(options))
         if found is None and self.replay_mode == "offline":
             raise NoSavedAnswer()
         return found
@@ -345,7 +386,7 @@ class Chat:
                     answer = settle("max_steps")
                     answer.error = f"Stopped after {step} requests (--max-steps {step}) while the model was still calling tools; the text so far is kept."
                     return answer
-                messages = _opening(asked.prompt, opts, asked.seen, asked.cell_id) + step_messages(run.answer.steps, opts.api)
+                messages = _opening(asked.prompt, opts, asked.seen, asked.cell_id, asked.pictures) + step_messages(run.answer.steps, opts.api)
                 request = build_request(self.backend, run.answer.model, asked.seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
                 try:
                     meter = self._meter(request, opts, run.usages)
@@ -359,10 +400,12 @@ class Chat:
             answer = settle("stopped")
             raise Interrupted(answer if answer.text or answer.steps else None) from None
         except NanoError as exc:  # a broken stream, or a follow-up request that failed after tools ran: keep what arrived
+            if isinstance(exc, ModelMissing):
+                exc = self.explain_missing(exc)
             answer = settle("cut")
             answer.error = str(exc)
             exc.answer = answer if answer.text or answer.steps else None
-            raise
+            raise exc from None
         except Exception as exc:  # a bug of ours mid-answer: keep what arrived, as for a broken stream
             broken = InternalError(unexpected(exc))
             answer = settle("cut")
@@ -393,7 +436,7 @@ class Chat:
                   cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
         from .batch import plan_map
 
-        opts = Options(**{"api": self.api, **options})
+        opts = self._options(options)
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, schema=shape)
         path = default_cache_path() if cache is True else (cache or None)
@@ -420,14 +463,26 @@ class Chat:
         thread = self.conversation.thread(seen.name)
         thread.system, thread.turns = seen.system, seen.turns
         usage = answer.usage.to_dict() if answer.usage else None
-        chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {})}
-        turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps)
+        chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {}),
+                  **_picture_keys(asked.pictures)}
+        turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps,
+                    [picture.record() for picture in asked.pictures])
         answer.turn = thread.record(turn)
 
 
-def _opening(text: str, options: Options, thread: Thread, cell_id: str | None) -> list[dict[str, Any]]:
-    """The thread's earlier turns and the new prompt, as messages or input items."""
-    return thread.messages(thread.before(cell_id), options.api) + [{"role": "user", "content": text}]
+def _opening(text: str, options: Options, thread: Thread, cell_id: str | None, pictures: Sequence[Picture] = ()) -> list[dict[str, Any]]:
+    """The thread's earlier turns and the new prompt with its pictures, as messages or input items."""
+    return thread.messages(thread.before(cell_id), options.api) + [user_message(text, pictures, options.api)]
+
+
+def _picture_keys(pictures: Sequence[Picture]) -> dict[str, list[str]]:
+    """The pictures as a turn's options name them, so that the replay key covers each one's hash (or URL)."""
+    return {"images": [p.url or p.sha256 for p in pictures]} if pictures else {}
+
+
+def _label(image: Any) -> str:
+    """How a failure names a picture given to `Chat.ask`: its path or URL, else its type."""
+    return image if isinstance(image, str) else str(image) if isinstance(image, Path) else type(image).__name__
 
 
 class _TurnRun:

@@ -13,9 +13,11 @@ from typing import Any, Callable, Iterable, Iterator
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from .config import Backend
+from .catalogue import CLOUDFLARE_TASK, cloudflare_entries
+from .config import CLOUDFLARE, Backend
 from .errors import NanoError, StreamError
 from .jsontext import json_object, load_json
+from .rejections import ModelMissing, OptionRejected, missing_model, rejected_option
 from .usage import Usage
 from .wire import (
     Delta,
@@ -31,7 +33,7 @@ from .wire import (
     responses_events,
 )
 
-__all__ = ["Client", "AsyncClient", "Completion", "AttemptFailed", "backoff", "describe_status", "server_message"]
+__all__ = ["Client", "AsyncClient", "Completion", "AttemptFailed", "backoff", "describe_status", "server_message", "refusal"]
 
 RETRY_STATUSES = {408, 409, 429}
 MAX_WAIT = 60.0
@@ -89,16 +91,28 @@ class Client:
             response.close()
 
     def models(self) -> list[dict[str, Any]]:
-        """The server's `GET /models` list."""
+        """The server's `GET /models` list; on Workers AI, whose /ai/v1/models answers 405, its model search."""
+        if self.backend.name == CLOUDFLARE:
+            return self.cloudflare_models()
+        return list(self._get_json(f"{self.backend.base_url}/models", {}, "data")["data"] or [])
+
+    def cloudflare_models(self) -> list[dict[str, Any]]:
+        """Workers AI's catalogue (`GET /accounts/{id}/ai/models/search`) as `GET /models` entries, only the models /ai/v1 can call."""
+        url = self.backend.base_url.removesuffix("/v1") + "/models/search"
+        found = self._get_json(url, {"task": CLOUDFLARE_TASK, "per_page": 100}, "result")["result"]
+        return cloudflare_entries(found if isinstance(found, list) else [])
+
+    def _get_json(self, url: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        """GET a JSON object that must have `key`; NanoError in a plain sentence otherwise."""
         try:
-            response = self._http.get(f"{self.backend.base_url}/models", headers=self.backend.headers())
+            response = self._http.get(url, params=params, headers=self.backend.headers())
         except httpx.TransportError as exc:
             raise NanoError(self.backend.scrub(f"Could not reach {self.backend.base_url}: {_reason(exc)}.")) from None
         if response.is_redirect:
-            raise NanoError(self.backend.scrub(describe_redirect(response, self.backend, "/models")))
+            raise NanoError(self.backend.scrub(describe_redirect(response, self.backend, url.removeprefix(self.backend.base_url))))
         if response.status_code >= 400:
-            raise NanoError(self.backend.scrub(describe_status(response, self.backend, "")))
-        return list(_answer_object(response, self.backend, "data")["data"] or [])
+            raise NanoError(self.backend.scrub(f"Listing the models failed: {describe_status(response, self.backend, '')}"))
+        return _answer_object(response, self.backend, key)
 
     def _open(self, request: Request) -> Iterator[Event]:
         """Open the response, retrying what may pass; a generator so that retries are visible."""
@@ -120,7 +134,7 @@ class Client:
                 response.close()
                 failure = describe_status(response, self.backend, request.body.get("model", ""))
                 if not _retryable(response.status_code):
-                    raise NanoError(self.backend.scrub(failure))
+                    raise refusal(response, request, self.backend)
                 reason = _retry_reason(response.status_code)
                 wait = _retry_after(response.headers)
                 wait = backoff(attempt) if wait is None else wait
@@ -186,6 +200,8 @@ class AsyncClient:
                 if response.status_code >= 400:
                     await response.aread()
                     failure = describe_status(response, backend, request.body.get("model", ""))
+                    if not _retryable(response.status_code):
+                        failure = str(refusal(response, request, backend))
                     raise AttemptFailed(backend.scrub(failure), retryable=_retryable(response.status_code),
                                         status=response.status_code, retry_after=_retry_after(response.headers),
                                         headers=response.headers)
@@ -344,9 +360,9 @@ def describe_status(response: httpx.Response, backend: Backend, model: str) -> s
             return f"{where} needs an API key ({status}: {message}). Set NANO_API_KEY or %config NanoMagics.api_key."
         return f"{where} refused the key from {backend.key_source} ({status}: {message}). Check {backend.key_source}."
     lowered = message.lower()
-    if status == 404 or (status == 400 and "model" in lowered and any(w in lowered for w in ("not found", "deprecat", "does not exist", "retired", "shut down"))):
+    if status == 404 or missing_model(status, json_object(response.text), message):
         return (
-            f"The model '{model}' is unavailable or retired on {where} ({status}: {message}). "
+            f"{model_gone(model, where, status, message)} "
             "Choose another with -m NAME or %config NanoMagics.model = '...'; %nano models lists what the server offers."
         )
     if status == 400 and ("context_length" in lowered or "context length" in lowered or "maximum context" in lowered):
@@ -356,6 +372,23 @@ def describe_status(response: httpx.Response, backend: Backend, model: str) -> s
     if status >= 500:
         return f"{where} failed with a server error ({status}: {message})."
     return f"{where} answered {status}: {message}."
+
+
+def model_gone(model: str, where: str, status: int, message: str) -> str:
+    """The one line that says a model is unknown or retired."""
+    return f"The model '{model}' is unavailable or retired on {where} ({status}: {message})."
+
+
+def refusal(response: httpx.Response, request: Request, backend: Backend) -> NanoError:
+    """An error answer that no retry can pass, as the failure that says it best: a missing model, a refused option, or a sentence."""
+    status, message, data = response.status_code, server_message(response), json_object(response.text)
+    model = str(request.body.get("model", ""))
+    if missing_model(status, data, message):
+        return ModelMissing(backend.scrub(model_gone(model, backend.name, status, message)), model)
+    line = rejected_option(status, data, message, request.body, request.api)
+    if line is not None:
+        return OptionRejected(backend.scrub(line))
+    return NanoError(backend.scrub(describe_status(response, backend, model)))
 
 
 def server_message(response: httpx.Response) -> str:

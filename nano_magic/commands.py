@@ -156,7 +156,9 @@ def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
 
 
 def _cells(spend: Spend) -> tuple[int, int, int, str]:
-    money = f"${spend.dollars:.6f}" + (" (some models unpriced)" if spend.unpriced else "")
+    if spend.unpriced and not spend.dollars:
+        return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, "price unknown"
+    money = f"${spend.dollars:.6f}" + (" (price unknown for some models)" if spend.unpriced else "")
     return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, money
 
 
@@ -189,8 +191,11 @@ def config(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
 def models(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """The server's models, with shutdown dates where it gives them."""
     listed = chat.models(refresh=True)
-    rows = [(m.get("id"), m.get("owned_by", ""), m.get("shutdown_date") or "") for m in listed]
-    return Shown.table(("model", "owner", "shutdown date"), rows) if rows else Shown.say("The server lists no models.")
+    rows = [(("⚠ " if m.get("shutdown_date") else "") + str(m.get("id")), m.get("owned_by", ""), m.get("shutdown_date") or "")
+            for m in listed]
+    retiring = sum(1 for m in listed if m.get("shutdown_date"))
+    note = f"⚠ marks {retiring} models the server says will shut down." if retiring else ""
+    return Shown.table(("model", "owner", "shutdown date"), rows, after=note) if rows else Shown.say("The server lists no models.")
 
 
 def export(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:

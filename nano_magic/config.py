@@ -10,20 +10,21 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from traitlets import CFloat, CInt, Enum, TraitError, Unicode, default, validate
+from traitlets import CFloat, CInt, Dict, Enum, TraitError, Unicode, default, observe, validate
 from traitlets.config import Configurable
 
 from .errors import NoBackend
 
 __all__ = [
     "Backend", "NanoSettings", "NoBackend", "mask", "resolve_backend", "default_cache_path", "SETUP_HELP", "turned_off",
-    "budget_from_env",
+    "budget_from_env", "CLOUDFLARE",
 ]
 
 CLOUDFLARE_URL = "https://api.cloudflare.com/client/v4/accounts/{account}/ai/v1"
 GATEWAY_URL = "https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/openai"
 OPENAI_URL = "https://api.openai.com/v1"
 COMPATIBLE = "OpenAI-compatible server"
+CLOUDFLARE = "Cloudflare Workers AI"
 
 SETUP_HELP = """\
 nano_magic has no backend yet. Set one of these, then run the cell again:
@@ -82,6 +83,14 @@ class NanoSettings(Configurable):
     concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
     confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
     cache_path = Unicode(help="The SQLite file of --map answers (default: answers.sqlite3 in the user cache directory).").tag(config=True)
+    reasoning_effort = Unicode(None, allow_none=True, help=(
+        "Reasoning effort for reasoning models (none, minimal, low, medium, high, xhigh, ...), passed on as it is; "
+        "None: the model's default."
+    )).tag(config=True)
+    prices = Dict(default_value={}, help=(
+        "Price entries that add to or override the shipped table, by model id: "
+        "{'my-model': {'input': 0.1, 'cached_input': 0.025, 'output': 0.4, 'longest_output': 32768}} in dollars per 1M tokens."
+    )).tag(config=True)
     tool_result_chars = CInt(4000, help="Longest tool result sent back to the model, in characters; longer ones are cut with a note.").tag(config=True)
 
     def connection(self) -> dict[str, Any]:
@@ -109,6 +118,28 @@ class NanoSettings(Configurable):
         if proposal["value"] < 1:
             raise TraitError(f"{proposal['trait'].name} must be at least 1, not {proposal['value']}.")
         return int(proposal["value"])
+
+    @validate("reasoning_effort")
+    def _effort_word(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is not None and (not value.strip() or len(value.split()) != 1):
+            raise TraitError(f"reasoning_effort must be one word such as low or none, not {value!r}.")
+        return None if value is None else value.strip()
+
+    @validate("prices")
+    def _price_entries(self, proposal: Any) -> dict[str, Any]:
+        from .usage import check_price_entry
+
+        for name, entry in proposal["value"].items():
+            if (problem := check_price_entry(str(name), entry)) is not None:
+                raise TraitError(f"prices: {problem}.")
+        return dict(proposal["value"])
+
+    @observe("prices")
+    def _use_prices(self, change: Any) -> None:
+        from .usage import set_price_overrides
+
+        set_price_overrides(change["new"])
 
     @validate("api_key")
     def _secret(self, proposal: Any) -> Secret | None:
@@ -257,7 +288,7 @@ def _from_cloudflare(env: Mapping[str, str]) -> _Found | None:
     if not gateway:
         url = CLOUDFLARE_URL.format(account=account)
         reason = "CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN are set, and no base URL is"
-        backend = Backend("Cloudflare Workers AI", url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN", reason=reason)
+        backend = Backend(CLOUDFLARE, url, "openai/gpt-4.1-nano", token, "CLOUDFLARE_API_TOKEN", reason=reason)
         return backend, frozenset({"CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN"})
     # The gateway authenticates itself with the Cloudflare token; the provider key, when given, rides in Authorization.
     url = GATEWAY_URL.format(account=account, gateway=gateway)

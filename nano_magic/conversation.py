@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .images import from_record, record_line, record_ok, thumbnail_markdown, user_message
+from .imagestore import default_store
 from .jsontext import load_json
 
 __all__ = ["Turn", "Thread", "Conversation", "METADATA_KEY", "metadata", "read_notebook_or_export", "saved_turn", "step_messages", "step_line"]
@@ -28,11 +30,21 @@ class Turn:
     cell_id: str | None = None
     execution_count: int | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)  # the rounds that called tools: {"text", "calls": [...]}
+    # The prompt's pictures as `Picture.record` gives them: SHA-256, media type, size (the bytes are in the image
+    # store), or a URL; replay and cache keys that cover earlier turns see these hashes.
+    images: list[dict[str, Any]] = field(default_factory=list)
 
     def messages(self, api: str = "chat") -> list[dict[str, Any]]:
-        """This turn as the API saw it: the prompt, the tool calls and their results, the answer."""
+        """This turn as the API saw it: the prompt (with its pictures, from the store), the tool calls and their results, the answer."""
         answer = [{"role": "assistant", "content": self.answer}] if self.answer or not self.steps else []
-        return [{"role": "user", "content": self.prompt}, *step_messages(self.steps, api), *answer]
+        return [self.user_message(api), *step_messages(self.steps, api), *answer]
+
+    def user_message(self, api: str) -> dict[str, Any]:
+        """The prompt as sent: its pictures read back from the store, "[image not available]" for any the store lacks."""
+        if not self.images:
+            return {"role": "user", "content": self.prompt}
+        store = default_store()
+        return user_message(self.prompt, (from_record(r, store) for r in self.images), api)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Turn:
@@ -40,6 +52,7 @@ class Turn:
         names = {f.name for f in fields(cls)}
         turn = cls(**{k: v for k, v in data.items() if k in names})
         turn.steps = _steps_from(turn.steps)
+        turn.images = [dict(r) for r in turn.images if record_ok(r)] if isinstance(turn.images, list) else []
         return turn
 
 
@@ -157,14 +170,19 @@ class Conversation:
         """A readable transcript in Markdown: names, prompts and system messages escaped, answers as saved."""
         from .render import escape_markdown, to_markdown
 
-        return self._transcript(only, escape_markdown, to_markdown, "**", "# ", "## ")
+        store = default_store()
+
+        def picture(record: dict[str, Any]) -> str:
+            return thumbnail_markdown(record, store) or escape_markdown(record_line(record))
+
+        return self._transcript(only, escape_markdown, to_markdown, "**", "# ", "## ", picture)
 
     def to_text(self, only: str | None = None) -> str:
         """The same transcript as plain text, for a terminal."""
-        return self._transcript(only, str, str, "", "", "")
+        return self._transcript(only, str, str, "", "", "", record_line)
 
     def _transcript(self, only: str | None, escape: Callable[[str], str], answer: Callable[[str], str],
-                    strong: str, title: str, heading: str) -> str:
+                    strong: str, title: str, heading: str, picture: Callable[[dict[str, Any]], str]) -> str:
         parts = []
         for thread in self.threads.values():
             if only is not None and thread.name != only:
@@ -178,7 +196,8 @@ class Conversation:
                 steps = "".join(f"{answer(s['text'])}\n\n" if s.get("text") else "" for s in turn.steps)
                 calls = [step_line(c) for s in turn.steps for c in s.get("calls") or []]
                 listed = "".join(f"- {escape(line)}\n" for line in calls) + ("\n" if calls else "")
-                parts.append(f"{heading}Turn {number}{status}\n\n{strong}You:{strong}\n\n{escape(turn.prompt)}\n\n"
+                pictures = "".join(f"{picture(record)}\n\n" for record in turn.images)
+                parts.append(f"{heading}Turn {number}{status}\n\n{strong}You:{strong}\n\n{escape(turn.prompt)}\n\n{pictures}"
                              f"{strong}{model}:{strong}\n\n{steps}{listed}{answer(turn.answer)}\n")
         return "\n".join(parts)
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NanoMagics"]
 
-_QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema")
+_QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema", "reasoning_effort", "image",
+           "image_detail")
 
 
 @magics_class
@@ -35,6 +36,7 @@ class NanoMagics(Magics, NanoSettings):
             self._chat = Chat()
         chat = self._chat
         chat.api, chat.budget, chat.replay_mode, chat.replay_speed = self.api, self.budget, self.replay, self.replay_speed
+        chat.reasoning_effort = self.reasoning_effort
         chat.configure(**self.connection())
         return chat
 
@@ -61,6 +63,12 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--max-steps", type=int, default=8, help="The most requests one cell sends while the model calls tools (default 8).")
     @argument("--schema", help="A pydantic model, TypedDict, dataclass or JSON Schema dict the answer must fit; "
               "the validated value is in _nano.json.")
+    @argument("--reasoning-effort", metavar="WORD", help="For reasoning models: none, minimal, low, medium, high, xhigh, ... "
+              "(passed on as it is; default: NanoMagics.reasoning_effort, else the model's own).")
+    @argument("--image", metavar="NAME[,NAME]", help="Images sent with the prompt: variables holding a matplotlib figure, "
+              "a PIL image, an (H, W, 3|4) uint8 array or image bytes; file paths; http(s) URLs; _ for the last figure shown.")
+    @argument("--image-detail", metavar="WORD", default="auto", help="How closely the model looks: low, high, auto "
+              "(default), original, ... (passed on as it is).")
     @argument("--dry-run", action="store_true", help="Show the exact request (secrets masked) and send nothing.")
     @argument("--no-stream", action="store_true", help="One non-streamed request.")
     @argument("--map", metavar="VAR", help="One one-shot request per row or item of VAR (DataFrame, Series, list, dict); "

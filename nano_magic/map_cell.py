@@ -23,6 +23,7 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
     "--tools": "with no tool calls", "--tool-choice": "with no tool calls", "--max-steps": "with no tool calls",
     "--context": "so put what the model needs in the template", "--thread": "in no thread", "--new": "in no thread",
     "--format": "and the answers go to --out or a table",
+    "--image": "so put an {image:column} placeholder in the template",
 }
 
 
@@ -77,6 +78,7 @@ def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, opt
             chat, shell.user_ns[args.map], body, options, system=args.system, schema=schema,
             concurrency=settings.concurrency if args.concurrency is None else args.concurrency,
             cache_path=None if args.no_cache else settings.cache_path or default_cache_path(), label=args.map,
+            image_detail=args.image_detail,
         )
     except (BadInput, ValueError) as exc:
         raise UsageError(str(exc)) from None

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import Any, Iterable, Mapping
 
-__all__ = ["PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "Usage", "Spend", "price_for", "max_output_for", "format_usage"]
+__all__ = [
+    "PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "PRICE_FIELDS", "Usage", "Spend", "price_for", "max_output_for",
+    "format_usage", "price_entry", "set_price_overrides", "check_price_entry",
+]
 
-# US dollars per one million tokens: (input, cached input, output).
+PRICE_FIELDS = ("input", "cached_input", "output")
+
+
+def _shipped() -> dict[str, dict[str, Any]]:
+    """The price entries of the data file shipped with the package (`prices.json`)."""
+    data = json.loads(resources.files(__package__).joinpath("prices.json").read_text(encoding="utf-8"))
+    return dict(data["models"])
+
+
+_ENTRIES = _shipped()
+_OVERRIDES: dict[str, dict[str, Any]] = {}
+
+# US dollars per one million tokens: (input, cached input, output), from the data file.
 PRICES: dict[str, tuple[float, float, float]] = {
-    "gpt-4.1-nano": (0.10, 0.025, 0.40),
+    name: (e["input"], e["cached_input"], e["output"]) for name, e in _ENTRIES.items()
 }
 
 # The longest answer each model can give, in tokens: the output bound of a budget estimate without --max-tokens.
-MAX_OUTPUT_TOKENS: dict[str, int] = {
-    "gpt-4.1-nano": 32_768,
-}
+MAX_OUTPUT_TOKENS: dict[str, int] = {name: e["longest_output"] for name, e in _ENTRIES.items() if e.get("longest_output")}
 DEFAULT_MAX_OUTPUT = 32_768  # for models not in the table; they have no price either, so it only shows in counts
 
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
@@ -29,25 +44,30 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # already inside output_tokens: shown, never added again
 
     @classmethod
     def from_chat(cls, data: Mapping[str, Any]) -> Usage:
         """Read a Chat Completions `usage` object."""
         details = data.get("prompt_tokens_details") or {}
+        out = data.get("completion_tokens_details") or {}
         return cls(
             int(data.get("prompt_tokens") or 0),
             int(data.get("completion_tokens") or 0),
             int(details.get("cached_tokens") or 0),
+            int(out.get("reasoning_tokens") or 0),
         )
 
     @classmethod
     def from_responses(cls, data: Mapping[str, Any]) -> Usage:
         """Read a Responses API `usage` object."""
         details = data.get("input_tokens_details") or {}
+        out = data.get("output_tokens_details") or {}
         return cls(
             int(data.get("input_tokens") or 0),
             int(data.get("output_tokens") or 0),
             int(details.get("cached_tokens") or 0),
+            int(out.get("reasoning_tokens") or 0),
         )
 
     @classmethod
@@ -55,7 +75,7 @@ class Usage:
         """Read `to_dict` output, such as a saved turn's usage; None when it is not one."""
         if not isinstance(data, Mapping):
             return None
-        values = [data.get(name, 0) for name in ("input_tokens", "output_tokens", "cached_tokens")]
+        values = [data.get(name, 0) for name in ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             return None
         return cls(*values)
@@ -65,6 +85,7 @@ class Usage:
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def cost(self, model: str) -> float | None:
@@ -112,21 +133,50 @@ def _base_name(model: str) -> str:
     return _SNAPSHOT.sub("", model.rsplit("/", 1)[-1])
 
 
+def set_price_overrides(entries: Mapping[str, Mapping[str, Any]]) -> None:
+    """Entries that add to or replace the shipped ones (`NanoMagics.prices`), checked by `check_price_entry`."""
+    _OVERRIDES.clear()
+    _OVERRIDES.update({_base_name(name): dict(entry) for name, entry in entries.items()})
+
+
+def check_price_entry(name: str, entry: Any) -> str | None:
+    """What is wrong with one `NanoMagics.prices` entry, in a few words; None when it is usable."""
+    if not isinstance(entry, Mapping):
+        return f"{name!r} must map to a dict with {', '.join(PRICE_FIELDS)}"
+    for key in PRICE_FIELDS:
+        value = entry.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            return f"{name!r} needs {key} as dollars per 1M tokens (0 or more), not {value!r}"
+    longest = entry.get("longest_output")
+    if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int) or longest < 1):
+        return f"{name!r}: longest_output must be a whole number of tokens above 0, not {longest!r}"
+    return None
+
+
+def price_entry(model: str) -> Mapping[str, Any] | None:
+    """The price entry for a model id (an override first), ignoring a provider prefix and a snapshot date."""
+    base = _base_name(model)
+    return _OVERRIDES.get(base) or _ENTRIES.get(base)
+
+
 def price_for(model: str) -> tuple[float, float, float] | None:
     """The price row for a model id, ignoring a provider prefix and a snapshot date."""
-    return PRICES.get(_base_name(model))
+    entry = price_entry(model)
+    return None if entry is None else (float(entry["input"]), float(entry["cached_input"]), float(entry["output"]))
 
 
 def max_output_for(model: str) -> int:
     """The most output tokens `model` can produce in one answer."""
-    return MAX_OUTPUT_TOKENS.get(_base_name(model), DEFAULT_MAX_OUTPUT)
+    entry = price_entry(model)
+    return int((entry or {}).get("longest_output") or DEFAULT_MAX_OUTPUT)
 
 
 def format_usage(usage: Usage | None, model: str) -> str:
-    """One line such as `21 in · 8 out tokens · $0.000005`."""
+    """One line such as `21 in · 8 out tokens, of which 5 reasoning · $0.000005`."""
     if usage is None:
         return "usage not reported"
     cached = f" ({usage.cached_tokens} cached)" if usage.cached_tokens else ""
-    line = f"{usage.input_tokens} in{cached} · {usage.output_tokens} out tokens"
+    reasoning = f", of which {usage.reasoning_tokens} reasoning" if usage.reasoning_tokens else ""
+    line = f"{usage.input_tokens} in{cached} · {usage.output_tokens} out tokens{reasoning}"
     cost = usage.cost(model)
-    return line + (f" · ${cost:.6f}" if cost is not None else " · no price for this model")
+    return line + (f" · ${cost:.6f}" if cost is not None else " · price unknown")

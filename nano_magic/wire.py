@@ -10,6 +10,7 @@ from httpx_sse import ServerSentEvent
 
 from .config import Backend
 from .errors import StreamError
+from .images import shorten_data_urls
 from .jsontext import json_object
 from .schema import OutputSchema
 from .tools import Toolbox, ToolCall
@@ -38,6 +39,7 @@ class Options:
     api: str = "chat"
     tool_choice: str | None = None
     max_steps: int = 8
+    reasoning_effort: str | None = None
 
     def changed(self) -> dict[str, Any]:
         """The options that differ from the defaults."""
@@ -59,9 +61,10 @@ class Request:
         return "responses" if self.url.endswith("/responses") else "chat"
 
     def describe(self) -> str:
-        """The request as text, with every secret masked."""
+        """The request as text, with every secret masked and each picture's data URL cut to 40 characters and its size."""
         headers = "\n".join(f"{k}: {v}" for k, v in self.backend.masked_headers().items())
-        return self.backend.scrub(f"POST {self.url}\n{headers}\n\n{json.dumps(self.body, indent=2, ensure_ascii=False)}")
+        body = json.dumps(shorten_data_urls(self.body), indent=2, ensure_ascii=False)
+        return self.backend.scrub(f"POST {self.url}\n{headers}\n\n{body}")
 
 
 @dataclass(slots=True)
@@ -147,6 +150,7 @@ def _chat_body(model: str, system: str | None, messages: list[dict[str, Any]], o
     if o.stream:
         body["stream_options"] = {"include_usage": True}
     _put(body, temperature=o.temperature, top_p=o.top_p, max_completion_tokens=o.max_tokens, seed=o.seed, stop=o.stop)
+    _put(body, reasoning_effort=o.reasoning_effort)
     if compatible and o.max_tokens is not None:
         body["max_tokens"] = o.max_tokens  # llama.cpp and other servers ignore max_completion_tokens
     if o.json:
@@ -157,6 +161,8 @@ def _chat_body(model: str, system: str | None, messages: list[dict[str, Any]], o
 def _responses_body(model: str, system: str | None, messages: list[dict[str, Any]], o: Options) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "input": messages, "stream": o.stream, "store": False}
     _put(body, instructions=system, temperature=o.temperature, top_p=o.top_p, max_output_tokens=o.max_tokens)
+    if o.reasoning_effort is not None:
+        body["reasoning"] = {"effort": o.reasoning_effort}
     if o.json:
         body["text"] = {"format": {"type": "json_object"}}
     return body

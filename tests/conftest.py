@@ -64,7 +64,7 @@ def ip(_shell, fake: FakeServer, tmp_path: Path):
         magics._chat.close()
     magics._chat = None
     for name, trait in magics.traits(config=True).items():
-        setattr(magics, name, trait.default_value)
+        setattr(magics, name, trait.default())  # default(), not default_value: a Dict trait keeps the latter Undefined
     magics.max_retries = 0
     magics.cache_path = str(tmp_path / "answers.sqlite3")
     for name in ("_nano", "answer", "_nano_test"):

@@ -63,7 +63,7 @@ def test_cost_uses_the_price_table_and_cached_tokens() -> None:
 def test_usage_line_never_invents_numbers() -> None:
     assert format_usage(None, "gpt-4.1-nano") == "usage not reported"
     assert format_usage(Usage(21, 8), "gpt-4.1-nano") == "21 in · 8 out tokens · $0.000005"
-    assert format_usage(Usage(21, 8), "llama3") == "21 in · 8 out tokens · no price for this model"
+    assert format_usage(Usage(21, 8), "llama3") == "21 in · 8 out tokens · price unknown"
 
 
 def test_an_api_key_setting_alone_selects_openai() -> None:

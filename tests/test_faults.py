@@ -66,7 +66,7 @@ def test_401_names_the_setting_never_the_key(run, fake, monkeypatch) -> None:
 def test_404_says_the_model_is_unavailable(run, fake, ip) -> None:
     fake.queue(Status(404, {"error": {"message": "The model `gpt-4.1-nano` does not exist", "code": "model_not_found"}}))
     cell = run("%%nano -m gpt-4.1-nano\nHello")
-    assert "The model 'gpt-4.1-nano' is unavailable or retired" in cell.stdout and "%nano models" in cell.stdout
+    assert "The model 'gpt-4.1-nano' is unavailable or retired" in cell.stdout and '%config NanoMagics.model = "fake-model"' in cell.stdout
     assert cell.failed and turns(ip) == []
 
 

@@ -61,6 +61,7 @@ class Reply:
     finish: str = "stop"
     cut_at_end: bool = False  # after the finish (and usage) frames, close the TCP connection without ending the body
     hold: float = 0.0  # seconds to wait after the last delta before the finish, as a model does before its usage frame
+    reasoning: int = 0  # reasoning tokens: added to the output tokens and reported in the usage details, as OpenAI does
 
 
 @dataclass
@@ -185,15 +186,19 @@ class ChatApi:
         self.model = body.get("model")
         self.created = int(time.time())
 
-    def usage(self, completion_tokens: int) -> dict[str, Any]:
-        """Build the usage object."""
+    def usage(self, completion_tokens: int, reasoning: int = 0) -> dict[str, Any]:
+        """Build the usage object; reasoning tokens are part of the completion tokens."""
         prompt_tokens = max(1, count_words(self.body.get("messages")))
-        return {
+        completion_tokens += reasoning
+        usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        if reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        return usage
 
     def opening(self) -> list[str]:
         """Frames sent before the text."""
@@ -207,7 +212,7 @@ class ChatApi:
         """Frames sent after the text of a normal answer."""
         frames = [self._chunk(self._choices({}, reply.finish))]
         if reply.usage and (self.body.get("stream_options") or {}).get("include_usage"):
-            frames.append(self._chunk([], self.usage(completion_tokens)))
+            frames.append(self._chunk([], self.usage(completion_tokens, reply.reasoning)))
         if reply.done:
             frames.append("data: [DONE]\n\n")
         return frames
@@ -245,7 +250,7 @@ class ChatApi:
                 "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": self.usage(len(calls))}
 
     def whole(
-        self, text: str, finish: str | None, usage: bool, completion_tokens: int
+        self, text: str, finish: str | None, usage: bool, completion_tokens: int, reasoning: int = 0
     ) -> dict[str, Any]:
         """Build a non-streamed chat.completion object."""
         return {
@@ -260,7 +265,7 @@ class ChatApi:
                     "finish_reason": finish,
                 }
             ],
-            "usage": self.usage(completion_tokens) if usage else None,
+            "usage": self.usage(completion_tokens, reasoning) if usage else None,
         }
 
     @staticmethod
@@ -289,15 +294,17 @@ class ResponsesApi:
         self.body = body
         self.model = body.get("model")
 
-    def usage(self, output_tokens: int) -> dict[str, Any]:
-        """Build the usage object."""
+    def usage(self, output_tokens: int, reasoning: int = 0) -> dict[str, Any]:
+        """Build the usage object; reasoning tokens are part of the output tokens."""
         words = count_words(self.body.get("instructions")) + count_words(self.body.get("input"))
         input_tokens = max(1, words)
+        output_tokens += reasoning
         return {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
             "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": reasoning},
         }
 
     def opening(self) -> list[str]:
@@ -312,7 +319,7 @@ class ResponsesApi:
 
     def closing(self, reply: Reply, text: str, output_tokens: int) -> list[str]:
         """Frames sent after the text of a normal answer."""
-        response = self.whole(text, reply.finish, reply.usage, output_tokens)
+        response = self.whole(text, reply.finish, reply.usage, output_tokens, reply.reasoning)
         return [
             self._event({"type": "response.output_text.done", "text": text, **self._location()}),
             self._event({"type": f"response.{response['status']}", "response": response}),
@@ -368,7 +375,7 @@ class ResponsesApi:
                 "arguments": call.arguments, "status": "completed"}
 
     def whole(
-        self, text: str, finish: str | None, usage: bool, output_tokens: int
+        self, text: str, finish: str | None, usage: bool, output_tokens: int, reasoning: int = 0
     ) -> dict[str, Any]:
         """Build a response object; `finish` None means still in progress."""
         response: dict[str, Any] = {
@@ -382,7 +389,7 @@ class ResponsesApi:
                     "content": [{"type": "output_text", "text": text}],
                 }
             ],
-            "usage": self.usage(output_tokens) if usage else None,
+            "usage": self.usage(output_tokens, reasoning) if usage else None,
         }
         if finish is None:
             response["status"] = "in_progress"
@@ -406,6 +413,17 @@ APIS: dict[str, type[ChatApi] | type[ResponsesApi]] = {
     "/v1/chat/completions": ChatApi,
     "/v1/responses": ResponsesApi,
 }
+# Workers AI on loopback: CLOUDFLARE_ROOT stands for https://api.cloudflare.com/client/v4/accounts/{id}/ai, whose
+# /v1/chat/completions is OpenAI's, whose /v1/models answers 405, and whose catalogue is GET /models/search.
+CLOUDFLARE_ROOT = "/client/v4/accounts/acc-test/ai"
+CLOUDFLARE_SEARCH = {"success": True, "errors": [], "messages": [], "result": [
+    {"id": "u1", "name": "@cf/meta/llama-3.1-8b-instruct", "task": {"name": "Text Generation"}, "properties": []},
+    {"id": "u2", "name": "@cf/baai/bge-m3", "task": {"name": "Text Embeddings"}, "properties": []},
+    {"id": "u3", "name": "openai/gpt-5-nano", "task": {"name": "Text Generation"}, "properties": []},
+    {"id": "u4", "name": "@cf/old/retiring-nano", "task": {"name": "Text Generation"},
+     "properties": [{"property_id": "planned_deprecation_date", "value": "2027-01-31"}]},
+]}
+APIS[CLOUDFLARE_ROOT + "/v1/chat/completions"] = ChatApi
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -428,8 +446,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """Answer the model list; anything else is not found."""
         self._record(None)
-        if urlsplit(self.path).path == "/v1/models":
+        path = urlsplit(self.path).path
+        if path == "/v1/models":
             self._send_json(200, MODELS)
+        elif path == CLOUDFLARE_ROOT + "/v1/models":
+            self._send_json(405, {"success": False, "errors": [{"code": 7001, "message": "Method not allowed"}]})
+        elif path == CLOUDFLARE_ROOT + "/models/search":
+            self._send_json(200, CLOUDFLARE_SEARCH)
         else:
             self._send_json(404, NOT_FOUND)
 
@@ -531,9 +554,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         finish: str | None = None
         usage = False
+        reasoning = 0
         if isinstance(behaviour, Reply):
-            finish, usage = behaviour.finish, behaviour.usage
-        payload = api.whole(text, finish, usage, len(split_text(text)))
+            finish, usage, reasoning = behaviour.finish, behaviour.usage, behaviour.reasoning
+        payload = api.whole(text, finish, usage, len(split_text(text)), reasoning)
         if isinstance(behaviour, Cut):
             data = json.dumps(payload).encode()
             self._send_head(200, "application/json", {"Content-Length": str(len(data))})
