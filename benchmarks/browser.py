@@ -26,8 +26,8 @@ from benchmarks.table import Row, emit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.fake_server import FakeServer  # noqa: E402
-from tests.support.jupyter_lab import jupyter_lab, tree_url  # noqa: E402
+from tests.support.fake_server import FakeServer
+from tests.support.jupyter_lab import jupyter_lab, tree_url
 
 __all__ = ["measure"]
 

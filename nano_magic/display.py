@@ -8,13 +8,14 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from IPython.display import DisplayHandle, display
 
 from .render import MarkdownStream, StreamRenderer, escape_markdown, to_html
 
-__all__ = ["View", "Final", "HtmlView", "MarkdownView", "TextView", "Ticker", "SourceJoiner", "answer_source", "pick_mode", "open_view"]
+__all__ = ["Final", "HtmlView", "MarkdownView", "SourceJoiner", "TextView", "Ticker", "View", "answer_source", "open_view", "pick_mode"]
 
 
 class Final(NamedTuple):
@@ -149,6 +150,10 @@ class HtmlView:
     sent with its finished blocks alone. Each of those messages only adds text. Outputs can only be added at
     the end, hence the roles move down. JupyterLab hides outputs past 50 (`maxNumberOutputs`), so after
     MAX_GROUPS the last group takes the rest of the answer and, once long, is sent only when it grew by a quarter.
+
+    No widget: a widget's comm makes JupyterLab 4.6 ask the kernel for a subshell (`CommHandler._maybeStartSubshell`,
+    services/src/kernel/comm.ts), and the idle status of that request, which `KernelConnection._handleMessage`
+    applies whatever its parent, showed the kernel Idle for the whole answer.
     """
 
     GROUP_CHARS = 1_200  # Markdown characters a group holds before the next block may start a new one

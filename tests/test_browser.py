@@ -18,11 +18,13 @@ import os
 import time
 from collections.abc import Iterator
 from importlib.util import find_spec
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from tests.support.parts import missing
 
@@ -38,8 +40,6 @@ if MISSING:
     missing(f"the browser test needs {', '.join(MISSING)}; scripts/test installs them", module=True)
 
 from playwright import sync_api  # after the check, so that a missing Playwright skips
-
-from nbclient import NotebookClient
 
 from tests.support.fake_server import FakeServer, Reply
 from tests.support.jupyter_lab import jupyter_lab, tree_url
@@ -403,7 +403,7 @@ def _assert_the_end_costs_no_more_than_a_refresh(frames: list[dict[str, Any]]) -
     end = next(f["t"] for f in frames if f["text"] > 0 and not f["running"])
     start = next(f["t"] for f in frames if f["text"] > 0)
     gap = {"stream": 0.0, "end": 0.0}
-    for before, after in zip(frames, frames[1:]):
+    for before, after in pairwise(frames):
         if start <= before["t"] and after["t"] < end - 500:
             gap["stream"] = max(gap["stream"], after["t"] - before["t"])
         elif end - 500 <= before["t"] and after["t"] <= end + 1_000:
