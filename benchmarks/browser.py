@@ -16,10 +16,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
+from playwright import sync_api
 
 from benchmarks.answer import answer, tokens
 from benchmarks.table import Row, emit
@@ -32,6 +34,7 @@ from tests.support.jupyter_lab import jupyter_lab, tree_url
 __all__ = ["measure"]
 
 RATE = 150  # deltas a second
+CATCH_UP = 60.0  # seconds after the last delta that the naive view gets to show the final answer
 SIZE = 8_000
 CHROMIUM = os.environ.get("NANO_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -75,27 +78,42 @@ def _metrics(cdp: Any) -> dict[str, float]:
     return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
 
 
-def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer: bool) -> dict[str, float]:
-    """Run cell `index` and measure the page until its final output shows."""
+@dataclass
+class Measured:
+    """The main thread's busy share, the longest frame gap (s), and last delta to final output (s; None: never)."""
+
+    busy: float
+    gap: float
+    end: float | None
+
+
+def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer: bool) -> Measured:
+    """Run cell `index` and measure the page until its final output shows (end None: not within CATCH_UP seconds)."""
     page.evaluate(FRAMES)
-    before = _metrics(cdp)
+    before, started = _metrics(cdp), time.time()
     page.evaluate(f"""() => {{
         window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
         window.jupyterapp.commands.execute('notebook:run-cell');
     }}""")
-    done = page.wait_for_function(DONE, arg=[index, words, footer], timeout=900_000, polling=50).json_value()
+    while not server.last_delta_at or server.last_delta_at < started:
+        page.wait_for_timeout(200)
+    deadline = (server.last_delta_at + CATCH_UP - time.time()) * 1000
+    try:
+        done = page.wait_for_function(DONE, arg=[index, words, footer], timeout=max(deadline, 1), polling=50).json_value()
+    except sync_api.TimeoutError:
+        done = None
     after = _metrics(cdp)
     longest = page.evaluate("() => { window.__frames.stop = true; return window.__frames.longest; }")
-    return {
-        "busy": (after["TaskDuration"] - before["TaskDuration"]) / (after["Timestamp"] - before["Timestamp"]),
-        "gap": longest / 1000, "end": done / 1000 - server.last_delta_at,
-    }
+    return Measured((after["TaskDuration"] - before["TaskDuration"]) / (after["Timestamp"] - before["Timestamp"]),
+                    longest / 1000, None if done is None else done / 1000 - server.last_delta_at)
+
+
+def _seconds(end: float | None) -> str:
+    return f"not within {CATCH_UP:.0f} s: it never caught up" if end is None else f"{end * 1000:.0f} ms"
 
 
 def measure() -> list[Row]:
     """Ours against the naive cell, in one lab, one after the other."""
-    from playwright import sync_api
-
     text = answer(SIZE)
     words = " ".join(text.split()[-3:])
     with tempfile.TemporaryDirectory() as tmp, FakeServer() as server:
@@ -121,12 +139,13 @@ def measure() -> list[Row]:
             browser.close()
     what = f"14. JupyterLab + Chromium, {len(tokens(text))} deltas at {RATE}/s"
     return [
-        Row(f"{what}: main thread busy", f"{ours['busy']:.0%}", f"naive re-display: {naive['busy']:.0%}",
-            f"{ours['busy'] / naive['busy']:.2f}", "< 15%", ours["busy"] < 0.15),
-        Row(f"{what}: longest frame gap", f"{ours['gap'] * 1000:.0f} ms", f"naive: {naive['gap'] * 1000:.0f} ms",
-            f"{ours['gap'] / naive['gap']:.2f}", "≤ 100 ms", ours["gap"] <= 0.1),
-        Row(f"{what}: last delta → final typeset output", f"{ours['end'] * 1000:.0f} ms", f"naive: {naive['end'] * 1000:.0f} ms",
-            f"{ours['end'] / naive['end']:.3f}", "one refresh (≤ 200 ms)", ours["end"] <= 0.2),
+        Row(f"{what}: main thread busy", f"{ours.busy:.0%}", f"naive re-display: {naive.busy:.0%}",
+            f"{ours.busy / naive.busy:.2f}", "< 15%", ours.busy < 0.15),
+        Row(f"{what}: longest frame gap", f"{ours.gap * 1000:.0f} ms", f"naive: {naive.gap * 1000:.0f} ms",
+            f"{ours.gap / naive.gap:.2f}", "≤ 100 ms", ours.gap <= 0.1),
+        Row(f"{what}: last delta → final typeset output", _seconds(ours.end), f"naive: {_seconds(naive.end)}",
+            f"{ours.end / naive.end:.3f}" if ours.end and naive.end else "", "≤ 200 ms (two refreshes)",
+            ours.end is not None and ours.end <= 0.2),
     ]
 
 
