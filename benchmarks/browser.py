@@ -58,13 +58,13 @@ FRAMES = """() => {
     };
     requestAnimationFrame(frame);
 }"""
-# When the cell's final output shows: not running, and its last words are on the page with every formula typeset.
+# When the cell's final output shows: the cell has ended and its last words are on the page (ours: and the footer).
+# JupyterLab typesets an output in the same task that renders it, so what shows is typeset.
 DONE = """([index, words, footer]) => {
     const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
-    const running = cell.querySelector('.jp-InputPrompt').innerText.includes('*');
-    const text = cell.querySelector('.jp-OutputArea').innerText;
-    return !running && text.includes(words) && !/\\\\\\(|\\$\\$/.test(text)
-        && (!footer || text.includes('out tokens'))
+    const running = cell.querySelector('.jp-InputPrompt').textContent.includes('*');
+    const text = cell.querySelector('.jp-OutputArea').textContent;
+    return !running && text.includes(words) && (!footer || text.includes('out tokens'))
         ? performance.timeOrigin + performance.now() : false;
 }"""
 IDLE = """name => {
