@@ -95,8 +95,8 @@ def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer
         window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
         window.jupyterapp.commands.execute('notebook:run-cell');
     }}""")
-    while not server.last_delta_at or server.last_delta_at < started:
-        page.wait_for_timeout(200)
+    while server.last_delta_at < started or time.time() - server.last_delta_at < 1.0:  # until the stream ended
+        page.wait_for_timeout(100)
     deadline = (server.last_delta_at + CATCH_UP - time.time()) * 1000
     try:
         done = page.wait_for_function(DONE, arg=[index, words, footer], timeout=max(deadline, 1), polling=50).json_value()
