@@ -49,23 +49,24 @@ with httpx.stream("POST", os.environ["NANO_BASE_URL"] + "/chat/completions", jso
                 if choice["delta"].get("content"):
                     text += choice["delta"]["content"]
                     shown.update(Markdown(text))'''
-FRAMES = """() => {
-    const probe = window.__frames = {last: performance.now(), longest: 0, stop: false};
+# Each animation frame: the longest gap so far, and the first frame in which the cell's final output shows: the cell
+# has ended and its last words are on the page (ours: and the footer). JupyterLab typesets an output in the same
+# task that renders it, so what shows is typeset.
+FRAMES = """([index, words, footer]) => {
+    const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
+    const probe = window.__frames = {last: performance.now(), longest: 0, done: null};
     const frame = t => {
         probe.longest = Math.max(probe.longest, t - probe.last);
         probe.last = t;
-        if (!probe.stop) requestAnimationFrame(frame);
+        const ended = !cell.querySelector('.jp-InputPrompt').textContent.includes('*');
+        const text = ended ? cell.querySelector('.jp-OutputArea').textContent : '';  // read only once it ended
+        if (text.includes(words) && (!footer || text.includes('out tokens'))) {
+            probe.done = performance.timeOrigin + t;
+        } else {
+            requestAnimationFrame(frame);
+        }
     };
     requestAnimationFrame(frame);
-}"""
-# When the cell's final output shows: the cell has ended and its last words are on the page (ours: and the footer).
-# JupyterLab typesets an output in the same task that renders it, so what shows is typeset.
-DONE = """([index, words, footer]) => {
-    const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
-    const running = cell.querySelector('.jp-InputPrompt').textContent.includes('*');
-    const text = cell.querySelector('.jp-OutputArea').textContent;
-    return !running && text.includes(words) && (!footer || text.includes('out tokens'))
-        ? performance.timeOrigin + performance.now() : false;
 }"""
 IDLE = """name => {
     const widget = window.jupyterapp?.shell.currentWidget;
@@ -89,7 +90,7 @@ class Measured:
 
 def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer: bool) -> Measured:
     """Run cell `index` and measure the page until its final output shows (end None: not within CATCH_UP seconds)."""
-    page.evaluate(FRAMES)
+    page.evaluate(FRAMES, [index, words, footer])
     before, started = _metrics(cdp), time.time()
     page.evaluate(f"""() => {{
         window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
@@ -97,13 +98,11 @@ def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer
     }}""")
     while server.last_delta_at < started or time.time() - server.last_delta_at < 1.0:  # until the stream ended
         page.wait_for_timeout(100)
-    deadline = (server.last_delta_at + CATCH_UP - time.time()) * 1000
-    try:
-        done = page.wait_for_function(DONE, arg=[index, words, footer], timeout=max(deadline, 1), polling=50).json_value()
-    except sync_api.TimeoutError:
-        done = None
+    deadline = server.last_delta_at + CATCH_UP
+    while page.evaluate("() => window.__frames.done") is None and time.time() < deadline:
+        page.wait_for_timeout(100)
     after = _metrics(cdp)
-    longest = page.evaluate("() => { window.__frames.stop = true; return window.__frames.longest; }")
+    longest, done = page.evaluate("() => [window.__frames.longest, window.__frames.done]")
     return Measured((after["TaskDuration"] - before["TaskDuration"]) / (after["Timestamp"] - before["Timestamp"]),
                     longest / 1000, None if done is None else done / 1000 - server.last_delta_at)
 
