@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import random
-import threading
+import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
 from .images import Picture, image_fields, picture_from, user_message
 from .jsontext import answer_json
-from .limiter import Limiter
+from .limiter import MAX_WAIT, Limiter, TooLarge
+from .loops import on_worker_loop
 from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
 
-T = TypeVar("T")
 SHOWN_FAILURES = 3
 DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}  # nullable: failed rows stay <NA>
 
@@ -114,8 +114,13 @@ def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: 
         plan.pictures.append(tuple(picture_from(row[i], f"{{image:{items.names[i]}}} of item {number}", image_detail) for i in columns))
         plan.keys.append(request_key(url, plan.request(compiled.render(row), plan.pictures[-1]).body))
     if cache_path is not None:
-        plan.cache = AnswerCache(cache_path)
-        plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+        try:
+            plan.cache = AnswerCache(cache_path)
+            plan.cached = {key: (text, usage) for key, text, usage in plan.cache.found(plan.keys)}
+        except (sqlite3.Error, OSError) as exc:
+            plan.close()
+            raise BadInput(f"The answer cache {cache_path} cannot be read ({type(exc).__name__}: {exc}); "
+                           "turn it off with --no-cache (cache=False) or choose another NanoMagics.cache_path.") from None
     _plan_jobs(plan)
     return plan
 
@@ -151,6 +156,7 @@ class MapResult:
     cached: int
     throttled: int
     stopped: bool = False
+    warning: str | None = None
 
     @property
     def cost(self) -> float | None:
@@ -175,7 +181,7 @@ class MapResult:
         line = " · ".join(parts)
         shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES]]
         more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
-        return "\n".join([line, *shown, *more])
+        return "\n".join([line, *shown, *more, *([self.warning] if self.warning else [])])
 
     def __repr__(self) -> str:
         return self.summary()
@@ -190,24 +196,45 @@ class _Run:
         self.poke = poke
         self.answers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        self.not_cached = 0
+        self.cache_error = ""
 
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
             self.tally.usage = self.tally.usage + completion.usage
+        error: str | None
         if completion.refusal:
             value, error = None, f"The model refused: {' '.join(completion.refusal.split())}"
         elif completion.finish_reason == "length":
             value, error = None, "The answer hit the token limit and is cut short (raise --max-tokens)."
+        elif completion.finish_reason == "content_filter":
+            value, error = None, "The provider's content filter stopped the answer."
         else:
             value, error = _interpret(completion.text, self.plan)
         if error is not None:
             self.failed(job, error)
             return
+        self.answers[job.key] = value  # kept first: a cache that cannot write loses no answer
         if self.plan.cache is not None:
-            self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
-        self.answers[job.key] = value
+            try:
+                self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
+            except (sqlite3.Error, OSError) as exc:  # disk full, database locked: said once, in the summary
+                self.not_cached += 1
+                self.cache_error = self.cache_error or " ".join(f"{type(exc).__name__}: {exc}".split())
         self.tally.done += job.rows
         self.poke()
+
+    def waiting(self, seconds: float) -> None:
+        """The limiter holds requests back for `seconds`: the bar says so."""
+        self.tally.waiting_until = time.monotonic() + seconds
+        self.poke()
+
+    def warning(self) -> str | None:
+        """One line when answers could not be written to the cache."""
+        if not self.not_cached:
+            return None
+        return (f"Warning: {self.not_cached:,} answers could not be written to the cache ({self.cache_error}); "
+                "they are in the result, and a rerun will send them again.")
 
     def failed(self, job: _Job, error: str) -> None:
         self.errors[job.key] = error
@@ -244,18 +271,35 @@ async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max
                 run.failed(job, str(failure).rstrip(".") + suffix + ".")
                 return
             if not throttled:  # after a 429 the limiter holds every request back for the server's wait
-                await asyncio.sleep(failure.retry_after if failure.retry_after is not None else backoff(attempt))
+                await asyncio.sleep(min(MAX_WAIT, failure.retry_after) if failure.retry_after is not None else backoff(attempt))
             elif failure.retry_after is None:
                 await asyncio.sleep(backoff(attempt) * random.uniform(0.5, 1.5))
             continue
-        await limiter.settle(mark, completion.headers)
-        run.answered(job, completion)
+        except BaseException:  # a cancel, or a bug of ours: the slot is freed all the same
+            await limiter.settle(mark, None, ok=False)
+            raise
+        try:
+            run.answered(job, completion)  # before anything else can be cancelled: an answer that arrived is kept
+        finally:
+            await limiter.settle(mark, completion.headers)
         return
 
 
 async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: Limiter, max_retries: int) -> None:
     for job in jobs:  # one shared iterator: each job goes to exactly one worker
-        await _send(run, client, limiter, job, max_retries)
+        try:
+            await _send(run, client, limiter, job, max_retries)
+        except TooLarge as exc:
+            run.failed(job, str(exc))
+        except Exception as exc:  # noqa: BLE001  # whatever goes wrong with one item (our own bug included) fails that item alone
+            run.failed(job, f"nano_magic failed on this item ({' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]}).")
+
+
+async def _stop_workers(workers: list[asyncio.Task[None]]) -> None:
+    """Cancel the workers still running and wait for each to end, so that none runs on once the client is closed."""
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
 
 
 async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float = 10.0, transport: Any = None,
@@ -268,18 +312,21 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
     tally = Tally(len(plan.keys), plan.model, done=plan.cached_rows, cached=plan.cached_rows, concurrency=concurrency)
     bar = open_bar(progress, tally, refresh_rate)
     run = _Run(plan, tally, bar.poke)
-    limiter = Limiter(concurrency)
+    limiter = Limiter(concurrency, output_bound=plan.options.max_tokens or 0, on_wait=run.waiting)
     client = plan.chat.async_client(concurrency, transport)
     stopped = False
+    workers: list[asyncio.Task[None]] = []
     try:
         jobs = iter(plan.jobs)
-        workers = [_work(run, jobs, client, limiter, plan.chat.max_retries) for _ in range(min(concurrency, len(plan.jobs)))]
+        for _ in range(min(concurrency, len(plan.jobs))):
+            workers.append(asyncio.ensure_future(_work(run, jobs, client, limiter, plan.chat.max_retries)))
         await asyncio.gather(*workers)
     except asyncio.CancelledError:
         stopped = True
         if not partial_on_cancel:
             raise
     finally:
+        await _stop_workers(workers)
         await asyncio.shield(client.aclose())
         result = _result(plan, run, tally, stopped)
         bar.finish(result.summary())
@@ -291,32 +338,7 @@ def run_map(plan: MapPlan, **run_options: Any) -> MapResult:
 
     Ctrl-C (a kernel interrupt) cancels the requests in flight and returns the result so far, with `stopped` set.
     """
-    return _in_thread(lambda: arun_map(plan, partial_on_cancel=True, **run_options))
-
-
-def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on a new loop in a worker thread while this one waits; Ctrl-C cancels it and waits for its end."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="nano-map", daemon=True)
-    thread.start()
-    future = asyncio.run_coroutine_threadsafe(make(), loop)
-    try:
-        while True:
-            try:
-                return future.result(timeout=0.1)
-            except concurrent.futures.TimeoutError:
-                continue
-            except KeyboardInterrupt:
-                loop.call_soon_threadsafe(_cancel_all, loop)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-
-
-def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
+    return on_worker_loop(lambda: arun_map(plan, partial_on_cancel=True, **run_options), name="nano-map")
 
 
 def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
@@ -331,8 +353,8 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
             if error is not None:  # the schema's own checks changed since the answer was kept
                 run.errors[key] = error
         values.append(run.answers.get(key))
-    failed = {label: run.errors[key] for label, key in zip(index, plan.keys) if key in run.errors}
-    failures = pd.Series(failed, dtype="string", name="error")
+    at = [position for position, key in enumerate(plan.keys) if key in run.errors]  # by position: duplicate labels each count
+    failures = pd.Series([run.errors[plan.keys[i]] for i in at], index=pd.Index(index)[at], dtype="string", name="error")
     if plan.schema is not None:
         table = _schema_table(plan.schema, values, index)
         answers = pd.Series(values, index=index, dtype=object, name="answer")
@@ -340,7 +362,8 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
         table = answers
     plan.close()
-    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped)
+    return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped,
+                     run.warning())
 
 
 def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
@@ -350,17 +373,49 @@ def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:
     """
     import pandas as pd
 
-    records = [{} if value is None else schema.dump(value) for value in values]
+    records = [_record(schema.dump, value) for value in values]
     types = schema.fields()
     names = list(types) or list(dict.fromkeys(name for record in records for name in record))
     columns = {}
+    typed = schema.python_types()
     for name in names:
         cells = [record.get(name) for record in records]
+        if name in typed:
+            columns[name] = _typed_column(name, typed[name], values, schema, index)
+            continue
         try:
             columns[name] = pd.Series(cells, index=index, dtype=DTYPES.get(types.get(name) or "", object))
         except (TypeError, ValueError, OverflowError):  # e.g. an integer beyond int64: kept as Python objects
             columns[name] = pd.Series(cells, index=index, dtype=object)
     return pd.DataFrame(columns, index=index)
+
+
+def _record(dump: Callable[[Any], Any], value: Any) -> dict[str, Any]:
+    """One answer's fields; none when it failed, or when a serializer of the user's raises (the row's cells stay missing)."""
+    if value is None:
+        return {}
+    try:
+        record = dump(value)
+    except Exception:  # noqa: BLE001  # the user's own serializer: the answer is still in _nano.answers
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _typed_column(name: str, kind: type, values: list[Any], schema: OutputSchema, index: Any) -> Any:
+    """A datetime, date, Decimal or Enum field as a column of that type: datetime64, dates, Decimals, or a categorical of the members."""
+    import datetime
+    import enum
+
+    import pandas as pd
+
+    cells = [_record(schema.dump_python, value).get(name) for value in values]
+    if issubclass(kind, datetime.datetime):
+        return pd.Series(pd.to_datetime(pd.Series(cells, dtype=object), utc=any(getattr(c, "tzinfo", None) for c in cells)).array, index=index)
+    if issubclass(kind, enum.Enum):  # members, also where the model keeps only their values (use_enum_values)
+        members = {member.value: member for member in kind}
+        cells = [c if c is None or isinstance(c, kind) else members.get(c) for c in cells]
+        return pd.Series(pd.Categorical(cells, categories=list(kind)), index=index)
+    return pd.Series(cells, index=index, dtype=object)  # date and Decimal: pandas has no such dtype, so the values stay themselves
 
 
 def describe_requests(plan: MapPlan) -> str:

@@ -214,7 +214,7 @@ class Backend:
     def scrub(self, text: str) -> str:
         """`text` with every secret masked, also as a repr quotes it (h11 shows a header it refuses as `b'Bearer sk-…\\n'`)."""
         for secret in self.secrets():
-            for form in {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}:
+            for form in secret_forms(secret):
                 text = text.replace(form, mask(secret))
         return text
 
@@ -225,6 +225,27 @@ class Backend:
 
 
 _SECRET_HEADERS = {"authorization", "cf-aig-authorization", "api-key", "x-api-key"}
+
+
+BASE64_FORM = 16  # shorter base64 runs are too likely to occur by chance in other text
+
+
+def secret_forms(secret: str) -> list[str]:
+    """Every form in which a secret can show in text, longest first: as written, in a repr, URL-encoded (in a URL's userinfo
+    or query), URL-decoded, and base64 (standard and URL-safe, at each byte alignment, as in `Basic user:secret`)."""
+    from base64 import b64encode, urlsafe_b64encode
+    from urllib.parse import quote, quote_plus, unquote
+
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], quote(secret, safe=""), quote(secret), quote_plus(secret),
+             unquote(secret)}
+    raw = secret.encode()
+    for offset in range(3):  # base64 of the secret inside longer data: only the characters that depend on its bytes alone
+        start, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+        for encode in (b64encode, urlsafe_b64encode):
+            core = encode(b"\0" * offset + raw).decode()[start:end]
+            if len(core) >= BASE64_FORM:
+                forms.add(core)
+    return sorted((form for form in forms if form), key=len, reverse=True)
 
 
 def mask(secret: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __all__ = [
@@ -62,6 +63,12 @@ def unexpected(exc: BaseException) -> str:
     return f"nano_magic failed unexpectedly ({what}). This is a bug in nano_magic; please report it."
 
 
+def _record_last(etype: type, value: BaseException, tb: Any) -> None:
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb
+    if sys.version_info >= (3, 12):
+        sys.last_exc = value
+
+
 class FailureDisplay:
     """IPython's handler for CellFailed (its message alone), chained to whichever handler was set before.
 
@@ -90,6 +97,7 @@ class FailureDisplay:
     def __call__(self, shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str] | None:
         """Show a CellFailed as its message alone; the cell still counts as failed, so Run All stops."""
         if self.active and isinstance(value, CellFailed):
+            _record_last(etype, value, tb)  # as IPython's own traceback display does, so `%nano explain` finds this error
             lines = [str(value)]
             shell._showtraceback(etype, value, lines)  # the kernel turns this into an error output without a traceback
             return lines

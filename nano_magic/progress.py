@@ -27,6 +27,7 @@ class Tally:
     concurrency: int = 0
     usage: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.perf_counter)
+    waiting_until: float = 0.0  # time.monotonic() until which the rate limit holds requests back
 
     @property
     def elapsed(self) -> float:
@@ -49,6 +50,8 @@ class Tally:
         if (cost := self.cost) is not None:
             parts.append(f"${cost:.4f}")
         parts += [f"{self.throttled:,} × 429", f"concurrency {self.concurrency}"]
+        if (wait := self.waiting_until - time.monotonic()) > 0 and left:
+            parts.append(f"waiting {_duration(wait)} for the rate limit")
         return " · ".join(parts)
 
 

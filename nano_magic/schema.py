@@ -90,6 +90,7 @@ class OutputSchema:
     strict: bool = True
     original: dict[str, Any] = field(default_factory=dict, repr=False)
     target: TypeAdapter[Any] | None = field(default=None, repr=False)
+    source: type | None = field(default=None, repr=False)  # the class the schema was made from
 
     @classmethod
     def from_object(cls, obj: Any, name: str | None = None) -> OutputSchema:
@@ -114,7 +115,7 @@ class OutputSchema:
         else:
             raise SchemaError(f"{_name(obj)} is not a pydantic model, TypedDict, dataclass or JSON Schema dict.")
         shaped, strict = strict_shape(original)
-        return cls(_api_name(str(title)), shaped, strict, original, target)
+        return cls(_api_name(str(title)), shaped, strict, original, target, obj if target is not None else None)
 
     def chat_format(self) -> dict[str, Any]:
         """The Chat Completions `response_format` field."""
@@ -130,9 +131,35 @@ class OutputSchema:
         properties = _resolve(root, root).get("properties") or {}
         return {name: _scalar_type(_resolve(sub, root), root) for name, sub in properties.items()}
 
+    def python_types(self) -> dict[str, type]:
+        """The top-level fields typed `datetime`, `date`, `Decimal` or an `Enum` (optional or not), which a table keeps as that type."""
+        cls = self.source
+        if cls is None:
+            return {}
+        import datetime
+        import decimal
+        import enum
+        from typing import get_args, get_type_hints
+
+        try:
+            hints = {name: f.annotation for name, f in cls.model_fields.items()} if hasattr(cls, "model_fields") else get_type_hints(cls)
+        except (NameError, TypeError):
+            return {}
+        found = {}
+        for name, hint in hints.items():
+            options = [a for a in (get_args(hint) or (hint,)) if a is not type(None)]
+            kind = options[0] if len(options) == 1 else None
+            if isinstance(kind, type) and issubclass(kind, (datetime.date, decimal.Decimal, enum.Enum)):
+                found[name] = kind
+        return found
+
     def dump(self, value: Any) -> Any:
         """A parsed answer as plain JSON values: a model, dataclass or TypedDict as a dict, enums and dates as their JSON form."""
         return value if self.target is None else self.target.dump_python(value, mode="json")
+
+    def dump_python(self, value: Any) -> Any:
+        """A parsed answer as Python values: dates, Decimals and enum members stay themselves."""
+        return value if self.target is None else self.target.dump_python(value)
 
     def parse(self, text: str) -> Any:
         """The answer as a validated value: an instance of the model or dataclass, or a dict; SchemaError names the first problem."""
@@ -149,6 +176,10 @@ class OutputSchema:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 raise SchemaError(f"{_where(first['loc'])}: {first['msg']}") from None
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001  # a validator of the user's raised something pydantic does not wrap (AttributeError, SystemExit…)
+                raise SchemaError(f"its validator raised {type(exc).__name__}: {_first_line(exc)}") from None
         from jsonschema import validators
         from jsonschema.exceptions import best_match
 

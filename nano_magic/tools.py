@@ -7,7 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from .bounded import bounded_text
 from .jsontext import load_json
+from .loops import on_worker_loop
 from .schema import drop_absent, pydantic_ready, strict_shape
 
 if TYPE_CHECKING:
@@ -16,7 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["Tool", "ToolCall", "ToolError", "Toolbox", "tools_from_names", "RESULT_CHARS"]
 
 RESULT_CHARS = 4000
-TABLE_ROWS = 50
 
 
 class ToolError(ValueError):
@@ -169,22 +170,51 @@ class Toolbox:
             return self._failed(call, str(exc))
         try:
             positional = [kwargs.pop(arg) for arg in tool.positional]
-            value = tool.function(*positional, **kwargs)
-        except Exception as exc:  # the tool's own failure goes back to the model; KeyboardInterrupt stops the cell
-            return self._failed(call, f"{type(exc).__name__}: {exc}")
-        call.result, call.error = self._cut(as_text(value)), None
+            text, cut = self._text(tool.function(*positional, **kwargs))
+        except KeyboardInterrupt:  # Ctrl-C stops the cell
+            raise
+        except BaseException as exc:  # noqa: BLE001  # the tool's own failure (SystemExit too) goes back to the model, as does a failing repr
+            return self._failed(call, _reason(exc))
+        call.result, call.error = self._noted(text, cut), None
         return call
+
+    def _text(self, value: Any) -> tuple[str, bool]:
+        """The result as text up to the cut: awaited first when it is a coroutine, read only that far when it is an iterator."""
+        if inspect.isawaitable(value) or inspect.isasyncgen(value):
+            value = on_worker_loop(lambda: _settled(value, self.result_chars + 1), name="nano-tool")
+        return bounded_text(value, self.result_chars)
 
     def _failed(self, call: ToolCall, reason: str) -> ToolCall:
         call.error = reason
-        call.result = self._cut(f"Error: {reason}")
+        text = f"Error: {reason}"
+        call.result = self._noted(text[:self.result_chars], len(text) > self.result_chars)
         return call
 
-    def _cut(self, text: str) -> str:
-        limit = self.result_chars
-        if len(text) <= limit:
-            return text
-        return text[:limit] + f"\n[cut: the result has {len(text)} characters; only the first {limit} are shown]"
+    def _noted(self, text: str, cut: bool) -> str:
+        return text + f"\n[cut: only the first {self.result_chars} characters of the result are shown]" if cut else text
+
+
+def _reason(exc: BaseException) -> str:
+    """`Type: message`, even when the exception's own `__str__` fails."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001  # a hostile exception still names its type
+        message = "(its message could not be shown)"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+async def _settled(value: Any, most: int) -> Any:
+    """An awaited result, or an async iterator's first `most` items (each is at least one character of the text)."""
+    if inspect.isasyncgen(value) or hasattr(value, "__anext__"):
+        items = []
+        async for item in value:
+            items.append(item)
+            if len(items) >= most:
+                break
+        if inspect.isasyncgen(value):
+            await value.aclose()
+        return items
+    return await value
 
 
 def tools_from_names(names: str, namespace: Mapping[str, Any]) -> list[Tool]:
@@ -205,22 +235,3 @@ def tools_from_names(names: str, namespace: Mapping[str, Any]) -> list[Tool]:
             raise ToolError(f"--tools: {name} is not a function.")
         found.append(Tool.from_callable(value, name.replace(".", "_")))
     return found
-
-
-def as_text(value: Any) -> str:
-    """A tool's return value as the model reads it: text as is, a table compactly, JSON when possible, else repr."""
-    if isinstance(value, str):
-        return value
-    module = type(value).__module__ or ""
-    if module.startswith("pandas") and hasattr(value, "to_csv"):
-        rows = len(value)
-        shown = value.head(TABLE_ROWS).to_csv()
-        return shown + (f"[first {TABLE_ROWS} of {rows} rows]" if rows > TABLE_ROWS else "")
-    if module.startswith("numpy") and hasattr(value, "tolist"):
-        value = value.tolist()
-    from pydantic_core import PydanticSerializationError, to_json
-
-    try:
-        return to_json(value).decode()
-    except (PydanticSerializationError, TypeError, ValueError):
-        return repr(value)

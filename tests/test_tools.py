@@ -202,13 +202,13 @@ def test_results_are_json_or_repr_tables_compact_and_long_results_cut() -> None:
 
     box = Toolbox([table, obj, long, weather], result_chars=300)
     shown = box.run(ToolCall("1", "table", "{}")).result
-    assert shown.startswith(",a,b\n0,0,x\n1,1,x\n") and "[cut: the result has" in shown
+    assert shown.startswith(",a,b\n0,0,x\n1,1,x\n") and shown.endswith("\n[cut: only the first 300 characters of the result are shown]")
     full = Toolbox([table]).run(ToolCall("1", "table", "")).result
     assert full.endswith("49,49,x\n[first 50 of 200 rows]")
     assert box.run(ToolCall("2", "obj", "{}")).result == repr(threading.Lock)
     assert box.run(ToolCall("3", "weather", '{"city": "Oslo"}')).result == '{"city":"Oslo","temperature":21,"unit":"C"}'
     cut = box.run(ToolCall("4", "long", "{}")).result
-    assert cut == "y" * 300 + "\n[cut: the result has 5000 characters; only the first 300 are shown]"
+    assert cut == "y" * 300 + "\n[cut: only the first 300 characters of the result are shown]"
 
 
 # The tool loop over the wire

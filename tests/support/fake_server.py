@@ -61,6 +61,7 @@ class Reply:
     finish: str = "stop"
     cut_at_end: bool = False  # after the finish (and usage) frames, close the TCP connection without ending the body
     hold: float = 0.0  # seconds to wait after the last delta before the finish, as a model does before its usage frame
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers, such as a provider's x-ratelimit-*
     reasoning: int = 0  # reasoning tokens: added to the output tokens and reported in the usage details, as OpenAI does
 
 
@@ -498,7 +499,7 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(behaviour, Reply) and behaviour.delay is not None:
             delay = behaviour.delay
         chunks = split_text(text)
-        headers = {"Cache-Control": "no-cache", "Transfer-Encoding": "chunked"}
+        headers = {"Cache-Control": "no-cache", "Transfer-Encoding": "chunked", **getattr(behaviour, "headers", {})}
         self._send_head(200, "text/event-stream", headers)
         self._send_frames(api.opening())
         try:
@@ -564,7 +565,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self._cut()
         else:
-            self._send_json(200, payload)
+            self._send_bytes(200, json.dumps(payload).encode(), "application/json", getattr(behaviour, "headers", {}))
 
     def _send_head(self, code: int, content_type: str, headers: dict[str, str]) -> None:
         """Send the status line and headers."""
