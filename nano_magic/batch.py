@@ -9,10 +9,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
+from .gate import MAP_LABEL, Gate, Hold
 from .images import Picture, image_fields, picture_from, user_message
 from .jsontext import answer_json
 from .limiter import MAX_WAIT, Limiter, TooLarge
@@ -21,15 +22,13 @@ from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
 from .tokens import estimate_request, exact_counts
-from .usage import Usage
+from .usage import Usage, max_output_for
 from .wire import Options, Request, build_request
-
-if TYPE_CHECKING:
-    from .chat import Chat
 
 __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
 
 SHOWN_FAILURES = 3
+NOT_SENT = "Not sent: it would have passed the budget cap."
 DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}  # nullable: failed rows stay <NA>
 
 
@@ -48,7 +47,7 @@ class _Job:
 class MapPlan:
     """Everything decided before a request is sent: the requests, what the cache holds, and the estimate."""
 
-    chat: Chat
+    gate: Gate
     items: Items
     template: Template
     model: str
@@ -66,7 +65,7 @@ class MapPlan:
 
     def request(self, prompt: str, pictures: tuple[Picture, ...] = ()) -> Request:
         """The request for one item's prompt and pictures."""
-        return build_request(self.chat.backend, self.model, self.system, [user_message(prompt, pictures, self.options.api)],
+        return build_request(self.gate.backend, self.model, self.system, [user_message(prompt, pictures, self.options.api)],
                              self.options, schema=self.schema)
 
     def first_requests(self, count: int = 2) -> list[Request]:
@@ -96,7 +95,7 @@ class MapPlan:
             self.cache.close()
 
 
-def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
+def plan_map(gate: Gate, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
              concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto") -> MapPlan:
     """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
@@ -107,8 +106,8 @@ def plan_map(chat: Chat, data: Any, template: str, options: Options, *, system: 
     if not compiled.fields and not columns and len(items) > 1:
         names = ", ".join("{%s}" % n for n in items.names)
         raise BadInput(f"The template has no placeholder, so every request would be the same; use one of {names}.")
-    model = chat.model_for(options)
-    plan = MapPlan(chat, items, compiled, model, system, options, schema, [], {}, [], concurrency)
+    model = gate.model_for(options.model)
+    plan = MapPlan(gate, items, compiled, model, system, options, schema, [], {}, [], concurrency)
     url = plan.request("").url
     for number, row in enumerate(items.rows()):  # a picture that cannot be read stops the plan: nothing is sent
         plan.pictures.append(tuple(picture_from(row[i], f"{{image:{items.names[i]}}} of item {number}", image_detail) for i in columns))
@@ -157,6 +156,8 @@ class MapResult:
     throttled: int
     stopped: bool = False
     warning: str | None = None
+    status: Any = None  # per item: answered, cached, failed, or budget (not sent: the next item would have passed the cap)
+    capped: str = ""  # one line when the budget stopped the run
 
     @property
     def cost(self) -> float | None:
@@ -168,8 +169,8 @@ class MapResult:
         """Items that have an answer."""
         return len(self.answers) - int(self.answers.isna().sum())
 
-    def summary(self) -> str:
-        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s."""
+    def summary(self, capped: bool = True) -> str:
+        """One line: how many answered, from the cache, failed; tokens, cost, time and 429s; then the failures and the cap's line."""
         total, failed, done = len(self.answers), len(self.failed), self.done
         parts = [f"{done:,} of {total:,} items answered" + (f" ({self.cached:,} from the cache)" if self.cached else "")]
         if failed:
@@ -179,9 +180,9 @@ class MapResult:
             parts.append(f"${self.cost:.4f}")
         parts += [f"{self.elapsed:.1f} s", f"{self.throttled:,} × 429"] + (["stopped by you"] if self.stopped else [])
         line = " · ".join(parts)
-        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES]]
+        shown = [f"  {label}: {error}" for label, error in list(self.failed.items())[:SHOWN_FAILURES] if error != NOT_SENT]
         more = [f"  … and {failed - SHOWN_FAILURES:,} more in _nano.failed"] if failed > SHOWN_FAILURES else []
-        return "\n".join([line, *shown, *more, *([self.warning] if self.warning else [])])
+        return "\n".join([line, *shown, *more, *([self.warning] if self.warning else []), *([self.capped] if self.capped and capped else [])])
 
     def __repr__(self) -> str:
         return self.summary()
@@ -198,6 +199,7 @@ class _Run:
         self.errors: dict[str, str] = {}
         self.not_cached = 0
         self.cache_error = ""
+        self.unsent: set[str] = set()  # not sent: the budget cap was reached
 
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
@@ -241,6 +243,10 @@ class _Run:
         self.tally.failed += job.rows
         self.poke()
 
+    def not_sent(self, job: _Job) -> None:
+        self.unsent.add(job.key)
+        self.failed(job, NOT_SENT)
+
 
 def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
     """An answer as the result holds it: text, parsed JSON, or the schema's validated value; or why it is not valid."""
@@ -255,13 +261,29 @@ def _interpret(text: str, plan: MapPlan) -> tuple[Any, str | None]:
 
 
 async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int) -> None:
-    """Send one job until it is answered or fails for good; each retry follows a failure, so none is answered twice."""
+    """Hold the job's worst case against the budget, then send it until it is answered or fails for good.
+
+    Each retry follows a failure, so none is answered twice. When the hold would pass the cap, nothing more is sent.
+    """
+    plan = run.plan
+    bound = plan.options.max_tokens
+    hold = plan.gate.hold(plan.model, job.tokens - (bound or 0), bound or max_output_for(plan.model), MAP_LABEL, strict=False)
+    if hold is None:
+        run.not_sent(job)
+        return
+    try:
+        await _attempts(run, client, limiter, job, max_retries, hold)
+    finally:
+        hold.release()
+
+
+async def _attempts(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max_retries: int, hold: Hold) -> None:
     request = run.plan.request(job.prompt, job.pictures)
     for attempt in range(max_retries + 1):
         mark = await limiter.acquire(job.tokens)
         run.tally.concurrency = limiter.limit
         try:
-            completion = await client.complete(request)
+            completion = await run.plan.gate.complete(client, request, hold)
         except AttemptFailed as failure:
             throttled = failure.status == 429
             await limiter.settle(mark, failure.headers, throttled=throttled, retry_after=failure.retry_after, ok=False)
@@ -287,6 +309,9 @@ async def _send(run: _Run, client: AsyncClient, limiter: Limiter, job: _Job, max
 
 async def _work(run: _Run, jobs: Iterator[_Job], client: AsyncClient, limiter: Limiter, max_retries: int) -> None:
     for job in jobs:  # one shared iterator: each job goes to exactly one worker
+        if run.unsent:  # the cap was reached: the rest is not sent, what is in flight finishes
+            run.not_sent(job)
+            continue
         try:
             await _send(run, client, limiter, job, max_retries)
         except TooLarge as exc:
@@ -309,17 +334,22 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
     A cancelled run raises CancelledError as asyncio expects, or with `partial_on_cancel` returns what is done.
     """
     concurrency = plan.concurrency
+    try:
+        plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
+        client = plan.gate.async_client(concurrency, transport)
+    except BaseException:
+        plan.close()
+        raise
     tally = Tally(len(plan.keys), plan.model, done=plan.cached_rows, cached=plan.cached_rows, concurrency=concurrency)
     bar = open_bar(progress, tally, refresh_rate)
     run = _Run(plan, tally, bar.poke)
     limiter = Limiter(concurrency, output_bound=plan.options.max_tokens or 0, on_wait=run.waiting)
-    client = plan.chat.async_client(concurrency, transport)
     stopped = False
     workers: list[asyncio.Task[None]] = []
     try:
         jobs = iter(plan.jobs)
         for _ in range(min(concurrency, len(plan.jobs))):
-            workers.append(asyncio.ensure_future(_work(run, jobs, client, limiter, plan.chat.max_retries)))
+            workers.append(asyncio.ensure_future(_work(run, jobs, client, limiter, plan.gate.max_retries)))
         await asyncio.gather(*workers)
     except asyncio.CancelledError:
         stopped = True
@@ -329,7 +359,7 @@ async def arun_map(plan: MapPlan, *, progress: str = "none", refresh_rate: float
         await _stop_workers(workers)
         await asyncio.shield(client.aclose())
         result = _result(plan, run, tally, stopped)
-        bar.finish(result.summary())
+        bar.finish(result.summary(capped=False))  # the cap's line is the result's to show (the cell fails with it)
     return result
 
 
@@ -355,6 +385,7 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         values.append(run.answers.get(key))
     at = [position for position, key in enumerate(plan.keys) if key in run.errors]  # by position: duplicate labels each count
     failures = pd.Series([run.errors[plan.keys[i]] for i in at], index=pd.Index(index)[at], dtype="string", name="error")
+    status = pd.Series([_status(key, plan, run) for key in plan.keys], index=index, dtype="string", name="status")
     if plan.schema is not None:
         table = _schema_table(plan.schema, values, index)
         answers = pd.Series(values, index=index, dtype=object, name="answer")
@@ -362,8 +393,21 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
         table = answers
     plan.close()
+    capped = ""
+    if run.unsent:
+        unsent = sum(job.rows for job in plan.jobs if job.key in run.unsent)
+        capped = (f"Budget: {unsent:,} items were not sent, as the next would have passed the cap: {plan.gate.spent_line()}; "
+                  "run it again to send only those.")
     return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped,
-                     run.warning())
+                     run.warning(), status, capped)
+
+
+def _status(key: str, plan: MapPlan, run: _Run) -> str:
+    if key in run.unsent:
+        return "budget"
+    if key in run.errors:
+        return "failed"
+    return "answered" if key in run.answers and key not in plan.cached else "cached"
 
 
 def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:

@@ -67,10 +67,6 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if turned_off():
         print(OFF_MESSAGE)
         return None
-    if args.map:
-        from .map_cell import run_map_cell
-
-        return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api, settings.reasoning_effort)))
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api, settings.reasoning_effort)
     try:

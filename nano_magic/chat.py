@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,20 +10,30 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import httpx
 
 from .catalogue import offer_lines, suggestions
-from .client import AsyncClient, Client
-from .config import Backend, default_cache_path, resolve_backend, turned_off
+from .config import Backend, default_cache_path
 from .conversation import Conversation, Thread, Turn, step_messages
-from .errors import InternalError, NanoError, NoBackend, NoSavedAnswer, OverBudget, TurnedOff, unexpected
-from .guard import Meter, check_budget
+from .errors import InternalError, NanoError, OverBudget, unexpected
+from .gate import Gate, Ledger, Stream
 from .images import Picture, picture_from, user_message
 from .imagestore import default_store
 from .jsontext import answer_json
 from .rejections import ModelMissing
-from .replay import DEFAULT_SPEED, ReplayStore, replay_events
+from .replay import DEFAULT_SPEED, ReplayStore, read_options, replay_events
 from .schema import OutputSchema, SchemaError
 from .tools import RESULT_CHARS, Tool, Toolbox
-from .usage import Spend, Usage, max_output_for
-from .wire import Delta, Event, Finish, Options, Refusal, Request, Retry, ToolCall, UsageReport, build_request
+from .usage import Usage
+from .wire import (
+    Delta,
+    Event,
+    Finish,
+    Options,
+    Refusal,
+    Request,
+    Retry,
+    ToolCall,
+    UsageReport,
+    build_request,
+)
 
 if TYPE_CHECKING:
     from .batch import MapPlan, MapResult
@@ -91,8 +100,7 @@ class Pending:
     answer: Answer
     events: Iterator[Event] = field(repr=False)
     asked: Asked = field(repr=False)
-    meter: Meter | None = None
-    status: str | None = None  # a replayed turn keeps its saved status
+    saved: Turn | None = None  # the turn a replayed answer comes from: its status and tool steps
     tools: Toolbox = field(default_factory=Toolbox)
     schema: OutputSchema | None = None
 
@@ -158,16 +166,8 @@ class Chat:
         self.api = api
         self.reasoning_effort = reasoning_effort  # the default of every request; a request's own option wins
         self.last: Answer | None = None
-        self.ledger: list[tuple[str, str, Usage]] = []
-        self.budget: float | None = None  # dollars this Chat may spend; None: no cap
-        self.replay_store: ReplayStore | None = None
-        self.replay_mode = "off"  # off, on (unmatched requests go live) or offline (they are refused)
+        self.gate = Gate(env, transport)  # every request goes out through it
         self.replay_speed = DEFAULT_SPEED
-        self._env = env
-        self._transport = transport
-        self._client: Client | None = None
-        self._client_key: tuple[Any, ...] = ()
-        self._models: list[dict[str, Any]] | None = None
         self._warned: set[str] = set()  # models whose shutdown date was already pointed out
         self.configure(model=model, base_url=base_url, api_key=api_key, max_retries=max_retries,
                        connect_timeout=connect_timeout, read_timeout=read_timeout)
@@ -176,46 +176,48 @@ class Chat:
 
     def configure(self, **settings: Any) -> None:
         """Apply settings; the connection pool is kept unless where or how it connects changed."""
-        self._settings = settings
+        self.gate.configure(settings)
 
     @property
     def backend(self) -> Backend:
         """The backend the settings and environment point to; NoBackend if none."""
-        return resolve_backend(self._settings, os.environ if self._env is None else self._env)
+        return self.gate.backend
 
     @property
-    def client(self) -> Client:
-        """The HTTP client, reused across requests for keep-alive; TurnedOff on an exam server."""
-        if turned_off(self._env):
-            raise TurnedOff()
-        backend = self.backend
-        s = self._settings
-        key = (backend, s.get("max_retries"), s.get("connect_timeout"), s.get("read_timeout"))
-        if self._client is None or key != self._client_key:
-            if self._client is not None:
-                self._client.close()
-            self._client = Client(backend, max_retries=s.get("max_retries", 3), connect_timeout=s.get("connect_timeout", 10.0),
-                                  read_timeout=s.get("read_timeout", 120.0), transport=self._transport)
-            self._client_key = key
-            self._models = None
-        return self._client
+    def ledger(self) -> Ledger:
+        """Every request this Chat paid for, single answers and many-row runs alike."""
+        return self.gate.ledger
 
     @property
-    def max_retries(self) -> int:
-        """Retries of a failed request before it counts as failed."""
-        return int(self._settings.get("max_retries", 3))
+    def budget(self) -> float | None:
+        """Dollars this Chat may spend; None: NANO_BUDGET's cap, or none."""
+        return self.gate.budget
 
-    def async_client(self, connections: int, transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
-        """A new async client for many requests at once, with this chat's backend and timeouts."""
-        s = self._settings
-        return AsyncClient(self.backend, connections=connections, connect_timeout=s.get("connect_timeout", 10.0),
-                           read_timeout=s.get("read_timeout", 120.0), transport=transport)
+    @budget.setter
+    def budget(self, dollars: float | None) -> None:
+        self.gate.budget = dollars
+
+    @property
+    def replay_store(self) -> ReplayStore | None:
+        """The saved turns that replay answers come from."""
+        return self.gate.replay_store
+
+    @replay_store.setter
+    def replay_store(self, store: ReplayStore | None) -> None:
+        self.gate.replay_store = store
+
+    @property
+    def replay_mode(self) -> str:
+        """off, on (unmatched requests go live) or offline (they are refused)."""
+        return self.gate.replay_mode
+
+    @replay_mode.setter
+    def replay_mode(self, mode: str) -> None:
+        self.gate.replay_mode = mode
 
     def close(self) -> None:
         """Close the connection pool."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.gate.close()
 
     def _options(self, options: Mapping[str, Any]) -> Options:
         """Request options: the given ones over this chat's API and reasoning effort."""
@@ -224,24 +226,15 @@ class Chat:
 
     def models(self, refresh: bool = False) -> list[dict[str, Any]]:
         """The models the server offers (cached)."""
-        client = self.client
-        if self._models is None or refresh:
-            self._models = client.models()
-        return self._models
+        return self.gate.models(refresh)
 
     def model_for(self, options: Options) -> str:
         """The model a request will use: the option, the setting, the backend's default, or the server's first."""
-        model = options.model or self.backend.model
-        if model:
-            return model
-        listed = self.models()
-        if not listed:
-            raise NanoError("The server lists no models: name one with -m NAME or NANO_MODEL.")
-        return str(listed[0]["id"])
+        return self.gate.model_for(options.model)
 
     def shutdown_date(self, model: str) -> str | None:
         """The shutdown date the server listed for `model`, if the list was already fetched."""
-        return next((m.get("shutdown_date") for m in self._models or [] if m.get("id") == model), None)
+        return self.gate.shutdown_date(model)
 
     def shutdown_warning(self, model: str) -> str | None:
         """One line, the first time only, when the server lists `model` with a shutdown date."""
@@ -314,48 +307,24 @@ class Chat:
         pictures = tuple(picture_from(image, _label(image), image_detail) for image in images)
         seen = self.scratch_thread(thread, system=system, new=new or once)
         asked = Asked(text, opts, seen, cell_id, execution_count, once, pictures)
-        saved = self.saved_answer(text, opts, seen, cell_id, once, pictures)
+        saved = self.saved_answer(text, opts, seen, cell_id, once, toolbox, shape, pictures)
         if saved is not None:
-            return Pending(self, Answer(model=saved.model, thread=thread, replayed=True), replay_events(saved, self.replay_speed), asked, None, saved.status)
+            answer = Answer(model=saved.model, thread=thread, replayed=True)
+            return Pending(self, answer, replay_events(saved, self.replay_speed), asked, saved, toolbox, shape)
         request = self.prepare(text, opts, thread=seen, cell_id=cell_id, tools=toolbox, schema=shape, pictures=pictures)
-        meter = self._meter(request, opts)  # a non-streamed answer arrives whole: only the estimate can guard it
         store = default_store()
         for picture in pictures:  # later turns resend the bytes from the store, and %nano load finds them there
             if not picture.url:
                 store.put(picture.data)
         answer = Answer(model=request.body["model"], thread=thread, request=request)
-        return Pending(self, answer, self.client.stream(request), asked, meter if opts.stream else None, None, toolbox, shape)
+        return Pending(self, answer, self.gate.send(request, _spent_on(asked), opts.max_tokens), asked, None, toolbox, shape)
 
     def saved_answer(self, text: str, options: Options, seen: Thread, cell_id: str | None, once: bool,
-                     pictures: Sequence[Picture] = ()) -> Turn | None:
-        """The saved turn that replays this request (its pictures' hashes included); NoSavedAnswer when replay is offline and none matches."""
-        if self.replay_mode == "off" or self.replay_store is None:
-            return None
+                     tools: Toolbox | None = None, schema: OutputSchema | None = None, pictures: Sequence[Picture] = ()) -> Turn | None:
+        """The saved turn that replays this request (through the gate); NoSavedAnswer when replay is offline and none matches."""
         # One-shot answers are saved without their prompt, so they never match.
-        found = None if once else self.replay_store.find(
-            seen.name, seen.system, seen.before(cell_id), text, {**options.changed(), **_picture_keys(pictures)}, self.known_model(options))
-        if found is None and self.replay_mode == "offline":
-            raise NoSavedAnswer()
-        return found
-
-    def known_model(self, options: Options) -> str | None:
-        """The model a request would name, when that is known without asking the server; None otherwise."""
-        try:
-            return options.model or self.backend.model
-        except NoBackend:
-            return None
-
-    def _meter(self, request: Request, options: Options, this_turn: Iterable[Usage] = ()) -> Meter | None:
-        """Refuse a request that could pass the budget, counting the turn's earlier requests; otherwise a meter for its running cost."""
-        if self.budget is None:
-            return None
-        from .tokens import estimate_request
-
-        model = request.body["model"]
-        estimate = estimate_request(request.body, model, options.max_tokens or max_output_for(model))
-        so_far = Spend.of([*self.ledger, *(("", model, used) for used in this_turn)])
-        check_budget(self.budget, so_far, estimate)
-        return Meter(self.budget, so_far.dollars, model, estimate.input_tokens)
+        return self.gate.replayed(seen.name, seen.system, seen.before(cell_id), None if once else text,
+                                  read_options(options, tools, schema, _picture_names(pictures)), self.gate.known_model(options.model))
 
     def _receive(self, pending: Pending, on_delta: Callable[[str], None] | None, on_retry: Callable[[Retry], None] | None,
                  on_step: Callable[[ToolCall], None] | None) -> Answer:
@@ -371,12 +340,14 @@ class Chat:
             return answer
 
         try:
-            events, meter = pending.events, pending.meter
+            events = pending.events
+            if pending.saved is not None:
+                run.replay_steps(pending.saved.steps)
             for step in range(1, opts.max_steps + 1):
-                calls = run.send(events, meter)
-                if run.capped and meter is not None:
+                calls = run.send(events)
+                if run.capped:
                     answer = settle("budget")
-                    answer.error = meter.message()
+                    answer.error = run.capped
                     return answer
                 if not calls:
                     break
@@ -389,13 +360,12 @@ class Chat:
                 messages = _opening(asked.prompt, opts, asked.seen, asked.cell_id, asked.pictures) + step_messages(run.answer.steps, opts.api)
                 request = build_request(self.backend, run.answer.model, asked.seen.system, messages, _after_calls(opts), pending.tools, pending.schema)
                 try:
-                    meter = self._meter(request, opts, run.usages)
+                    events = self.gate.send(request, _spent_on(asked), opts.max_tokens)
                 except OverBudget as exc:  # the calls so far stay in the turn, as at a cap reached mid-stream
                     answer = settle("budget")
                     answer.error = str(exc)
                     return answer
-                meter = meter if opts.stream else None
-                run.answer.request, events = request, self.client.stream(request)
+                run.answer.request = request
         except KeyboardInterrupt:
             answer = settle("stopped")
             raise Interrupted(answer if answer.text or answer.steps else None) from None
@@ -412,8 +382,8 @@ class Chat:
             answer.error = str(broken)
             broken.answer = answer if answer.text or answer.steps else None
             raise broken from exc
-        if pending.status:
-            return settle(pending.status)
+        if pending.saved is not None:
+            return settle(pending.saved.status)
         return settle("refused" if run.refusal else STATUS_BY_FINISH.get(run.answer.finish_reason or "stop", "complete"))
 
     def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
@@ -440,13 +410,11 @@ class Chat:
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, schema=shape)
         path = default_cache_path() if cache is True else (cache or None)
-        return plan_map(self, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path)
+        return plan_map(self.gate, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path)
 
     def _settle(self, answer: Answer, asked: Asked, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
         """Account for every request and, once any text or call arrived, write the turn into the real thread."""
         options, seen, once = asked.options, asked.seen, asked.once
-        for used in usages if not answer.replayed else []:
-            self.ledger.append(("(one-shot)" if once else answer.thread, answer.model, used))
         if options.json and answer.status == "complete":
             answer.json, answer.error = answer_json(answer.text)
         if schema is not None and answer.status == "complete":
@@ -463,11 +431,15 @@ class Chat:
         thread = self.conversation.thread(seen.name)
         thread.system, thread.turns = seen.system, seen.turns
         usage = answer.usage.to_dict() if answer.usage else None
-        chosen = {**options.changed(), **({"tools": list(tools.tools)} if tools else {}), **({"schema": schema.name} if schema else {}),
-                  **_picture_keys(asked.pictures)}
+        chosen = read_options(options, tools, schema, _picture_names(asked.pictures))
         turn = Turn(asked.prompt, answer.text, answer.model, chosen, usage, answer.status, asked.cell_id, asked.execution_count, answer.steps,
                     [picture.record() for picture in asked.pictures])
         answer.turn = thread.record(turn)
+
+
+def _spent_on(asked: Asked) -> str:
+    """What a request is for, in the ledger: its thread, or `(one-shot)`."""
+    return "(one-shot)" if asked.once else asked.seen.name
 
 
 def _opening(text: str, options: Options, thread: Thread, cell_id: str | None, pictures: Sequence[Picture] = ()) -> list[dict[str, Any]]:
@@ -475,9 +447,9 @@ def _opening(text: str, options: Options, thread: Thread, cell_id: str | None, p
     return thread.messages(thread.before(cell_id), options.api) + [user_message(text, pictures, options.api)]
 
 
-def _picture_keys(pictures: Sequence[Picture]) -> dict[str, list[str]]:
+def _picture_names(pictures: Sequence[Picture]) -> list[str]:
     """The pictures as a turn's options name them, so that the replay key covers each one's hash (or URL)."""
-    return {"images": [p.url or p.sha256 for p in pictures]} if pictures else {}
+    return [p.url or p.sha256 for p in pictures]
 
 
 def _label(image: Any) -> str:
@@ -494,36 +466,52 @@ class _TurnRun:
         self.parts: list[str] = []
         self.refusal: list[str] = []
         self.usages: list[Usage] = []
-        self.capped = False
+        self.capped = ""  # why the answer stopped at the budget cap, once it did
         self._on_delta, self._on_retry, self._on_step = on_delta, on_retry, on_step
 
-    def send(self, events: Iterator[Event], meter: Meter | None) -> list[ToolCall]:
-        """Stream one request's answer; return the calls it asks for. At the budget cap, close the response and set `capped`."""
+    def send(self, events: Iterator[Event]) -> list[ToolCall]:
+        """Stream one request's answer (the gate's Stream, or a replayed turn); return the calls it asks for.
+
+        At the budget cap the Stream closes the response (the server sees the client go away) and `capped` says why.
+        """
         self.answer.requests += 1
         calls: list[ToolCall] = []
-        for event in events:
-            if isinstance(event, Delta):
-                self.parts.append(event.text)
-                if self._on_delta is not None:
-                    self._on_delta(event.text)
-                if meter is not None and meter.add(event.text):
-                    events.close()  # closes the response: the server sees the client go away
-                    self.usages.append(meter.usage())
-                    self.capped = True
-                    return []
-            elif isinstance(event, ToolCall):
-                calls.append(event)
-            elif isinstance(event, Refusal):
-                self.refusal.append(event.text)
-                if self._on_delta is not None:
-                    self._on_delta(event.text)
-            elif isinstance(event, UsageReport):
-                self.usages.append(event.usage)
-            elif isinstance(event, Finish):
-                self.answer.finish_reason = event.reason
-            elif self._on_retry is not None:
-                self._on_retry(event)
-        return calls
+        sent = events if isinstance(events, Stream) else None
+        try:
+            for event in events:
+                if isinstance(event, Delta):
+                    self.parts.append(event.text)
+                    if self._on_delta is not None:
+                        self._on_delta(event.text)
+                elif isinstance(event, ToolCall):
+                    calls.append(event)
+                elif isinstance(event, Refusal):
+                    self.refusal.append(event.text)
+                    if self._on_delta is not None:
+                        self._on_delta(event.text)
+                elif isinstance(event, UsageReport):
+                    if sent is None:  # a replayed turn's saved usage; a sent request's comes from the gate
+                        self.usages.append(event.usage)
+                elif isinstance(event, Finish):
+                    self.answer.finish_reason = event.reason
+                elif self._on_retry is not None:
+                    self._on_retry(event)
+        finally:
+            if sent is not None:
+                sent.close()  # however the loop ended: the response is closed and its cost is in the ledger
+                if sent.charged is not None:
+                    self.usages.append(sent.charged)
+                if sent.capped:
+                    self.capped = sent.cap_message()
+        return [] if self.capped else calls
+
+    def replay_steps(self, steps: list[dict[str, Any]]) -> None:
+        """A saved turn's tool rounds, shown as step lines and kept in the answer; no tool runs."""
+        for step in steps:
+            self.answer.steps.append(step)
+            for call in step.get("calls") or []:
+                if self._on_step is not None:
+                    self._on_step(ToolCall(**call))
 
     def run(self, calls: list[ToolCall], toolbox: Toolbox | None, limit: str) -> None:
         """Run a round's calls in order (none when `toolbox` is None: the step limit); each is recorded before it runs."""

@@ -161,8 +161,9 @@ class AttemptFailed(NanoError):
     """One attempt failed; `retryable` says whether another may pass, `retry_after` is the server's requested wait."""
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None, headers: httpx.Headers | None = None) -> None:
+                 retry_after: float | None = None, headers: httpx.Headers | None = None, partial: str | None = None) -> None:
         super().__init__(message)
+        self.partial = partial  # the text that arrived before the answer broke off; None when no answer began
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
@@ -225,7 +226,7 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise AttemptFailed(backend.scrub(_transport_failure(exc, backend.base_url, self._http.timeout)), retryable=True) from None
         except StreamError as exc:
-            raise AttemptFailed(backend.scrub(str(exc)), retryable=True) from None
+            raise AttemptFailed(backend.scrub(str(exc)), retryable=True, partial=exc.partial) from None
         except NanoError as exc:
             raise AttemptFailed(str(exc), retryable=False) from None
 
@@ -242,15 +243,19 @@ def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:
     parts: list[str] = []
     refusal: list[str] = []
     completion = Completion("", None, None, headers)
-    for event in events:
-        if isinstance(event, Delta):
-            parts.append(event.text)
-        elif isinstance(event, Refusal):
-            refusal.append(event.text)
-        elif isinstance(event, UsageReport):
-            completion.usage = event.usage
-        elif isinstance(event, Finish):
-            completion.finish_reason = event.reason
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            elif isinstance(event, Refusal):
+                refusal.append(event.text)
+            elif isinstance(event, UsageReport):
+                completion.usage = event.usage
+            elif isinstance(event, Finish):
+                completion.finish_reason = event.reason
+    except StreamError as exc:  # the answer broke off: what arrived is charged
+        exc.partial = "".join(parts + refusal)
+        raise
     completion.text = "".join(parts)
     completion.refusal = "".join(refusal)
     return completion

@@ -9,21 +9,28 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import parse_argstring
 
 from .cell import in_one_line, load_replay, run_cell
 from .chat import Chat
 from .config import NanoSettings, mask, turned_off
 from .conversation import read_notebook_or_export
-from .errors import OFF_MESSAGE, NoBackend
-from .explain import CODE_INSTRUCTION, INSTRUCTION, NO_ERROR, env_secrets, last_error, masked
+from .errors import OFF_MESSAGE, BadBudget, NoBackend
+from .explain import (
+    CODE_INSTRUCTION,
+    INSTRUCTION,
+    NO_ERROR,
+    env_secrets,
+    last_error,
+    masked,
+)
+from .gate import Entry
 from .guard import budget_line
-from .magics import NanoMagics
 from .render import escape_markdown, markdown_table
 from .replay import current_notebook
 from .usage import Spend
@@ -80,8 +87,8 @@ def _help() -> Shown:
 SENDERS = ("models", "explain")
 
 
-def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Shown | None:
-    """Run one subcommand; return what to show, or None when it showed its own output."""
+def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any, parse: Callable[[str], Namespace]) -> Shown | None:
+    """Run one subcommand; return what to show, or None when it showed its own output; `parse` reads a cell's options."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -94,6 +101,8 @@ def run_command(line: str, chat: Chat, settings: NanoSettings, shell: Any) -> Sh
         raise UsageError(f"%nano {name}: unknown subcommand. Valid: {', '.join(COMMANDS)}.")
     if name in SENDERS and turned_off():
         return Shown.say("{}", OFF_MESSAGE)
+    if command is explain:
+        return in_one_line(lambda: explain(rest, chat, settings, shell, parse))
     return in_one_line(lambda: command(rest, chat, settings, shell))
 
 
@@ -139,26 +148,38 @@ def system(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
 
 def usage(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
     """Tokens and cost per thread in this session, and what was spent against the budget."""
-    cap = "" if chat.budget is None else budget_line(chat.budget, Spend.of(chat.ledger))
-    if not chat.ledger:
-        return Shown.say("No tokens used yet in this session." + ("\n\n{}" if cap else ""), *([cap] if cap else []))
-    per_thread: dict[str, Spend] = {}
-    total = Spend()
-    for thread, model, used in chat.ledger:
-        per_thread.setdefault(thread, Spend()).add(model, used)
-        total.add(model, used)
+    try:
+        cap = chat.gate.cap()
+        line = "" if cap is None else budget_line(cap, chat.ledger.spent)
+    except BadBudget as exc:
+        line = str(exc)
+    if not len(chat.ledger):
+        return Shown.say("No tokens used yet in this session." + ("\n\n{}" if line else ""), *([line] if line else []))
+    per_label: dict[str, list[Entry]] = {}
+    for entry in chat.ledger:
+        per_label.setdefault(entry.label, []).append(entry)
     rows: list[tuple[object, ...]] = []
-    for name, spend in per_thread.items():
-        turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else 0
-        rows.append((name, turns, *_cells(spend)))
-    rows.append(("total", "", *_cells(total)))
-    return Shown.table(("thread", "turns", "requests", "input tokens", "output tokens", "cost"), rows, after=cap)
+    for name, entries in per_label.items():
+        turns = len(chat.conversation.threads[name].turns) if name in chat.conversation.threads else ""
+        rows.append((name, turns, *_cells(entries)))
+    rows.append(("total", "", *_cells(list(chat.ledger))))
+    after = "\n\n".join(filter(None, [ESTIMATED if any(e.estimated for e in chat.ledger) else "", line]))
+    return Shown.table(("thread", "turns", "requests", "input tokens", "output tokens", "cost"), rows, after=after)
 
 
-def _cells(spend: Spend) -> tuple[int, int, int, str]:
+ESTIMATED = ("* estimated: answers stopped, cut or capped before the server reported usage are counted "
+             "as their input estimate plus the tokens that arrived.")
+
+
+def _cells(entries: list[Entry]) -> tuple[int, int, int, str]:
+    spend = Spend()
+    for entry in entries:
+        spend.add(entry.model, entry.usage)
     if spend.unpriced and not spend.dollars:
-        return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, "price unknown"
-    money = f"${spend.dollars:.6f}" + (" (price unknown for some models)" if spend.unpriced else "")
+        money = "price unknown"
+    else:
+        money = f"${spend.dollars:.6f}" + (" (price unknown for some models)" if spend.unpriced else "")
+    money += " *" if any(e.estimated for e in entries) else ""
     return spend.requests, spend.tokens.input_tokens, spend.tokens.output_tokens, money
 
 
@@ -254,7 +275,7 @@ def replay(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> S
     return Shown.say("Replaying {} saved answers from {} at {} tokens/s; other cells {}.", len(store), store.source, f"{pace:g}", others)
 
 
-def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> None:
+def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any, parse: Callable[[str], Namespace]) -> None:
     """Ask, one-shot, why the last error happened and how to fix it; secrets are masked in what is sent."""
     fmt, rest = _flag(rest, "--format")
     dry_run = "--dry-run" in rest
@@ -264,7 +285,7 @@ def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> 
     if error is None:
         print(NO_ERROR)
         return None
-    args = parse_argstring(NanoMagics.nano_cell, "--once")
+    args = parse("--once")
     args.format, args.dry_run = fmt or "markdown", dry_run
     args.system = CODE_INSTRUCTION if fmt == "code" else INSTRUCTION
     run_cell(shell, chat, settings, args, masked(error.prompt(), [*_known_secrets(chat), *env_secrets(os.environ)]))
@@ -293,7 +314,7 @@ def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
     return _help()
 
 
-COMMANDS: dict[str, Callable[[list[str], Chat, NanoSettings, Any], Shown | None]] = {
+COMMANDS: dict[str, Callable[..., Shown | None]] = {  # each takes (rest, chat, settings, shell); explain also a parser
     "reset": reset, "history": history, "threads": threads, "system": system, "usage": usage,
     "config": config, "models": models, "export": export, "load": load, "replay": replay,
     "explain": explain, "help": help_,

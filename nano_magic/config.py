@@ -46,13 +46,13 @@ def turned_off(env: Mapping[str, str] | None = None) -> bool:
 
 
 def budget_from_env(env: Mapping[str, str] | None = None) -> float | None:
-    """The cap in `NANO_BUDGET` (dollars), or None when it is unset or not a number of dollars."""
+    """The cap in `NANO_BUDGET` (dollars), or None when it is unset or not a number of dollars (the gate refuses to send then)."""
     value = (os.environ if env is None else env).get("NANO_BUDGET", "").strip().lstrip("$")
     try:
         cap = float(value)
     except ValueError:
         return None
-    return cap if cap >= 0 else None
+    return cap if math.isfinite(cap) and cap >= 0 else None
 
 
 class Secret(str):

@@ -7,7 +7,7 @@ from typing import Any
 
 __all__ = [
     "NanoError", "StreamError", "InternalError", "NoBackend", "CellFailed", "FailureDisplay", "unexpected",
-    "OFF_MESSAGE", "TurnedOff", "OverBudget", "NoSavedAnswer",
+    "OFF_MESSAGE", "TurnedOff", "OverBudget", "BadBudget", "NoSavedAnswer",
 ]
 
 OFF_MESSAGE = "nano_magic is turned off on this server"
@@ -20,7 +20,9 @@ class NanoError(Exception):
 
 
 class StreamError(NanoError):
-    """The answer broke off after it had started."""
+    """The answer broke off after it had started; `partial` holds the text that had arrived, when it is known."""
+
+    partial = ""
 
 
 class InternalError(NanoError):
@@ -36,6 +38,10 @@ class TurnedOff(NanoError):
 
 class OverBudget(NanoError):
     """A request could take spending past the budget cap; nothing was sent."""
+
+
+class BadBudget(NanoError):
+    """NANO_BUDGET or the budget setting is not a number of dollars: every sending path refuses until it is fixed."""
 
 
 class NoSavedAnswer(NanoError):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import OverBudget
 from .tokens import Estimate, count_tokens
-from .usage import Spend, Usage
+from .usage import Spend, Usage, price_for
 
 __all__ = ["Meter", "check_budget", "budget_line"]
 
@@ -36,7 +37,11 @@ def check_budget(cap: float | None, so_far: Spend, estimate: Estimate) -> None:
 
 @dataclass
 class Meter:
-    """The running cost of an answer as its text streams in, against what is left of the cap."""
+    """The running cost of an answer as its text streams in, against what is left of the cap.
+
+    The stream asks it only once `headroom()` characters have arrived since it last counted: a character is at
+    most four tokens, so below that the cap cannot have been reached and no chunk pays for the tokenizer.
+    """
 
     cap: float
     so_far: float
@@ -44,11 +49,20 @@ class Meter:
     input_tokens: int
     output_tokens: int = 0
 
+    def __post_init__(self) -> None:
+        price = price_for(self.model)
+        spent = self.so_far + (Usage(self.input_tokens).cost(self.model) or 0.0)
+        output_price = price[2] / 1e6 if price and price[2] else None
+        self._room = (self.cap - spent) / output_price if output_price else math.inf  # output tokens left
+
+    def headroom(self) -> float:
+        """Characters that may still arrive before the cap could be reached."""
+        return (self._room - self.output_tokens) / 4
+
     def add(self, text: str) -> bool:
         """Count streamed text; True once spending has reached the cap."""
         self.output_tokens += count_tokens(text)
-        cost = self.usage().cost(self.model)
-        return cost is not None and self.so_far + cost >= self.cap
+        return self.output_tokens >= self._room
 
     def usage(self) -> Usage:
         """The tokens counted so far, for the ledger when the server's own count never came."""

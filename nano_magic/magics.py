@@ -83,9 +83,15 @@ class NanoMagics(Magics, NanoSettings):
         The answer is kept in `_nano` (.text, .usage, .cost, .status, .json), and the
         conversation carries on in the next %%nano cell of the same thread.
         """
+        args = self._parse(line)
+        if args.map:
+            from .map_cell import map_cell
+
+            map_cell(self.shell, self.chat, self, args, cell, self._parse(""))
+            return
         from .cell import run_cell
 
-        run_cell(self.shell, self.chat, self, self._parse(line), cell)
+        run_cell(self.shell, self.chat, self, args, cell)
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
@@ -94,7 +100,7 @@ class NanoMagics(Magics, NanoSettings):
 
         from .commands import run_command
 
-        shown = run_command(line, self.chat, self, self.shell)
+        shown = run_command(line, self.chat, self, self.shell, self._parse)
         if shown is not None:
             display({"text/markdown": shown.markdown, "text/plain": shown.text}, raw=True)
 

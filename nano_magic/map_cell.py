@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.display import display
 
 from .batch import BadInput, MapPlan, MapResult, describe_requests, plan_map, run_map
-from .cell import schema_named
+from .cell import in_one_line, options_from, schema_named
 from .chat import Chat, validate
-from .config import default_cache_path
+from .config import default_cache_path, turned_off
 from .display import pick_mode
-from .errors import CellFailed
+from .errors import OFF_MESSAGE, CellFailed
 from .wire import Options
 
-__all__ = ["run_map_cell"]
+__all__ = ["map_cell", "run_map_cell"]
 
 SHOWN_ROWS = 10
 _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
@@ -27,10 +27,21 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
 }
 
 
-def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapResult | None:
-    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped."""
-    plan = _plan(shell, chat, settings, args, body, options)
+def map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, defaults: Namespace) -> MapResult | None:
+    """A `%%nano --map` cell: turned off, one line; anything that goes wrong, one line; `defaults`: the cell's unset options."""
+    if turned_off():
+        print(OFF_MESSAGE)
+        return None
+    return in_one_line(lambda: run_map_cell(shell, chat, settings, args, body, options_from(args, settings.api, settings.reasoning_effort), defaults))
+
+
+def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options,
+                 defaults: Namespace) -> MapResult | None:
+    """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped or capped."""
+    plan = _plan(shell, chat, settings, args, body, options, defaults)
     try:
+        if not args.dry_run:  # the gate's refusals (offline replay with items missing, a bad budget) come before the estimate
+            plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
         print(f"Estimate: {plan.estimate()}")
         if args.dry_run:
             print(describe_requests(plan))
@@ -53,29 +64,25 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
         where = f" and in {args.out}" if args.out else ""
         raise CellFailed(f"Stopped by you: {result.done:,} of {len(result.answers):,} items are done, kept in the cache{where}; "
                          "run the cell again to send the rest.")
+    if result.capped:
+        raise CellFailed(result.capped)
     return result
 
 
-def _parser() -> ArgumentParser:
-    from .magics import NanoMagics
-
-    return NanoMagics.nano_cell.parser
-
-
-def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options) -> MapPlan:
+def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options, defaults: Namespace) -> MapPlan:
     if args.map not in shell.user_ns:
         raise UsageError(f"--map: there is no variable named {args.map!r}.")
     if not body.strip():
         raise UsageError("The cell is empty: write the prompt template under %%nano --map.")
     for flag, why in _NOT_FOR_MAP.items():
         dest = flag.removeprefix("--").replace("-", "_")
-        if getattr(args, dest) != _parser().get_default(dest):
+        if getattr(args, dest) != getattr(defaults, dest):
             raise UsageError(f"{flag} does not work with --map: each item is one one-shot request, {why}.")
     try:
         schema = schema_named(shell, args.schema)
         validate(options, schema=schema)
         return plan_map(
-            chat, shell.user_ns[args.map], body, options, system=args.system, schema=schema,
+            chat.gate, shell.user_ns[args.map], body, options, system=args.system, schema=schema,
             concurrency=settings.concurrency if args.concurrency is None else args.concurrency,
             cache_path=None if args.no_cache else settings.cache_path or default_cache_path(), label=args.map,
             image_detail=args.image_detail,

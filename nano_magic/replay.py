@@ -1,9 +1,10 @@
 """Replay: answer cells from a prepared notebook's saved turns, with no request, streamed at a steady pace.
 
 A saved turn matches a cell when their requests are the same: thread, system message, earlier turns,
-prompt, model and options. The match key is a SHA-256 of the normalised request: canonical JSON
-(sorted keys) of the thread name, the system message, a digest of the earlier turns, the prompt and
-the options. The earlier turns' digest is chained (each turn's digest hashes the one before it with
+prompt, model and the options that change what the model reads, the tools offered (names and schemas)
+and the output schema among them (`read_options`, which a turn also saves). The match key
+(`request_key`, the one function for saving and lookup) is a SHA-256 of canonical JSON (sorted keys)
+of the thread name, the system message, a digest of the earlier turns, the prompt and those options. The earlier turns' digest is chained (each turn's digest hashes the one before it with
 its prompt and answer), so a whole notebook is indexed in one pass. `stream` is left out of the
 options, because it changes how the answer travels and not what the model reads. The model is
 compared on its own, so that a cell with no model named and no backend to ask (a demo machine
@@ -21,11 +22,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .conversation import METADATA_KEY, Conversation, Turn, saved_turn
 from .jsontext import digest, load_json
+from .schema import OutputSchema
 from .tokens import count_tokens
+from .tools import Toolbox
 from .usage import Usage
-from .wire import Delta, Event, Finish, UsageReport
+from .wire import Delta, Event, Finish, Options, UsageReport
 
-__all__ = ["DEFAULT_SPEED", "ReplayStore", "current_notebook", "request_key", "replay_events"]
+__all__ = ["DEFAULT_SPEED", "ReplayStore", "current_notebook", "read_options", "request_key", "replay_events"]
 
 DEFAULT_SPEED = 80.0  # tokens a second: about the pace of GPT-4.1 nano on a good day
 _NOT_READ = ("model", "stream")
@@ -36,6 +39,22 @@ _FINISH = {"complete": "stop", "length": "length", "content_filter": "content_fi
 def _chain(before: str, turn: Turn) -> str:
     """The digest of the earlier turns once `turn` is added to them."""
     return digest([before, turn.prompt, turn.answer])
+
+
+def read_options(options: Options, tools: Toolbox | None = None, schema: OutputSchema | None = None,
+                 images: list[str] | None = None) -> dict[str, Any]:
+    """The options a turn saves and its key reads: those set, the tools offered and the output schema (by name and
+    shape), and the pictures (each one's hash or URL)."""
+    read = options.changed()
+    if images:
+        read["images"] = images
+    if tools:
+        read["tools"] = list(tools.tools)
+    if schema is not None:
+        read["schema"] = schema.name
+    if tools or schema is not None:  # what the model reads of them, so that an edited tool or schema does not match
+        read["offered"] = digest([tools.specs("chat") if tools else [], schema.chat_format() if schema else None])
+    return read
 
 
 def request_key(thread: str, system: str | None, earlier: str, prompt: str, options: Mapping[str, Any]) -> str:

@@ -57,7 +57,13 @@ class Tool:
     def from_callable(cls, function: Callable[..., Any], name: str | None = None) -> Tool:
         """Describe `function`; ToolError when its signature cannot be described."""
         from docstring_parser import parse as parse_docstring
-        from pydantic import ConfigDict, Field, PydanticSchemaGenerationError, PydanticUserError, create_model
+        from pydantic import (
+            ConfigDict,
+            Field,
+            PydanticSchemaGenerationError,
+            PydanticUserError,
+            create_model,
+        )
         from pydantic.json_schema import GenerateJsonSchema
 
         class Untitled(GenerateJsonSchema):

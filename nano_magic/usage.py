@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 __all__ = [
     "PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "PRICE_FIELDS", "Usage", "Spend", "price_for", "max_output_for",
@@ -110,14 +110,6 @@ class Spend:
     tokens: Usage = field(default_factory=Usage)
     dollars: float = 0.0
     unpriced: bool = False
-
-    @classmethod
-    def of(cls, ledger: Iterable[tuple[str, str, Usage]]) -> Spend:
-        """What a ledger of (thread, model, usage) rows cost."""
-        total = cls()
-        for _, model, used in ledger:
-            total.add(model, used)
-        return total
 
     def add(self, model: str, used: Usage) -> None:
         """Count one request."""

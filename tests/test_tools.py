@@ -231,7 +231,7 @@ def test_one_call_chat(chat, fake) -> None:
     ]
     assert second["tools"] == first["tools"]
     assert answer.requests == 2 and len(chat.ledger) == 2, "every request is counted"
-    (_, _, one), (_, _, two) = chat.ledger
+    one, two = (entry.usage for entry in chat.ledger)
     assert answer.usage == one + two and two.input_tokens > one.input_tokens
 
 
