@@ -391,10 +391,12 @@ def _assert_never_less(frames: list[dict[str, Any]]) -> None:
 
 
 def _assert_busy_while_running(frames: list[dict[str, Any]]) -> None:
-    """JupyterLab shows the kernel busy in every frame in which the cell is running and its answer is showing."""
+    """JupyterLab shows the kernel busy in every frame in which the cell is running and its answer is showing, until
+    the kernel's idle: it may reach the page a moment before the reply that ends the cell."""
     streaming = [f for f in frames if f["running"] and f["text"] > 0]
     assert streaming, "no frame caught the answer streaming"
-    assert {(f["kernel"], f["shown"]) for f in streaming} == {("busy", "Busy")}
+    ended = next((f["t"] for f in frames if f["t"] > streaming[0]["t"] and not f["running"]), frames[-1]["t"])
+    assert {(f["kernel"], f["shown"]) for f in streaming if f["t"] < ended - 300} == {("busy", "Busy")}
 
 
 def _assert_the_end_costs_no_more_than_a_refresh(frames: list[dict[str, Any]]) -> None:
