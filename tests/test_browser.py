@@ -396,7 +396,8 @@ def _assert_busy_while_running(frames: list[dict[str, Any]]) -> None:
     streaming = [f for f in frames if f["running"] and f["text"] > 0]
     assert streaming, "no frame caught the answer streaming"
     ended = next((f["t"] for f in frames if f["t"] > streaming[0]["t"] and not f["running"]), frames[-1]["t"])
-    assert {(f["kernel"], f["shown"]) for f in streaming if f["t"] < ended - 300} == {("busy", "Busy")}
+    assert {(f["kernel"], f["shown"]) for f in streaming if f["t"] < ended - 300} <= {("busy", "Busy")}
+    assert ("busy", "Busy") in {(f["kernel"], f["shown"]) for f in streaming}
 
 
 def _assert_the_end_costs_no_more_than_a_refresh(frames: list[dict[str, Any]]) -> None:
