@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
+from functools import cache
 
 __all__ = ["answer", "tokens", "prefix", "SIZES"]
 
@@ -38,7 +38,7 @@ _TITLES = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def answer(size: int = 8_000, seed: int = 7) -> str:
     """A deterministic answer of `size` tokens or a few more (it ends at a block boundary)."""
     rng = random.Random(seed)

@@ -61,7 +61,7 @@ class MeteredKernel:
         self.bytes = self.messages = 0
         self.log: list[float] | None = None  # when each frame set was sent, if asked for
         self._flushed = threading.Event()
-        self.kernel._underlying_iopub_socket.send_multipart = self._count
+        self.kernel._underlying_iopub_socket.send_multipart = self._count  # type: ignore[assignment]  # counts every frame the kernel sends
 
     def reset(self, log: bool = False) -> None:
         """Zero the counters; with `log`, note the send time of every message."""
@@ -72,7 +72,7 @@ class MeteredKernel:
     def flush(self) -> None:
         """Block until everything sent so far has passed through the IOPub thread."""
         self._flushed.clear()
-        self.session.send(self.kernel.iopub_socket, "stream", {"name": "stdout", "text": FLUSH.decode()})
+        self.session.send(self.kernel.iopub_socket, "stream", {"name": "stdout", "text": FLUSH.decode()})  # type: ignore[arg-type]  # the in-process kernel's socket stands in for a ZMQ one
         self._flushed.wait()
 
     def _count(self, frames: list[bytes], *args: Any, **kwargs: Any) -> None:
@@ -137,7 +137,7 @@ def virtual_time() -> Iterator[VirtualTime]:
     try:
         yield clock
     finally:
-        display.time = time  # type: ignore[assignment]
+        display.time = time
 
 
 def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run:

@@ -6,7 +6,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["Answer", "Chat", "NanoMagics", "load_ipython_extension", "unload_ipython_extension"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 if TYPE_CHECKING:
     from .chat import Answer, Chat

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .cache import AnswerCache, request_key
 from .client import AsyncClient, AttemptFailed, Completion, backoff
@@ -25,7 +25,7 @@ from .tokens import estimate_request, exact_counts
 from .usage import Usage, max_output_for
 from .wire import Options, Request, build_request
 
-__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "run_map", "arun_map", "describe_requests"]
+__all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "estimate_jobs", "run_map", "arun_map", "describe_requests", "result_from"]
 
 SHOWN_FAILURES = 3
 NOT_SENT = "Not sent: it would have passed the budget cap."
@@ -61,6 +61,7 @@ class MapPlan:
     input_tokens: int = 0
     dollars: float | None = None
     cache: AnswerCache | None = field(default=None, repr=False)
+    estimated: bool = False
     pictures: list[tuple[Picture, ...]] = field(default_factory=list, repr=False)  # each row's, from `{image:column}`
 
     def request(self, prompt: str, pictures: tuple[Picture, ...] = ()) -> Request:
@@ -96,8 +97,9 @@ class MapPlan:
 
 
 def plan_map(gate: Gate, data: Any, template: str, options: Options, *, system: str | None = None, schema: OutputSchema | None = None,
-             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto") -> MapPlan:
-    """Check the input, build every request's key, look up the cache and estimate the rest; BadInput sends nothing."""
+             concurrency: int = 8, cache_path: str | Path | None = None, label: str = "the data", image_detail: str = "auto",
+             estimate: bool = True) -> MapPlan:
+    """Check the input, build every request's key, look up the cache and (with `estimate`) estimate the rest; BadInput sends nothing."""
     if concurrency < 1:
         raise BadInput(f"--concurrency {concurrency} must be at least 1.")
     items = items_of(data, label)
@@ -121,25 +123,36 @@ def plan_map(gate: Gate, data: Any, template: str, options: Options, *, system: 
             raise BadInput(f"The answer cache {cache_path} cannot be read ({type(exc).__name__}: {exc}); "
                            "turn it off with --no-cache (cache=False) or choose another NanoMagics.cache_path.") from None
     _plan_jobs(plan)
+    if estimate:
+        estimate_jobs(plan)
     return plan
 
 
 def _plan_jobs(plan: MapPlan) -> None:
-    """The distinct requests the cache cannot answer, in input order, with their estimate."""
+    """The distinct requests the cache cannot answer, in input order."""
     counts = Counter(key for key in plan.keys if key not in plan.cached)
     seen: set[str] = set()
     bound = plan.options.max_tokens or 0
-    dollars: float | None = 0.0
     for key, row, pictures in zip(plan.keys, plan.items.rows(), plan.pictures):
         if key in plan.cached or key in seen:
             continue
         seen.add(key)
-        prompt = plan.template.render(row)
-        estimate = estimate_request(plan.request(prompt, pictures).body, plan.model, bound)
+        plan.jobs.append(_Job(key, plan.template.render(row), bound, counts[key], pictures))
+
+
+def estimate_jobs(plan: MapPlan) -> MapPlan:
+    """Count each request's input tokens and the plan's cost, once (a --batch collect needs neither)."""
+    if plan.estimated:
+        return plan
+    bound = plan.options.max_tokens or 0
+    dollars: float | None = 0.0
+    for job in plan.jobs:
+        estimate = estimate_request(plan.request(job.prompt, job.pictures).body, plan.model, bound)
         plan.input_tokens += estimate.input_tokens
         dollars = None if dollars is None or estimate.dollars is None else dollars + estimate.dollars
-        plan.jobs.append(_Job(key, prompt, estimate.input_tokens + bound, counts[key], pictures))
-    plan.dollars = dollars
+        job.tokens = estimate.input_tokens + bound
+    plan.dollars, plan.estimated = dollars, True
+    return plan
 
 
 @dataclass
@@ -200,6 +213,7 @@ class _Run:
         self.not_cached = 0
         self.cache_error = ""
         self.unsent: set[str] = set()  # not sent: the budget cap was reached
+        self.kept: list[tuple[str, str, str, Usage | None]] | None = None  # answers to cache at once, when set
 
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
@@ -217,7 +231,9 @@ class _Run:
             self.failed(job, error)
             return
         self.answers[job.key] = value  # kept first: a cache that cannot write loses no answer
-        if self.plan.cache is not None:
+        if self.kept is not None:
+            self.kept.append((job.key, completion.text, self.plan.model, completion.usage))
+        elif self.plan.cache is not None:
             try:
                 self.plan.cache.put(job.key, completion.text, self.plan.model, completion.usage)
             except (sqlite3.Error, OSError) as exc:  # disk full, database locked: said once, in the summary
@@ -408,6 +424,34 @@ def _status(key: str, plan: MapPlan, run: _Run) -> str:
     if key in run.errors:
         return "failed"
     return "answered" if key in run.answers and key not in plan.cached else "cached"
+
+
+def result_from(plan: MapPlan, outcomes: Iterable[tuple[str, Completion | str]], *, model: str) -> MapResult:
+    """The result of answers that came another way (the Batch API): each judged and cached as a live answer is.
+
+    An outcome is a whole answer or the one-line reason its row failed; `model` names the price the usage is at.
+    """
+    tally = Tally(len(plan.keys), model, done=plan.cached_rows, cached=plan.cached_rows)
+    run = _Run(plan, tally, lambda: None)
+    run.kept = []
+    jobs = {job.key: job for job in plan.jobs}
+    for key, outcome in outcomes:
+        job = jobs.get(key)
+        if job is None:
+            continue
+        if isinstance(outcome, str):
+            run.failed(job, outcome)
+        else:
+            run.answered(job, outcome)
+    if plan.cache is not None:
+        try:
+            plan.cache.put_many(run.kept)
+        except (sqlite3.Error, OSError) as exc:  # as for a live run: the answers stay in the result, the summary says so
+            run.not_cached = len(run.kept)
+            run.cache_error = " ".join(f"{type(exc).__name__}: {exc}".split())
+    result = _result(plan, run, tally, False)
+    result.model = model
+    return result
 
 
 def _schema_table(schema: OutputSchema, values: list[Any], index: Any) -> Any:

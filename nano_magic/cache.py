@@ -66,6 +66,19 @@ class AnswerCache:
             for key, text, usage in rows:
                 yield key, text, Usage.from_dict(load_json(usage)) if usage else None
 
+    def put_many(self, answers: Iterable[tuple[str, str, str, Usage | None]]) -> None:
+        """Keep many (key, text, model, usage) answers in one transaction: a collected batch lands whole or not at all."""
+        now = time.time()
+        rows = ((key, text, model, json.dumps(usage.to_dict()) if usage else None, now) for key, text, model, usage in answers)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def put(self, key: str, text: str, model: str, usage: Usage | None) -> None:
         """Keep one answer, committed at once."""
         data = json.dumps(usage.to_dict()) if usage else None

@@ -67,6 +67,8 @@ def run_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str) 
     if turned_off():
         print(OFF_MESSAGE)
         return None
+    if args.batch or args.wait:
+        raise UsageError("--batch sends one request per row of a --map VAR: add --map.")
     prompt = _prompt(shell, args, body)
     options = options_from(args, settings.api, settings.reasoning_effort)
     try:

@@ -37,6 +37,7 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .batch import MapPlan, MapResult
+    from .map_batch import BatchPending, BatchRun
 
 __all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
@@ -387,30 +388,54 @@ class Chat:
         return settle("refused" if run.refusal else STATUS_BY_FINISH.get(run.answer.finish_reason or "stop", "complete"))
 
     def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
-            cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
-        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each."""
+            cache: bool | str | Path = True, progress: bool | str = "auto", batch: bool = False, wait: bool = False,
+            batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
+        """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each.
+
+        `batch=True` submits them to the provider's Batch API (half price) and returns the batches; the same call
+        again collects them into the same result a live run gives (`wait=True` polls until then).
+        """
         from .batch import run_map
 
-        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options, estimate=not batch)
+        if batch:
+            from .map_batch import run_batch
+
+            return run_batch(self._batch_run(plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
         return run_map(plan, progress=_progress_mode(progress))
 
     async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
-                   cache: bool | str | Path = True, progress: bool | str = "auto", **options: Any) -> MapResult:
+                   cache: bool | str | Path = True, progress: bool | str = "auto", batch: bool = False, wait: bool = False,
+                   batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
         """`map` on the running event loop."""
         from .batch import arun_map
 
-        plan = self._plan_map(data, template, concurrency, schema, system, cache, options)
+        plan = self._plan_map(data, template, concurrency, schema, system, cache, options, estimate=not batch)
+        if batch:
+            from .map_batch import arun_batch
+
+            return await arun_batch(self._batch_run(plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
         return await arun_map(plan, progress=_progress_mode(progress))
 
+    def _batch_run(self, plan: MapPlan, template: str, max_requests: int) -> BatchRun:
+        from .map_batch import AGAIN_CALL, BatchRun
+
+        try:
+            return BatchRun(plan, "Chat.map: " + " ".join(template.split())[:60], max_requests, AGAIN_CALL)
+        except BaseException:
+            plan.close()
+            raise
+
     def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
-                  cache: bool | str | Path, options: dict[str, Any]) -> MapPlan:
+                  cache: bool | str | Path, options: dict[str, Any], estimate: bool = True) -> MapPlan:
         from .batch import plan_map
 
         opts = self._options(options)
         shape = None if schema is None else OutputSchema.from_object(schema)
         validate(opts, schema=shape)
         path = default_cache_path() if cache is True else (cache or None)
-        return plan_map(self.gate, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path)
+        return plan_map(self.gate, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path,
+                        estimate=estimate)
 
     def _settle(self, answer: Answer, asked: Asked, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
         """Account for every request and, once any text or call arrived, write the turn into the real thread."""
@@ -515,7 +540,7 @@ class _TurnRun:
 
     def run(self, calls: list[ToolCall], toolbox: Toolbox | None, limit: str) -> None:
         """Run a round's calls in order (none when `toolbox` is None: the step limit); each is recorded before it runs."""
-        step = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
+        step: dict[str, Any] = {"text": "".join(self.parts), "calls": [_not_run(c, STOPPED_CALL if toolbox else limit) for c in calls]}
         self.parts.clear()
         self.answer.steps.append(step)
         for index, call in enumerate(calls):

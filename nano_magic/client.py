@@ -8,7 +8,7 @@ import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Generator, Iterable, Iterator
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
@@ -33,9 +33,13 @@ from .wire import (
     responses_events,
 )
 
-__all__ = ["Client", "AsyncClient", "Completion", "AttemptFailed", "backoff", "describe_status", "server_message", "refusal"]
+__all__ = [
+    "Client", "AsyncClient", "Completion", "AttemptFailed", "ApiRefused", "backoff", "completion_of", "describe_status",
+    "server_message", "refusal",
+]
 
 RETRY_STATUSES = {408, 409, 429}
+_NO_HEADERS = httpx.Headers()  # an answer read from a file came with no response headers of its own
 MAX_WAIT = 60.0
 
 
@@ -62,7 +66,7 @@ class Client:
         """Close the connection pool."""
         self._http.close()
 
-    def stream(self, request: Request) -> Iterator[Event]:
+    def stream(self, request: Request) -> Generator[Event, None, None]:
         """Send `request` and yield its events; retries show up as Retry events before any text."""
         response = yield from self._open(request)
         finished = False
@@ -114,7 +118,54 @@ class Client:
             raise NanoError(self.backend.scrub(f"Listing the models failed: {describe_status(response, self.backend, '')}"))
         return _answer_object(response, self.backend, key)
 
-    def _open(self, request: Request) -> Iterator[Event]:
+    def api(self, method: str, path: str, *, json: dict[str, Any] | None = None,
+            files: dict[str, tuple[str, BinaryIO, str]] | None = None, data: dict[str, str] | None = None) -> dict[str, Any]:
+        """One call to a JSON endpoint under the base URL (Files, Batches): its object, or ApiRefused in one line.
+
+        GETs are retried like answers; a POST is sent once, so that a lost reply never creates a second batch.
+        """
+        url = f"{self.backend.base_url}{path}"
+        headers = {k: v for k, v in self.backend.headers().items() if k.lower() != "content-type"}  # httpx sets it
+        attempts = max(self.max_retries, 0) if method == "GET" else 0
+        for attempt in range(attempts + 1):
+            try:
+                response = self._http.request(method, url, headers=headers, json=json, files=files, data=data)
+            except httpx.TransportError as exc:
+                if attempt < attempts:
+                    self._sleep(backoff(attempt))
+                    continue
+                raise NanoError(self.backend.scrub(_transport_failure(exc, self.backend.base_url, self._http.timeout))) from None
+            if _retryable(response.status_code) and attempt < attempts:
+                wait = _retry_after(response.headers)
+                self._sleep(backoff(attempt) if wait is None else wait)
+                continue
+            break
+        if response.is_redirect:
+            raise NanoError(self.backend.scrub(describe_redirect(response, self.backend, path)))
+        if response.status_code >= 400:
+            raise ApiRefused(self.backend.scrub(describe_status(response, self.backend, "")), response.status_code,
+                             self.backend.scrub(server_message(response)))
+        found = json_object(response.text)
+        if found is None:
+            raise NanoError(self.backend.scrub(describe_body(response, self.backend, "a JSON answer")))
+        return found
+
+    def download(self, path: str) -> Iterator[str]:
+        """The lines of a file the server holds (`GET /files/{id}/content`), read as they arrive."""
+        url = f"{self.backend.base_url}{path}"
+        try:
+            with self._http.stream("GET", url, headers=self.backend.headers()) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiRefused(self.backend.scrub(describe_status(response, self.backend, "")), response.status_code,
+                                     self.backend.scrub(server_message(response)))
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield line
+        except httpx.TransportError as exc:
+            raise NanoError(self.backend.scrub(_transport_failure(exc, self.backend.base_url, self._http.timeout))) from None
+
+    def _open(self, request: Request) -> Generator[Event, None, httpx.Response]:
         """Open the response, retrying what may pass; a generator so that retries are visible."""
         attempts = max(self.max_retries, 0)
         for attempt in range(attempts + 1):
@@ -136,8 +187,8 @@ class Client:
                 if not _retryable(response.status_code):
                     raise refusal(response, request, self.backend)
                 reason = _retry_reason(response.status_code)
-                wait = _retry_after(response.headers)
-                wait = backoff(attempt) if wait is None else wait
+                asked = _retry_after(response.headers)
+                wait = backoff(attempt) if asked is None else asked
             if attempt == attempts:
                 suffix = f" (after {attempts + 1} attempts)" if attempts else ""
                 raise NanoError(self.backend.scrub(failure.rstrip(".") + suffix + "."))
@@ -155,6 +206,15 @@ class Completion:
     finish_reason: str | None
     headers: httpx.Headers
     refusal: str = ""
+
+
+class ApiRefused(NanoError):
+    """The server answered a Files or Batches call with an error status; `reason` is its own words."""
+
+    def __init__(self, message: str, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
 
 
 class AttemptFailed(NanoError):
@@ -237,6 +297,11 @@ def _answer_object(response: httpx.Response, backend: Backend, key: str) -> dict
     if data is None or key not in data:
         raise NanoError(backend.scrub(describe_body(response, backend, "a JSON answer", key)))
     return data
+
+
+def completion_of(data: dict[str, Any], api: str) -> Completion:
+    """A whole answer read from a non-streamed answer object (a Batch API output line's body)."""
+    return _collect(complete_events(data, api), _NO_HEADERS)
 
 
 def _collect(events: Iterable[Event], headers: httpx.Headers) -> Completion:

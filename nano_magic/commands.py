@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import time
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from IPython.core.error import UsageError
 
 from .cell import in_one_line, load_replay, run_cell
 from .chat import Chat
-from .config import NanoSettings, mask, turned_off
+from .config import NanoSettings, default_cache_path, mask, turned_off
 from .conversation import read_notebook_or_export
 from .errors import OFF_MESSAGE, BadBudget, NoBackend
 from .explain import (
@@ -31,6 +32,7 @@ from .explain import (
 )
 from .gate import Entry
 from .guard import budget_line
+from .guide import GUIDE
 from .render import escape_markdown, markdown_table
 from .replay import current_notebook
 from .usage import Spend
@@ -49,6 +51,7 @@ SUBCOMMANDS = [
     ("%nano load [PATH.ipynb|PATH.json]", "rebuild the threads from a saved notebook or an export"),
     ("%nano replay [PATH] [--speed N] [--offline]", "answer matching cells from a notebook's saved turns, with no request (off ends it)"),
     ("%nano explain [--dry-run] [--format code]", "ask why the last error happened and how to fix it"),
+    ("%nano batches [cancel ID]", "the batches --batch submitted (status, counts, cost), or cancel one"),
     ("%nano help", "this table"),
 ]
 
@@ -81,7 +84,9 @@ def _aligned(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _help() -> Shown:
-    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.")
+    guide = "; ".join(f"{path} ({what})" for path, what in GUIDE)
+    return Shown.table(("subcommand", "what it does"), SUBCOMMANDS, before="%%nano [options] asks the model; %%nano? lists the options.",
+                       after=f"The guide, in the repository: {guide}.")
 
 
 SENDERS = ("models", "explain")
@@ -292,6 +297,41 @@ def explain(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any, par
     return None
 
 
+def batches(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Shown:
+    """The recorded batches, newest first, or `cancel ID`: what the batch finished is kept for collecting."""
+    from .batch_records import BatchRecords
+    from .provider_batch import cancel, counts
+
+    if rest and (rest[0] != "cancel" or len(rest) != 2):
+        raise UsageError("%nano batches [cancel ID]")
+    with BatchRecords(settings.cache_path or default_cache_path()) as records:
+        if rest:
+            record = records.get(rest[1])
+            if record is None:
+                raise UsageError(f"%nano batches cancel: no recorded batch {rest[1]!r}; %nano batches lists them.")
+            if turned_off():
+                return Shown.say("{}", OFF_MESSAGE)
+            if record.base_url != chat.backend.base_url:
+                raise UsageError(f"%nano batches cancel: {record.id} went to another server; set the base URL it went to first.")
+            batch = cancel(chat.gate.batch_client(), record.id)
+            completed, failed = counts(batch)
+            records.update(record.id, str(batch.get("status") or "cancelling"), completed, failed)
+            return Shown.say("Batch {} is {}: what it finished is kept; run its cell again to collect that and resubmit the rest.",
+                             record.id, batch.get("status") or "cancelling")
+        rows = [(r.id, r.label, r.status, f"{r.completed:,}/{r.failed:,}/{r.total:,}",
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), _batch_cost(r.cost, r.reserved))
+                for r in records.all()]
+    if not rows:
+        return Shown.say("No batches yet: %%nano --map VAR --batch submits one.")
+    return Shown.table(("batch", "cell", "status", "completed/failed/total", "created", "cost so far"), rows)
+
+
+def _batch_cost(cost: float | None, reserved: float | None) -> str:
+    if cost is not None:
+        return f"${cost:.6f}"
+    return f"not collected (up to ${reserved:.6f})" if reserved else "not collected"
+
+
 def _known_secrets(chat: Chat) -> list[str]:
     try:
         return chat.backend.secrets()
@@ -317,5 +357,5 @@ def help_(rest: list[str], chat: Chat, settings: NanoSettings, shell: Any) -> Sh
 COMMANDS: dict[str, Callable[..., Shown | None]] = {  # each takes (rest, chat, settings, shell); explain also a parser
     "reset": reset, "history": history, "threads": threads, "system": system, "usage": usage,
     "config": config, "models": models, "export": export, "load": load, "replay": replay,
-    "explain": explain, "help": help_,
+    "explain": explain, "batches": batches, "help": help_,
 }

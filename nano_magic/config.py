@@ -83,6 +83,8 @@ class NanoSettings(Configurable):
     concurrency = CInt(8, help="Requests in flight at once for --map (at least 1).").tag(config=True)
     confirm_above = CFloat(1.0, help="Dollars above which --map asks for --yes before sending.").tag(config=True)
     cache_path = Unicode(help="The SQLite file of --map answers (default: answers.sqlite3 in the user cache directory).").tag(config=True)
+    batch_max_requests = CInt(50_000, help="--batch: the most requests in one batch (1 to 50,000, the provider's limit); "
+                              "fewer gives earlier partial results.").tag(config=True)
     reasoning_effort = Unicode(None, allow_none=True, help=(
         "Reasoning effort for reasoning models (none, minimal, low, medium, high, xhigh, ...), passed on as it is; "
         "None: the model's default."
@@ -119,6 +121,11 @@ class NanoSettings(Configurable):
             raise TraitError(f"{proposal['trait'].name} must be at least 1, not {proposal['value']}.")
         return int(proposal["value"])
 
+    @validate("batch_max_requests")
+    def _batch_limit(self, proposal: Any) -> int:
+        if not 1 <= proposal["value"] <= 50_000:
+            raise TraitError(f"batch_max_requests must be from 1 to 50,000 (the provider's limit), not {proposal['value']}.")
+        return int(proposal["value"])
     @validate("reasoning_effort")
     def _effort_word(self, proposal: Any) -> str | None:
         value = proposal["value"]

@@ -64,7 +64,7 @@ def _body(value: Any) -> str:
 def _frame(value: Any) -> str | None:
     """Shape, column types and the first rows of pandas, polars, or any frame with `__dataframe__` or `to_pandas`."""
     dtypes = getattr(value, "dtypes", None)
-    if hasattr(dtypes, "items") and hasattr(value, "head") and hasattr(value, "shape"):  # pandas
+    if dtypes is not None and hasattr(dtypes, "items") and hasattr(value, "head") and hasattr(value, "shape"):  # pandas
         return _frame_text(value.shape, [(str(c), str(t)) for c, t in dtypes.items()], value.head(HEAD_ROWS).to_string())
     schema = getattr(value, "schema", None)
     if isinstance(schema, MappingABC) and hasattr(value, "head") and hasattr(value, "shape"):  # polars and its likes

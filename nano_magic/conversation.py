@@ -154,7 +154,7 @@ class Conversation:
                 meta = output.get("metadata") if isinstance(output, dict) else None
                 saved = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
                 turn = saved_turn(saved)
-                if turn is None or not isinstance(saved.get("thread", "default"), str) or not _text_or_none(saved.get("system")):
+                if turn is None or not isinstance(saved, dict) or not isinstance(saved.get("thread", "default"), str) or not _text_or_none(saved.get("system")):
                     continue
                 thread = conversation.thread(saved.get("thread", "default"))
                 thread.system = saved.get("system", thread.system)

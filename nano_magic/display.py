@@ -331,7 +331,7 @@ class MarkdownView:
         self._title = f"**{escape_markdown(header)}**\n\n"
         self._steps: list[str] = []
         self._last = 0.0
-        self._handle: DisplayHandle = display({"text/markdown": self._title + "…"}, raw=True, display_id=True)  # type: ignore[assignment]
+        self._handle: DisplayHandle = display({"text/markdown": self._title + "…"}, raw=True, display_id=True)
 
     def delta(self, text: str) -> None:
         """Take new answer text; refresh at most `refresh_rate` times a second."""
@@ -372,7 +372,7 @@ class MarkdownView:
 
 # Control characters other than tab and newline, which a terminal would obey (escape sequences can retitle the
 # window, clear the screen or write the clipboard); model output may carry them.
-_TERMINAL_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)], "\ufffd")
+_TERMINAL_CONTROLS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)], "\ufffd")
 
 
 def _printable(text: str) -> str:
@@ -418,7 +418,7 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
 
 def _show(data: dict[str, str]) -> DisplayHandle:
     """A new output that can be updated in place."""
-    return display(data, raw=True, display_id=True)  # type: ignore[no-any-return]
+    return display(data, raw=True, display_id=True)
 
 
 def _refresh_note(exc: Exception) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 __all__ = [
     "NanoError", "StreamError", "InternalError", "NoBackend", "CellFailed", "FailureDisplay", "unexpected",
-    "OFF_MESSAGE", "TurnedOff", "OverBudget", "BadBudget", "NoSavedAnswer",
+    "OFF_MESSAGE", "TurnedOff", "OverBudget", "BadBudget", "NoSavedAnswer", "BatchUnavailable",
 ]
 
 OFF_MESSAGE = "nano_magic is turned off on this server"
@@ -38,6 +38,10 @@ class TurnedOff(NanoError):
 
 class OverBudget(NanoError):
     """A request could take spending past the budget cap; nothing was sent."""
+
+
+class BatchUnavailable(NanoError):
+    """`--batch` cannot go to this backend, or the provider refused the submission; said in one line."""
 
 
 class BadBudget(NanoError):

@@ -425,6 +425,24 @@ class Gate:
             completion.usage = hold.charge_partial(completion.text + completion.refusal)
         return completion
 
+    def batch_client(self) -> Client:
+        """The client for the Batch API's Files and Batches calls (off switch and a valid budget first); their cost is
+        held by `reserve_batch` and charged by `charge_batch`."""
+        return self._open()
+
+    def reserve_batch(self, worst: Estimate, outstanding: float) -> None:
+        """Refuse a batch submission whose worst case, with the batches not yet collected (`outstanding` dollars), passes the cap."""
+        cap = self.cap()
+        if cap is None:
+            return
+        spent = self.ledger.spent
+        so_far = replace(spent, dollars=spent.dollars + self.ledger.reserved + outstanding)
+        check_budget(cap, so_far, worst)  # raises OverBudget
+
+    def charge_batch(self, model: str, usage: Usage) -> None:
+        """One batch answer into the ledger, at the price of `model` (a `usage.batch_model` id)."""
+        self.ledger.add(Entry("(batch)", model, usage))
+
     def _open(self) -> Client:
         """The kept-alive HTTP client (off switch, then a valid budget: nothing goes out with a bad one)."""
         self.check_on()

@@ -76,12 +76,19 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--concurrency", type=int, help="--map: requests in flight at once (default: NanoMagics.concurrency, 8).")
     @argument("--yes", action="store_true", help="--map: send even when the estimate is above NanoMagics.confirm_above.")
     @argument("--no-cache", action="store_true", help="--map: ask afresh instead of reusing cached answers.")
+    @argument("--batch", action="store_true", help="--map: submit the requests to the provider's Batch API (half price, within 24 h); "
+              "run the cell again to collect the answers.")
+    @argument("--wait", action="store_true", help="--batch: wait for the batches to finish, with a progress bar (Ctrl-C stops waiting).")
     @cell_magic("nano")
     def nano_cell(self, line: str, cell: str) -> None:
         """Ask the model about the cell's text; the answer streams in as Markdown with LaTeX.
 
         The answer is kept in `_nano` (.text, .usage, .cost, .status, .json), and the
         conversation carries on in the next %%nano cell of the same thread.
+
+        The guide, in the repository: docs/options.md (every option and setting), docs/tools-and-schemas.md,
+        docs/many-rows.md (--map), docs/teaching.md (replay, budget, explain), docs/troubleshooting.md;
+        `%nano help` lists every page.
         """
         args = self._parse(line)
         if args.map:
@@ -95,7 +102,7 @@ class NanoMagics(Magics, NanoSettings):
 
     @line_magic("nano")
     def nano_line(self, line: str) -> None:
-        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, help."""
+        """%nano SUBCOMMAND: reset, history, threads, system, usage, config, models, export, load, replay, explain, batches, help."""
         from IPython.display import display
 
         from .commands import run_command

@@ -14,6 +14,7 @@ from .chat import Chat, validate
 from .config import default_cache_path, turned_off
 from .display import pick_mode
 from .errors import OFF_MESSAGE, CellFailed
+from .map_batch import BatchPending, BatchRun, at_batch_price, run_batch
 from .wire import Options
 
 __all__ = ["map_cell", "run_map_cell"]
@@ -27,7 +28,7 @@ _NOT_FOR_MAP = {  # options a --map cell would otherwise ignore in silence
 }
 
 
-def map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, defaults: Namespace) -> MapResult | None:
+def map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, defaults: Namespace) -> MapResult | BatchPending | None:
     """A `%%nano --map` cell: turned off, one line; anything that goes wrong, one line; `defaults`: the cell's unset options."""
     if turned_off():
         print(OFF_MESSAGE)
@@ -36,9 +37,15 @@ def map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, 
 
 
 def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options,
-                 defaults: Namespace) -> MapResult | None:
+                 defaults: Namespace) -> MapResult | BatchPending | None:
     """Run a --map cell; UsageError for bad input or a cost above confirm_above (nothing sent), CellFailed if stopped or capped."""
+    if args.wait and not args.batch:
+        raise UsageError("--wait waits for batches: use it with --batch.")
     plan = _plan(shell, chat, settings, args, body, options, defaults)
+    if args.batch and not args.dry_run:
+        return _batch(shell, settings, args, plan, body)
+    if args.batch:
+        at_batch_price(plan)
     try:
         if not args.dry_run:  # the gate's refusals (offline replay with items missing, a bad budget) come before the estimate
             plan.gate.begin_many(len(plan.keys) - plan.cached_rows, len(plan.keys))
@@ -69,6 +76,35 @@ def run_map_cell(shell: Any, chat: Chat, settings: Any, args: Namespace, body: s
     return result
 
 
+def _batch(shell: Any, settings: Any, args: Namespace, plan: MapPlan, body: str) -> MapResult | BatchPending:
+    """Submit the cell's requests to the Batch API, or collect them: the same result as a live run once they are done."""
+    def confirm(plan: MapPlan) -> None:
+        print(f"Estimate at the batch price: {plan.estimate()}")
+        if plan.dollars is not None and plan.dollars > settings.confirm_above and not args.yes:
+            raise UsageError(f"This batch would cost about ${plan.dollars:.2f}, more than NanoMagics.confirm_above "
+                             f"(${settings.confirm_above:.2f}): add --yes to submit it.")
+
+    first = " ".join(body.split())[:60]
+    try:
+        run = BatchRun(plan, f"--map {args.map}: {first}", settings.batch_max_requests, confirm=confirm)
+    except BaseException:
+        plan.close()
+        raise
+    mode = "text" if pick_mode(settings.display, shell) == "text" else "widget"
+    outcome = run_batch(run, wait=args.wait, progress=mode, refresh_rate=settings.refresh_rate)
+    shell.user_ns["_nano"] = outcome
+    if not run.waited:
+        print(outcome.summary())
+    if isinstance(outcome, BatchPending):
+        return outcome
+    if args.out:
+        shell.user_ns[args.out] = outcome.table
+    else:
+        table = outcome.table.head(SHOWN_ROWS)
+        display(table.to_frame() if table.ndim == 1 else table)
+    return outcome
+
+
 def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, options: Options, defaults: Namespace) -> MapPlan:
     if args.map not in shell.user_ns:
         raise UsageError(f"--map: there is no variable named {args.map!r}.")
@@ -85,7 +121,7 @@ def _plan(shell: Any, chat: Chat, settings: Any, args: Namespace, body: str, opt
             chat.gate, shell.user_ns[args.map], body, options, system=args.system, schema=schema,
             concurrency=settings.concurrency if args.concurrency is None else args.concurrency,
             cache_path=None if args.no_cache else settings.cache_path or default_cache_path(), label=args.map,
-            image_detail=args.image_detail,
+            image_detail=args.image_detail, estimate=not args.batch or args.dry_run,  # a batch estimates only when it submits
         )
     except (BadInput, ValueError) as exc:
         raise UsageError(str(exc)) from None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
+    from markdown_it.ruler import RuleOptionsType
     from markdown_it.rules_block import StateBlock
     from markdown_it.rules_inline import StateInline
     from markdown_it.token import Token
@@ -77,7 +78,7 @@ def _parser() -> MarkdownIt:
     md.use(amsmath_plugin)
     # Both plugins search for a closer to the end of the container, blank lines included: bound that search.
     md.block.ruler.at("math_block", _bounded(math_block_dollar(False, None, False), "$$"))
-    interrupts = {"alt": ["paragraph", "reference", "blockquote", "list"]}
+    interrupts: RuleOptionsType = {"alt": ["paragraph", "reference", "blockquote", "list"]}
     md.block.ruler.at("amsmath", _bounded(amsmath_block, "\\begin{"), interrupts)
     # texmath's "brackets" rules would do this, but they slice the rest of the source at every opener (quadratic)
     # and let `\[…\]` run across blank lines, so these two small rules replace them.
@@ -214,8 +215,8 @@ def _html_renderer() -> Any:
 
     renderer = RendererHTML()
     for name in _MATH:
-        renderer.rules[name] = math
-    renderer.rules["text"] = text
+        renderer.rules[name] = math  # type: ignore[assignment]  # markdown-it types its rules as bound methods; it calls any function
+    renderer.rules["text"] = text  # type: ignore[assignment]
     return renderer
 
 
@@ -553,8 +554,8 @@ def tidy_tail(tail: str, tokens: list[Token] | None = None) -> str:
     if last.count("`") % 2 and "```" not in last:
         i = last.rfind("`")
         last = last[:i] + last[i + 1 :]
-    if (i := _unclosed_inline_math(last)) is not None:
-        last = last[:i]
+    if (start := _unclosed_inline_math(last)) is not None:
+        last = last[:start]
     return head + sep + last
 
 

@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Generator, Iterable, Iterator, Mapping
 
 from .conversation import METADATA_KEY, Conversation, Turn, saved_turn
 from .jsontext import digest, load_json
@@ -117,7 +117,7 @@ def _from_notebook(notebook: Mapping[str, Any]) -> Iterator[tuple[str, Turn]]:
             meta = output.get("metadata") if isinstance(output, dict) else None
             saved = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
             turn = saved_turn(saved)
-            if turn is None:
+            if turn is None or not isinstance(saved, dict):
                 continue
             thread = str(saved.get("thread", "default"))
             system = saved.get("system") if isinstance(saved.get("system"), str) else None
@@ -139,7 +139,7 @@ def _from_export(data: dict[str, Any]) -> Iterator[tuple[str, Turn]]:
 
 
 def replay_events(turn: Turn, speed: float, sleep: Callable[[float], None] = time.sleep,
-                  clock: Callable[[], float] = time.monotonic) -> Iterator[Event]:
+                  clock: Callable[[], float] = time.monotonic) -> Generator[Event, None, None]:
     """A saved answer as stream events, word by word at `speed` tokens a second (0: at once)."""
     usage = Usage.from_dict(turn.usage)
     tokens = usage.output_tokens if usage and usage.output_tokens else count_tokens(turn.answer)

@@ -245,7 +245,7 @@ def pydantic_ready(cls: Any) -> Any:
     hints = get_type_hints(cls, include_extras=True)
     marked = (typing_extensions.NotRequired, typing_extensions.Required)
     fields = {k: v if k in cls.__required_keys__ or get_origin(v) in marked else typing_extensions.NotRequired[v] for k, v in hints.items()}
-    rebuilt = typing_extensions.TypedDict(cls.__name__, fields)  # type: ignore[operator]
+    rebuilt = typing_extensions.TypedDict(cls.__name__, fields)  # type: ignore[misc]
     rebuilt.__doc__ = cls.__doc__
     return rebuilt
 

@@ -146,7 +146,7 @@ class Tool:
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     from typing import get_type_hints
 
-    target = function if inspect.isfunction(function) or inspect.ismethod(function) else getattr(function, "__call__", function)
+    target = function if inspect.isfunction(function) or inspect.ismethod(function) else getattr(function, "__call__", function)  # noqa: B004 (its hints, not whether it is callable)
     return get_type_hints(target, include_extras=True)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Mapping
 
 __all__ = [
     "PRICES", "MAX_OUTPUT_TOKENS", "DEFAULT_MAX_OUTPUT", "PRICE_FIELDS", "Usage", "Spend", "price_for", "max_output_for",
-    "format_usage", "price_entry", "set_price_overrides", "check_price_entry",
+    "format_usage", "price_entry", "set_price_overrides", "check_price_entry", "batch_model", "batch_price_for",
 ]
 
 PRICE_FIELDS = ("input", "cached_input", "output")
@@ -29,6 +29,8 @@ _OVERRIDES: dict[str, dict[str, Any]] = {}
 PRICES: dict[str, tuple[float, float, float]] = {
     name: (e["input"], e["cached_input"], e["output"]) for name, e in _ENTRIES.items()
 }
+
+BATCH_TIER = " (batch)"  # a model id so marked is priced as answered by the Batch API
 
 # The longest answer each model can give, in tokens: the output bound of a budget estimate without --max-tokens.
 MAX_OUTPUT_TOKENS: dict[str, int] = {name: e["longest_output"] for name, e in _ENTRIES.items() if e.get("longest_output")}
@@ -99,7 +101,8 @@ class Usage:
 
     def to_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
-        return asdict(self)
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens,
+                "reasoning_tokens": self.reasoning_tokens}
 
 
 @dataclass
@@ -121,8 +124,8 @@ class Spend:
 
 
 def _base_name(model: str) -> str:
-    """A model id without its provider prefix and snapshot date."""
-    return _SNAPSHOT.sub("", model.rsplit("/", 1)[-1])
+    """A model id without its provider prefix, snapshot date and batch mark."""
+    return _SNAPSHOT.sub("", model.removesuffix(BATCH_TIER).rsplit("/", 1)[-1])
 
 
 def set_price_overrides(entries: Mapping[str, Mapping[str, Any]]) -> None:
@@ -131,14 +134,22 @@ def set_price_overrides(entries: Mapping[str, Mapping[str, Any]]) -> None:
     _OVERRIDES.update({_base_name(name): dict(entry) for name, entry in entries.items()})
 
 
+def _dollars(value: Any) -> bool:
+    """Whether `value` is a price: a number of dollars, 0 or more."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
 def check_price_entry(name: str, entry: Any) -> str | None:
     """What is wrong with one `NanoMagics.prices` entry, in a few words; None when it is usable."""
     if not isinstance(entry, Mapping):
         return f"{name!r} must map to a dict with {', '.join(PRICE_FIELDS)}"
     for key in PRICE_FIELDS:
         value = entry.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        if not _dollars(value):
             return f"{name!r} needs {key} as dollars per 1M tokens (0 or more), not {value!r}"
+    own = entry.get("batch")
+    if own is not None and (not isinstance(own, Mapping) or not all(_dollars(own.get(key)) for key in PRICE_FIELDS)):
+        return f"{name!r}: batch must give {', '.join(PRICE_FIELDS)} as dollars per 1M tokens, or be left out (half the live price)"
     longest = entry.get("longest_output")
     if longest is not None and (isinstance(longest, bool) or not isinstance(longest, int) or longest < 1):
         return f"{name!r}: longest_output must be a whole number of tokens above 0, not {longest!r}"
@@ -152,9 +163,26 @@ def price_entry(model: str) -> Mapping[str, Any] | None:
 
 
 def price_for(model: str) -> tuple[float, float, float] | None:
-    """The price row for a model id, ignoring a provider prefix and a snapshot date."""
+    """The price row for a model id, ignoring a provider prefix and a snapshot date; a `batch_model` id gets the batch price."""
+    if model.endswith(BATCH_TIER):
+        return batch_price_for(model)
     entry = price_entry(model)
     return None if entry is None else (float(entry["input"]), float(entry["cached_input"]), float(entry["output"]))
+
+
+def batch_model(model: str) -> str:
+    """`model` marked as answered by the Batch API, so that usage, the ledger and the budget price it at the batch price."""
+    return model if model.endswith(BATCH_TIER) else model + BATCH_TIER
+
+
+def batch_price_for(model: str) -> tuple[float, float, float] | None:
+    """The Batch API's price row: the entry's own `batch` prices where the price data gives them, else half the live price."""
+    entry = price_entry(model)
+    if entry is None:
+        return None
+    own = entry.get("batch")
+    prices = own if isinstance(own, Mapping) and all(key in own for key in PRICE_FIELDS) else {k: entry[k] / 2 for k in PRICE_FIELDS}
+    return float(prices["input"]), float(prices["cached_input"]), float(prices["output"])
 
 
 def max_output_for(model: str) -> int:

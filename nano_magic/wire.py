@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Union
+from typing import Any, Iterable, Iterator, Mapping
 
 from httpx_sse import ServerSentEvent
 
@@ -108,7 +108,7 @@ class Retry:
         return f"{self.reason}, retrying in {self.wait:.0f} s ({self.attempt}/{self.attempts})"
 
 
-Event = Union[Delta, Refusal, ToolCall, Finish, UsageReport, Retry]
+Event = Delta | Refusal | ToolCall | Finish | UsageReport | Retry
 
 
 def build_request(

@@ -7,7 +7,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import pandas as pd
 import pytest
@@ -38,7 +38,7 @@ def user_prompts(server) -> list[str]:
     return [prompt_of(p.body) for p in server.posts()]
 
 
-def by_prompt(answers: dict) -> callable:
+def by_prompt(answers: dict) -> Callable[..., Any]:
     """A fake-server script answering each prompt with its own text or behaviour, whatever order the rows go in."""
     def script(body: dict):
         answer = answers[prompt_of(body)]

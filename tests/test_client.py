@@ -81,7 +81,7 @@ def chat_frame(payload: dict, newline: str = "\n") -> str:
 def cloudflare_stream(newline: str = "\n") -> bytes:
     """A Cloudflare /ai/v1 shaped stream: obfuscation padding, a usage chunk with no choices, [DONE]."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4.1-nano-2025-04-14", "usage": None}
-    frames = [
+    frames: list[dict] = [
         {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], "obfuscation": "x1"},
         {**base, "choices": [{"index": 0, "delta": {"content": "Line\u2028sep "}, "finish_reason": None}], "obfuscation": "abc"},
         {**base, "choices": [{"index": 0, "delta": {"content": "and $E=mc^2$ é漢🙂"}, "finish_reason": None}], "obfuscation": "q"},
@@ -170,7 +170,8 @@ def test_options_land_in_the_fields_of_each_api() -> None:
 
 
 def test_retry_after_is_honoured_then_the_answer_streams() -> None:
-    calls, waits = [], []
+    calls: list = []
+    waits: list = []
     ok = cloudflare_stream()
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import AbstractSet
 
 import pytest
 
@@ -11,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nano_magic"
 MODULES = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
 
 
-def imports(path: Path, known: set[str] = set(MODULES)) -> set[str]:
+def imports(path: Path, known: AbstractSet[str] = frozenset(MODULES)) -> set[str]:
     """The `known` modules `path` imports anywhere: top level, inside functions, under TYPE_CHECKING."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -308,7 +308,8 @@ class InterchangeFrame:
         def __init__(self, kind: int, bits: int) -> None:
             from enum import IntEnum
 
-            self.dtype = (IntEnum("DtypeKind", {"INT": 0, "FLOAT": 2, "STRING": 21})(kind), bits, "", "=")
+            kinds = IntEnum("DtypeKind", {"INT": 0, "FLOAT": 2, "STRING": 21})  # type: ignore[misc]
+            self.dtype = (kinds(kind), bits, "", "=")
 
     def __dataframe__(self):
         frame = self

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nano_magic.usage import Usage, format_usage, max_output_for, price_for
 from tests.support import fake_server
 from tests.support.fake_server import Reply, Status
 
-OFFERED = {"object": "list", "data": [
+OFFERED: dict[str, Any] = {"object": "list", "data": [
     {"id": "llama-3.1-8b", "owned_by": "meta", "shutdown_date": None},
     {"id": "gpt-5-mini", "owned_by": "openai", "shutdown_date": None},
     {"id": "gpt-4.1-mini", "owned_by": "openai", "shutdown_date": "2027-03-01"},

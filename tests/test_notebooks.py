@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from tests.support.fake_server import FakeServer
+from tests.support.fitting import fitting
 from tests.support.notebooks import answers, run_notebook
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
@@ -32,7 +33,7 @@ class Demo:
 
     nb: nbformat.NotebookNode
     replies: dict[str, dict[str, Any]]
-    requests: list[dict[str, Any]]
+    requests: list[Any]
 
     def cell(self, start: str) -> nbformat.NotebookNode:
         """The one code cell whose source starts with `start`."""
@@ -72,14 +73,16 @@ def demo(fake: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def run(name: str) -> Demo:
         monkeypatch.setenv("NANO_API_KEY", SECRET)
-        fake.reply = REPLIES[name]
+        fake.reply, fake.script = REPLIES[name], fitting  # tools are called and schemas answered as a model would
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         shutil.copy(NOTEBOOKS / name, tmp_path / name)  # the notebook's own folder is the kernel's working directory
         assert all(not getattr(c, "outputs", []) for c in nb.cells), "notebooks are committed without outputs"
         replies: dict[str, dict[str, Any]] = {}
         run_notebook(nb, tmp_path, on_cell_executed=lambda cell, execute_reply, **_: replies.update({cell.id: execute_reply}))
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert not any(o.output_type == "error" for c in code for o in c.outputs)
+        on_purpose = [c for c in code if "raises-exception" in c.metadata.get("tags", [])]  # a deliberate error, tagged
+        assert not any(o.output_type == "error" for c in code if c not in on_purpose for o in c.outputs)
+        assert all(any(o.output_type == "error" for o in c.outputs) for c in on_purpose)
         saved = [a for c in code for a in answers(c)]
         assert saved and all(a.data["text/plain"] == fake.reply for a in saved)
         assert SECRET not in nbformat.writes(nb), "the API key reached the saved notebook"
@@ -127,7 +130,7 @@ def test_teaching_gives_each_thread_its_persona(demo, tmp_path: Path) -> None:
     fall, speed = run.cell("%%nano --thread kinematics\nHow far"), run.cell("%%nano --thread kinematics\nAnd")
     simulation = run.cell("%%nano --thread simulation")
     sent = run.requests
-    assert len(sent) == 3
+    assert len(sent) == 4, "three questions and one explain"
 
     assert sent[0]["messages"] == [system(persona), user(prompt(fall))]
     assert sent[1]["messages"] == [system(persona), user(prompt(fall)), assistant(reply), user(prompt(speed))]
@@ -141,6 +144,14 @@ def test_teaching_gives_each_thread_its_persona(demo, tmp_path: Path) -> None:
     assert prompt(simulation) not in handout  # one thread's handout
     assert prompt(fall) in run.shown("%nano export")
 
+    assert "of the $0.500000 cap is spent" in run.shown("%config NanoMagics.budget")  # the budget and what was spent
+    failing = run.cell("heights =")
+    assert [o.ename for o in failing.outputs if o.output_type == "error"] == ["IndexError"]  # the deliberate error
+    explained = json.dumps(sent[3]["messages"])
+    assert "IndexError" in explained and "heights[3]" in explained, "explain sends the error and the failing line"
+    assert persona not in explained, "one-shot: no thread's history"
+    assert answers(run.cell("%nano explain"))[0].data["text/plain"] == reply
+
 
 def test_teaching_replays_in_class_what_was_prepared(demo, fake: FakeServer, tmp_path: Path) -> None:
     prepared = demo("teaching.ipynb")
@@ -151,7 +162,8 @@ def test_teaching_replays_in_class_what_was_prepared(demo, fake: FakeServer, tmp
     in_class = nbformat.read(tmp_path / "teaching.ipynb", as_version=4)
     run_notebook(in_class, tmp_path)
 
-    assert len(fake.posts()) == sent, "in class, nothing is sent"
+    new = fake.posts()[sent:]
+    assert len(new) == 1 and "IndexError" in json.dumps(new[0].body), "in class, only the live error's explain is sent"
     assert "Replaying 3 saved answers" in "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
                                                    for o in in_class.cells[3].outputs)
     asked = [c for c in in_class.cells if c.cell_type == "code" and c.source.startswith("%%nano")]
@@ -168,7 +180,7 @@ def test_data_science_sends_the_frame_and_reads_json_back(demo) -> None:
     reply = REPLIES["data_science.ipynb"]
     asked, as_json, summary = run.cell("%%nano --context sales\n"), run.cell("%%nano --json"), run.cell("%%nano --out")
     sent = run.requests
-    assert len(sent) == 3, "the dry run sends nothing"
+    assert len(sent) == 3 + 2 + 5 + 5, "the dry run sends nothing; the tool cell sends two requests; each --map one per review"
 
     dry = run.dry_run("%%nano --context sales --dry-run")["messages"]
     context = sent[0]["messages"][-1]["content"].removeprefix(prompt(asked))
@@ -185,3 +197,26 @@ def test_data_science_sends_the_frame_and_reads_json_back(demo) -> None:
 
     assert sent[2]["messages"] == [user(prompt(summary) + context)]
     assert run.shown("print(summary)") == reply + "\n"
+
+    called, answered = sent[3], sent[4]  # --tools: the function computes over the review table in the kernel
+    assert [t["function"]["name"] for t in called["tools"]] == ["star_stats"]
+    assert called["tools"][0]["function"]["parameters"]["properties"]["product"]["enum"] == ["kettle", "toaster", "blender"]
+    [result] = [m for m in answered["messages"] if m["role"] == "tool"]
+    assert json.loads(result["content"]) == {"mean_stars": 4.5, "reviews": 2}  # the kettle's two reviews: 5 and 4 stars
+    [tool_answer] = answers(run.cell("%%nano --tools star_stats"))
+    assert '→ star_stats(product="kettle")' in tool_answer.data["text/markdown"] and "4.5" in tool_answer.data["text/markdown"]
+
+    judged = sent[5:10]  # --schema: each row carries the strict schema, and the answers make a typed table
+    assert all(r["response_format"]["type"] == "json_schema" for r in judged)
+    assert sorted(r["messages"][-1]["content"] for r in judged)[0] == "Judge this review of a blender: Smooth soups, loud motor."
+    dtypes = run.shown("judged.dtypes")
+    assert re.search(r"sentiment +string", dtypes) and re.search(r"mentions_noise +boolean", dtypes) and re.search(r"score +Float64", dtypes)
+    assert "Boils fast" in run.shown("reviews.join(judged)") and "positive" in run.shown("reviews.join(judged)")
+
+    replies = sent[10:]  # --map: one one-shot request per row, answers in a Series on the table's index
+    assert all(len(r["messages"]) == 1 and r["max_completion_tokens"] == 60 for r in replies)
+    assert "Name: answer" in run.shown("replies") and len(re.findall(r"^[0-4] ", run.shown("replies"), re.M)) == 5
+
+
+def test_every_demo_notebook_is_run_here() -> None:
+    assert sorted(REPLIES) == sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")), "a new notebook needs its test above"

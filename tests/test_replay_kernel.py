@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import nbformat
 from jupyter_client.manager import start_new_kernel
@@ -37,7 +39,7 @@ def prepared_lesson(fake, tmp_path: Path) -> Path:
     return path
 
 
-def rerun(path: Path, replay_line: str, edits: dict[int, str] = {}, extra: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+def rerun(path: Path, replay_line: str, edits: Mapping[int, str] = MappingProxyType({}), extra: tuple[str, ...] = ()) -> nbformat.NotebookNode:
     """The saved notebook as a restarted kernel sees it: outputs cleared, a replay cell after %load_ext."""
     nb = nbformat.read(path, as_version=4)
     for index, cell in enumerate(nb.cells):

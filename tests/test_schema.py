@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal, Optional, TypedDict
+from typing import Literal, TypedDict
 
 import pytest
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ class Shape(BaseModel):
     name: str
     kind: Literal["convex", "concave"]
     corners: list[Point]
-    label: Optional[str] = None
+    label: str | None = None
     sides: int = 3
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, Optional, TypedDict
+from typing import Literal, TypedDict
 
 import pandas as pd
 import pytest
@@ -85,7 +85,7 @@ class Span(TypedDict):
 
 
 def everything(count: int, ratio: float, name: str, flag: bool, tags: list[str], scores: dict[str, int],
-               mode: Literal["fast", "slow"], color: Color, maybe: Optional[int], point: Point, box: Box, span: Span,
+               mode: Literal["fast", "slow"], color: Color, maybe: int | None, point: Point, box: Box, span: Span,
                limit: int = 10) -> None:
     """Every kind of parameter.
 
@@ -216,7 +216,7 @@ def test_results_are_json_or_repr_tables_compact_and_long_results_cut() -> None:
 
 def test_one_call_chat(chat, fake) -> None:
     fake.queue(ToolCalls([Call("area", '{"r": 3}', id="call_abc")]), Reply("The area is 28.27."))
-    steps = []
+    steps: list = []
     answer = chat.ask("Area of radius 3?", tools=[area], on_step=steps.append)
     assert answer.text == "The area is 28.27." and answer.status == "complete"
     assert CALLS == [("area", {"r": 3.0})]
@@ -385,7 +385,7 @@ def test_non_streamed_calls(chat, fake) -> None:
 class Planet(BaseModel):
     name: str
     moons: int
-    rings: Optional[bool] = None
+    rings: bool | None = None
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
