@@ -1,4 +1,4 @@
-"""Row 18: what the browser pays while an 8k-token answer streams into JupyterLab, against a naive re-display.
+"""Row 22: what the browser pays while an 8k-token answer streams into JupyterLab, against a naive re-display.
 
 A real JupyterLab in headless Chromium (`tests/support/jupyter_lab.py`) runs two cells against the fake server,
 which streams the 8k answer at 150 deltas/s: a `%%nano` cell, and a naive cell that reads the same stream with
@@ -138,7 +138,7 @@ def measure() -> list[Row]:
             time.sleep(2)
             naive = _run(page, cdp, server, 2, words, False)
             browser.close()
-    what = f"18. JupyterLab + Chromium, {len(tokens(text))} deltas at {RATE}/s"
+    what = f"22. JupyterLab + Chromium, {len(tokens(text))} deltas at {RATE}/s"
     return [
         Row(f"{what}: main thread busy", f"{ours.busy:.0%}", f"naive re-display: {naive.busy:.0%}",
             f"{ours.busy / naive.busy:.2f}", "< 15%", ours.busy < 0.15),

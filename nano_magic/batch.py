@@ -22,7 +22,7 @@ from .progress import Tally, open_bar
 from .schema import OutputSchema, SchemaError
 from .template import BadInput, Items, Template, items_of
 from .tokens import estimate_request, exact_counts
-from .usage import Usage, max_output_for
+from .usage import Usage, batch_model, max_output_for
 from .wire import Options, Request, build_request
 
 __all__ = ["BadInput", "MapPlan", "MapResult", "plan_map", "estimate_jobs", "run_map", "arun_map", "describe_requests", "result_from"]
@@ -59,9 +59,10 @@ class MapPlan:
     jobs: list[_Job]
     concurrency: int = 8
     input_tokens: int = 0
-    dollars: float | None = None
+    output_mean: float | None = None  # output tokens per request measured on a sample, when there was one
     cache: AnswerCache | None = field(default=None, repr=False)
     estimated: bool = False
+    batch_price: bool = False  # the estimate's dollars at the Batch API's price (`--batch`)
     pictures: list[tuple[Picture, ...]] = field(default_factory=list, repr=False)  # each row's, from `{image:column}`
 
     def request(self, prompt: str, pictures: tuple[Picture, ...] = ()) -> Request:
@@ -78,17 +79,63 @@ class MapPlan:
         """Rows whose answer is already in the cache."""
         return len(self.keys) - sum(job.rows for job in self.jobs)
 
+    @property
+    def rows(self) -> int:
+        """Rows (or items) the plan covers."""
+        return len(self.keys)
+
+    def output_bound(self) -> tuple[float | None, str]:
+        """Output tokens per request the estimate assumes, and where that bound comes from."""
+        if self.options.max_tokens:
+            return self.options.max_tokens, f"--max-tokens {self.options.max_tokens:,}"
+        if self.output_mean is not None:
+            return self.output_mean, f"{self.output_mean:,.1f} output tokens a request, the sample's measured mean"
+        return None, "output not bounded"
+
+    @property
+    def priced_as(self) -> str:
+        """The model whose price the estimate uses: the batch tier of the plan's model under `--batch`."""
+        return batch_model(self.model) if self.batch_price else self.model
+
+    @property
+    def input_dollars(self) -> float | None:
+        """Dollars for the input of the requests to send, or None when the model has no price."""
+        return Usage(self.input_tokens).cost(self.priced_as)
+
+    @property
+    def dollars(self) -> float | None:
+        """Dollars for the requests to send at the output bound (input alone when output is not bounded)."""
+        bound = self.output_bound()[0] or 0
+        return Usage(self.input_tokens, round(bound * len(self.jobs))).cost(self.priced_as)
+
+    def needs_yes(self, confirm_above: float) -> bool:
+        """Whether the stated worst case passes `confirm_above`.
+
+        With output not bounded the worst case has no limit, so the run asks once its input alone passes a tenth of
+        `confirm_above`: at GPT-4.1 nano's prices (output 4x input) answers about 2.25 times as long as their prompts
+        already make the whole run ten times its input, which open questions over short rows easily reach.
+        """
+        dollars = self.dollars
+        if dollars is None:
+            return False
+        return dollars > (confirm_above if self.output_bound()[0] is not None else confirm_above / 10)
+
     def estimate(self) -> str:
-        """One line: what the requests to send would cost at most."""
-        sent, cached = len(self.jobs), self.cached_rows
-        head = f"{sent:,} requests to send" + (f" ({cached:,} of {len(self.keys):,} items answered from the cache)" if cached else "")
+        """One line: what the requests to send would cost at most, and the output bound that says so."""
+        sent, cached, rows = len(self.jobs), self.cached_rows, self.rows
+        distinct = len(set(self.keys))
+        head = f"{sent:,} requests to send" + (f" ({cached:,} of {rows:,} items answered from the cache)" if cached else "")
+        if distinct < rows:
+            head += f" ({distinct:,} distinct requests for {rows:,} rows)"
         if not sent:
             return head + "."
-        bound = self.options.max_tokens
-        output = f" + up to {bound * sent:,} output tokens" if bound else " + output (not bounded: set --max-tokens)"
-        money = f" ≈ ${self.dollars:.4f}" if self.dollars is not None else " (no price for this model)"
+        bound, source = self.output_bound()
+        output = f" + up to {round(bound * sent):,} output tokens ({source})" if bound is not None else \
+            " + output not bounded (set --max-tokens, or preview with --sample)"
+        money = self.dollars
+        priced = " (no price for this model)" if money is None else f" ≈ ${money:.4f}" + ("" if bound is not None else " for the input alone")
         how = "" if exact_counts() else " (estimated at 4 characters a token: tiktoken's o200k_base is not available)"
-        return f"{head}: about {self.input_tokens:,} input tokens{output}{money}{how}."
+        return f"{head}: about {self.input_tokens:,} input tokens{output}{priced}{how}."
 
     def close(self) -> None:
         """Close the cache."""
@@ -141,17 +188,15 @@ def _plan_jobs(plan: MapPlan) -> None:
 
 
 def estimate_jobs(plan: MapPlan) -> MapPlan:
-    """Count each request's input tokens and the plan's cost, once (a --batch collect needs neither)."""
+    """Count each request's input tokens, once (a --batch collect needs none)."""
     if plan.estimated:
         return plan
     bound = plan.options.max_tokens or 0
-    dollars: float | None = 0.0
     for job in plan.jobs:
         estimate = estimate_request(plan.request(job.prompt, job.pictures).body, plan.model, bound)
         plan.input_tokens += estimate.input_tokens
-        dollars = None if dollars is None or estimate.dollars is None else dollars + estimate.dollars
         job.tokens = estimate.input_tokens + bound
-    plan.dollars, plan.estimated = dollars, True
+    plan.estimated = True
     return plan
 
 
@@ -171,6 +216,9 @@ class MapResult:
     warning: str | None = None
     status: Any = None  # per item: answered, cached, failed, or budget (not sent: the next item would have passed the cap)
     capped: str = ""  # one line when the budget stopped the run
+    distinct: int = 0
+    output_mean: float | None = None
+    whole: str | None = None  # after a sample: the estimate for the whole input
 
     @property
     def cost(self) -> float | None:
@@ -186,6 +234,8 @@ class MapResult:
         """One line: how many answered, from the cache, failed; tokens, cost, time and 429s; then the failures and the cap's line."""
         total, failed, done = len(self.answers), len(self.failed), self.done
         parts = [f"{done:,} of {total:,} items answered" + (f" ({self.cached:,} from the cache)" if self.cached else "")]
+        if 0 < self.distinct < total:
+            parts.append(f"{self.distinct:,} distinct requests for {total:,} rows")
         if failed:
             parts.append(f"{failed:,} failed")
         parts.append(f"{self.usage.input_tokens:,} in · {self.usage.output_tokens:,} out tokens")
@@ -210,6 +260,7 @@ class _Run:
         self.poke = poke
         self.answers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        self.outputs: list[int] = []  # output tokens of each answer received, for a sample's measured mean
         self.not_cached = 0
         self.cache_error = ""
         self.unsent: set[str] = set()  # not sent: the budget cap was reached
@@ -218,6 +269,7 @@ class _Run:
     def answered(self, job: _Job, completion: Completion) -> None:
         if completion.usage is not None:
             self.tally.usage = self.tally.usage + completion.usage
+            self.outputs.append(completion.usage.output_tokens)
         error: str | None
         if completion.refusal:
             value, error = None, f"The model refused: {' '.join(completion.refusal.split())}"
@@ -393,11 +445,15 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
 
     index = plan.items.index
     values: list[Any] = []
+    outputs = list(run.outputs)
     for key in plan.keys:
         if key in plan.cached and key not in run.answers:
-            run.answers[key], error = _interpret(plan.cached[key][0], plan)
+            text, usage = plan.cached[key]
+            run.answers[key], error = _interpret(text, plan)
             if error is not None:  # the schema's own checks changed since the answer was kept
                 run.errors[key] = error
+            if usage is not None:  # once per distinct request, as sent
+                outputs.append(usage.output_tokens)
         values.append(run.answers.get(key))
     at = [position for position, key in enumerate(plan.keys) if key in run.errors]  # by position: duplicate labels each count
     failures = pd.Series([run.errors[plan.keys[i]] for i in at], index=pd.Index(index)[at], dtype="string", name="error")
@@ -409,13 +465,14 @@ def _result(plan: MapPlan, run: _Run, tally: Tally, stopped: bool) -> MapResult:
         answers = pd.Series(values, index=index, dtype=object if plan.options.json else "string", name="answer")
         table = answers
     plan.close()
+    mean = sum(outputs) / len(outputs) if outputs else None
     capped = ""
     if run.unsent:
         unsent = sum(job.rows for job in plan.jobs if job.key in run.unsent)
         capped = (f"Budget: {unsent:,} items were not sent, as the next would have passed the cap: {plan.gate.spent_line()}; "
                   "run it again to send only those.")
     return MapResult(answers, failures, table, tally.usage, plan.model, tally.elapsed, tally.cached, tally.throttled, stopped,
-                     run.warning(), status, capped)
+                     run.warning(), status, capped, distinct=len(set(plan.keys)), output_mean=mean)
 
 
 def _status(key: str, plan: MapPlan, run: _Run) -> str:

@@ -29,7 +29,7 @@ from .tools import Toolbox, tools_from_names
 from .usage import format_usage
 from .wire import Options
 
-__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named", "pictures_named"]
+__all__ = ["in_one_line", "run_cell", "parent_cell", "options_from", "load_replay", "schema_named", "pictures_named", "ask_once"]
 
 NOTES = {
     "length": "The answer hit the token limit and is cut short (raise --max-tokens).",
@@ -166,8 +166,15 @@ def _prompt(shell: Any, args: Namespace, body: str) -> str:
     return prompt
 
 
+def ask_once(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options,
+             then: Callable[[Answer], None]) -> Answer:
+    """An answer streamed into the live view like any cell's (a --reduce cell's last round); `then` sees it before it shows."""
+    return _ask(shell, chat, settings, args, prompt, options, None, Toolbox(), None, then=then)
+
+
 def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, options: Options, cell_id: str | None,
-         toolbox: Toolbox, schema: OutputSchema | None, pictures: tuple[Picture, ...]) -> Answer:
+         toolbox: Toolbox, schema: OutputSchema | None, pictures: tuple[Picture, ...] = (),
+         then: Callable[[Answer], None] | None = None) -> Answer:
     pending = chat.start(
         prompt, thread=args.thread, system=args.system, new=args.new, once=args.once, cell_id=cell_id,
         execution_count=_execution_count(shell), tools=toolbox, schema=schema, images=pictures, **options.__dict__,
@@ -194,6 +201,8 @@ def _ask(shell: Any, chat: Chat, settings: Any, args: Namespace, prompt: str, op
         answer, failure, cause = exc.answer, str(exc), exc.__cause__
     except Exception as exc:
         failure, cause = unexpected(exc), exc
+    if answer is not None and then is not None:
+        then(answer)
     return _end_cell(shell, chat, view, args, answer, failure, cause)
 
 

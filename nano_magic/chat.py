@@ -38,6 +38,7 @@ from .wire import (
 if TYPE_CHECKING:
     from .batch import MapPlan, MapResult
     from .map_batch import BatchPending, BatchRun
+    from .verbs import ClassifyResult, FilterResult, ReduceResult, ReduceRun, RowsRun
 
 __all__ = ["Answer", "Chat", "Interrupted", "Pending", "validate"]
 
@@ -388,34 +389,37 @@ class Chat:
         return settle("refused" if run.refusal else STATUS_BY_FINISH.get(run.answer.finish_reason or "stop", "complete"))
 
     def map(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
-            cache: bool | str | Path = True, progress: bool | str = "auto", batch: bool = False, wait: bool = False,
-            batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
+            cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None, sample_seed: int | None = 0,
+            batch: bool = False, wait: bool = False, batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
         """One one-shot request per item of `data` (DataFrame, Series, list or dict), `template` filled from each.
 
+        With `sample`, only that many items picked at random (reproducibly, by `sample_seed`); `.whole` then
+        estimates the whole input from the sample's measured output, and the full run takes these from the cache.
         `batch=True` submits them to the provider's Batch API (half price) and returns the batches; the same call
         again collects them into the same result a live run gives (`wait=True` polls until then).
         """
         from .batch import run_map
 
-        plan = self._plan_map(data, template, concurrency, schema, system, cache, options, estimate=not batch)
+        rows = self._rows(data, template, concurrency, schema, system, cache, sample, sample_seed, options, batch=batch)
         if batch:
             from .map_batch import run_batch
 
-            return run_batch(self._batch_run(plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
-        return run_map(plan, progress=_progress_mode(progress))
+            return run_batch(self._batch_run(rows.plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
+        return rows.finish(run_map(rows.plan, progress=_progress_mode(progress)))
 
     async def amap(self, data: Any, template: str, concurrency: int = 8, schema: Any = None, *, system: str | None = None,
-                   cache: bool | str | Path = True, progress: bool | str = "auto", batch: bool = False, wait: bool = False,
-                   batch_max_requests: int = 50_000, **options: Any) -> MapResult | BatchPending:
+                   cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None,
+                   sample_seed: int | None = 0, batch: bool = False, wait: bool = False, batch_max_requests: int = 50_000,
+                   **options: Any) -> MapResult | BatchPending:
         """`map` on the running event loop."""
         from .batch import arun_map
 
-        plan = self._plan_map(data, template, concurrency, schema, system, cache, options, estimate=not batch)
+        rows = self._rows(data, template, concurrency, schema, system, cache, sample, sample_seed, options, batch=batch)
         if batch:
             from .map_batch import arun_batch
 
-            return await arun_batch(self._batch_run(plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
-        return await arun_map(plan, progress=_progress_mode(progress))
+            return await arun_batch(self._batch_run(rows.plan, template, batch_max_requests), wait=wait, progress=_progress_mode(progress))
+        return rows.finish(await arun_map(rows.plan, progress=_progress_mode(progress)))
 
     def _batch_run(self, plan: MapPlan, template: str, max_requests: int) -> BatchRun:
         from .map_batch import AGAIN_CALL, BatchRun
@@ -426,16 +430,104 @@ class Chat:
             plan.close()
             raise
 
-    def _plan_map(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None,
-                  cache: bool | str | Path, options: dict[str, Any], estimate: bool = True) -> MapPlan:
-        from .batch import plan_map
+    def filter(self, data: Any, template: str, concurrency: int = 8, *, system: str | None = None, cache: bool | str | Path = True,
+               progress: bool | str = "auto", sample: int | None = None, sample_seed: int | None = 0, **options: Any) -> FilterResult:
+        """The rows of `data` for which the model answers yes to `template`, each asked with a strict boolean schema."""
+        from .batch import run_map
+        from .verbs import filter_result, filter_schema
 
+        rows = self._rows(data, template, concurrency, filter_schema(), system, cache, sample, sample_seed, options)
+        return filter_result(rows.data, rows.finish(run_map(rows.plan, progress=_progress_mode(progress))))
+
+    async def afilter(self, data: Any, template: str, concurrency: int = 8, *, system: str | None = None,
+                      cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None,
+                      sample_seed: int | None = 0, **options: Any) -> FilterResult:
+        """`filter` on the running event loop."""
+        from .batch import arun_map
+        from .verbs import filter_result, filter_schema
+
+        rows = self._rows(data, template, concurrency, filter_schema(), system, cache, sample, sample_seed, options)
+        return filter_result(rows.data, rows.finish(await arun_map(rows.plan, progress=_progress_mode(progress))))
+
+    def classify(self, data: Any, template: str, labels: Any, concurrency: int = 8, *, system: str | None = None,
+                 cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None,
+                 sample_seed: int | None = 0, **options: Any) -> ClassifyResult:
+        """One of `labels` (a comma list, or a list, tuple or Enum of strings) per row, as a Categorical Series on its index."""
+        from .batch import run_map
+        from .verbs import classify_result, classify_schema, labels_from
+
+        chosen = labels_from(labels, "labels")
+        rows = self._rows(data, template, concurrency, classify_schema(chosen), system, cache, sample, sample_seed, options)
+        return classify_result(chosen, rows.finish(run_map(rows.plan, progress=_progress_mode(progress))))
+
+    async def aclassify(self, data: Any, template: str, labels: Any, concurrency: int = 8, *, system: str | None = None,
+                        cache: bool | str | Path = True, progress: bool | str = "auto", sample: int | None = None,
+                        sample_seed: int | None = 0, **options: Any) -> ClassifyResult:
+        """`classify` on the running event loop."""
+        from .batch import arun_map
+        from .verbs import classify_result, classify_schema, labels_from
+
+        chosen = labels_from(labels, "labels")
+        rows = self._rows(data, template, concurrency, classify_schema(chosen), system, cache, sample, sample_seed, options)
+        return classify_result(chosen, rows.finish(await arun_map(rows.plan, progress=_progress_mode(progress))))
+
+    def reduce(self, data: Any, template: str, chunk_tokens: int | None = None, concurrency: int = 8, *,
+               on_delta: Callable[[str], None] | None = None, system: str | None = None, cache: bool | str | Path = True,
+               progress: bool | str = "auto", sample: int | None = None, sample_seed: int | None = 0, **options: Any) -> ReduceResult:
+        """One answer from all rows: chunks of rows answered with `template`, then their answers combined in rounds.
+
+        The template's lines with placeholders repeat once per row; the last round streams to `on_delta`.
+        """
+        from .batch import run_map
+        from .verbs import run_rounds
+
+        job = self._reduce(data, template, chunk_tokens, concurrency, system, cache, sample, sample_seed, options)
+        mode = _progress_mode(progress)
+        reached = run_rounds(job.rounds(), lambda plan: run_map(plan, progress=mode))
+        final = job.reducer.final
+        return job.result(self.ask(final, on_delta, **job.final_how) if reached and final is not None else None)
+
+    async def areduce(self, data: Any, template: str, chunk_tokens: int | None = None, concurrency: int = 8, *,
+                      on_delta: Callable[[str], None] | None = None, system: str | None = None, cache: bool | str | Path = True,
+                      progress: bool | str = "auto", sample: int | None = None, sample_seed: int | None = 0,
+                      **options: Any) -> ReduceResult:
+        """`reduce` on the running event loop; the last round streams from a worker thread."""
+        import asyncio
+
+        from .batch import arun_map
+        from .verbs import arun_rounds
+
+        job = self._reduce(data, template, chunk_tokens, concurrency, system, cache, sample, sample_seed, options)
+        mode = _progress_mode(progress)
+        reached = await arun_rounds(job.rounds(), lambda plan: arun_map(plan, progress=mode))
+        final = job.reducer.final
+        if not reached or final is None:
+            return job.result(None)
+        return job.result(await asyncio.to_thread(lambda: self.ask(final, on_delta, **job.final_how)))
+
+    def _checked(self, options: dict[str, Any], schema: OutputSchema | None = None) -> Options:
         opts = self._options(options)
+        validate(opts, schema=schema)
+        return opts
+
+    def _rows(self, data: Any, template: str, concurrency: int, schema: Any, system: str | None, cache: bool | str | Path,
+              sample: int | None, seed: int | None, options: dict[str, Any], batch: bool = False) -> RowsRun:
+        from .verbs import plan_rows
+
+        if batch and sample is not None:
+            raise ValueError("sample= previews a live run: it does not go with batch=True.")
+
         shape = None if schema is None else OutputSchema.from_object(schema)
-        validate(opts, schema=shape)
-        path = default_cache_path() if cache is True else (cache or None)
-        return plan_map(self.gate, data, template, opts, system=system, schema=shape, concurrency=concurrency, cache_path=path,
-                        estimate=estimate)
+        opts = self._checked(options, shape)
+        return plan_rows(self.gate, data, template, opts, schema=shape, system=system, concurrency=concurrency,
+                         cache_path=_cache_path(cache), sample=sample, seed=seed, estimate=not batch)
+
+    def _reduce(self, data: Any, template: str, chunk_tokens: int | None, concurrency: int, system: str | None,
+                cache: bool | str | Path, sample: int | None, seed: int | None, options: dict[str, Any]) -> ReduceRun:
+        from .verbs import DEFAULT_CHUNK_TOKENS, plan_reduce
+
+        return plan_reduce(self.gate, data, template, self._checked(options), system=system, concurrency=concurrency,
+                           cache_path=_cache_path(cache), chunk_tokens=DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens, sample=sample, seed=seed)
 
     def _settle(self, answer: Answer, asked: Asked, usages: list[Usage], tools: Toolbox, schema: OutputSchema | None) -> None:
         """Account for every request and, once any text or call arrived, write the turn into the real thread."""
@@ -569,6 +661,11 @@ def _after_calls(options: Options) -> Options:
 
 def _not_run(call: ToolCall, reason: str) -> dict[str, Any]:
     return {**call.to_dict(), "result": f"Error: {reason}", "error": reason}
+
+
+def _cache_path(cache: bool | str | Path) -> str | Path | None:
+    """The answer cache a run uses: the default file, the one given, or none."""
+    return default_cache_path() if cache is True else (cache or None)
 
 
 def _progress_mode(progress: bool | str) -> str:

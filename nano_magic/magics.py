@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["NanoMagics"]
 
 _QUOTED = ("model", "system", "thread", "stop", "out", "context", "tools", "tool_choice", "schema", "reasoning_effort", "image",
-           "image_detail")
+           "image_detail", "labels")
 
 
 @magics_class
@@ -76,7 +76,18 @@ class NanoMagics(Magics, NanoSettings):
     @argument("--concurrency", type=int, help="--map: requests in flight at once (default: NanoMagics.concurrency, 8).")
     @argument("--yes", action="store_true", help="--map: send even when the estimate is above NanoMagics.confirm_above.")
     @argument("--no-cache", action="store_true", help="--map: ask afresh instead of reusing cached answers.")
-    @argument("--batch", action="store_true", help="--map: submit the requests to the provider's Batch API (half price, within 24 h); "
+    @argument("--filter", metavar="VAR", help="Keep the rows of VAR for which the model answers yes to the cell's question "
+              "(a strict boolean per row); as --map for templates, options, cache and progress.")
+    @argument("--classify", metavar="VAR", help="One of --labels per row of VAR (a strict enum per row): a Categorical Series.")
+    @argument("--labels", help="--classify: comma-separated labels, or the name of a list, tuple or Enum in the notebook.")
+    @argument("--reduce", metavar="VAR", help="One answer from all rows of VAR: the lines with placeholders repeat per row, "
+              "rows go in chunks, and the chunks' answers are combined in rounds.")
+    @argument("--chunk-tokens", type=int, help="--reduce: the most tokens (o200k_base) in one request (default 4000).")
+    @argument("--sample", type=int, metavar="N", help="--map, --filter, --classify, --reduce: run on N rows picked at random, "
+              "then estimate the whole input from their measured output.")
+    @argument("--sample-seed", type=int, metavar="S", help="--sample: the seed that picks the rows (default 0).")
+    @argument("--batch", action="store_true", help="--map, --filter, --classify, --reduce's first round: submit the requests to the provider's Batch API "
+              "(half price, within 24 h); "
               "run the cell again to collect the answers.")
     @argument("--wait", action="store_true", help="--batch: wait for the batches to finish, with a progress bar (Ctrl-C stops waiting).")
     @cell_magic("nano")
@@ -87,14 +98,14 @@ class NanoMagics(Magics, NanoSettings):
         conversation carries on in the next %%nano cell of the same thread.
 
         The guide, in the repository: docs/options.md (every option and setting), docs/tools-and-schemas.md,
-        docs/many-rows.md (--map), docs/teaching.md (replay, budget, explain), docs/troubleshooting.md;
+        docs/many-rows.md (--map and its verbs), docs/teaching.md (replay, budget, explain), docs/troubleshooting.md;
         `%nano help` lists every page.
         """
         args = self._parse(line)
-        if args.map:
-            from .map_cell import map_cell
+        if args.map or args.filter or args.classify or args.reduce:
+            from .verb_cell import rows_cell
 
-            map_cell(self.shell, self.chat, self, args, cell, self._parse(""))
+            rows_cell(self.shell, self.chat, self, args, cell, self._parse(""))
             return
         from .cell import run_cell
 

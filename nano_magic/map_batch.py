@@ -72,9 +72,7 @@ class BatchPending:
 def at_batch_price(plan: MapPlan) -> MapPlan:
     """Estimate the plan at the batch price (its `dollars`), for the estimate line and the confirm check."""
     estimate_jobs(plan)
-    bound = plan.options.max_tokens or 0
-    live = Usage(plan.input_tokens, bound * len(plan.jobs))
-    plan.dollars = live.cost(batch_model(plan.model))
+    plan.batch_price = True
     return plan
 
 

@@ -175,7 +175,8 @@ class OutputSchema:
                 return self.target.validate_python(value)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                raise SchemaError(f"{_where(first['loc'])}: {first['msg']}") from None
+                got = repr(first.get("input"))
+                raise SchemaError(f"{_where(first['loc'])}: {first['msg']} (got {got if len(got) <= 40 else got[:39] + '…'})") from None
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001  # a validator of the user's raised something pydantic does not wrap (AttributeError, SystemExit…)

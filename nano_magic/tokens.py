@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 from .images import part_tokens
 from .usage import Usage
 
-__all__ = ["Estimate", "count_tokens", "exact_counts", "estimate_request"]
+__all__ = ["Estimate", "count_tokens", "cut_tokens", "exact_counts", "estimate_request"]
 
 ENCODING = "o200k_base"  # the tokenizer of the GPT-4.1 family
 CHARS_PER_TOKEN = 4
@@ -36,12 +36,19 @@ class Estimate:
 
 
 @lru_cache(maxsize=1)
-def _encoder() -> Callable[[str], list[int]] | None:
+def _encoding() -> Any:
     try:
         import tiktoken
 
-        encoding = tiktoken.get_encoding(ENCODING)
+        return tiktoken.get_encoding(ENCODING)
     except Exception:  # not installed, or its data cannot be fetched (offline): fall back to characters
+        return None
+
+
+@lru_cache(maxsize=1)
+def _encoder() -> Callable[[str], list[int]] | None:
+    encoding = _encoding()
+    if encoding is None:
         return None
     return lambda text: encoding.encode(text, disallowed_special=())
 
@@ -57,6 +64,15 @@ def count_tokens(text: str) -> int:
     if encode is None:
         return -(-len(text) // CHARS_PER_TOKEN)
     return len(encode(text))
+
+
+def cut_tokens(text: str, tokens: int) -> str:
+    """The start of `text` that holds at most `tokens` tokens (o200k_base, or 4 characters a token)."""
+    encode = _encoder()
+    if encode is None:
+        return text[: tokens * CHARS_PER_TOKEN]
+    ids = encode(text)
+    return text if len(ids) <= tokens else str(_encoding().decode(ids[:tokens])).rstrip("\ufffd")  # no half character
 
 
 def _request_text(body: Mapping[str, Any], pictures: list[dict[str, Any]] | None = None) -> list[str]:

@@ -66,7 +66,8 @@ class BatchServer:
     def __init__(self, *, max_requests: int = 50_000, max_bytes: int = 200_000_000, token_limit: int | None = None,
                  validate_s: float = 0.0, rate: float = 1e9, finalize_s: float = 0.0, expire_s: float | None = None,
                  fail: Callable[[dict[str, Any]], Fail | None] | None = None, list_unfinished: bool = True,
-                 has_batches: bool = True, manual: bool = False) -> None:
+                 has_batches: bool = True, manual: bool = False, answer: Callable[[dict[str, Any]], str] = answer_for) -> None:
+        self.answer = answer  # the text a request gets, from its body, live or batched
         self.max_requests, self.max_bytes, self.token_limit = max_requests, max_bytes, token_limit
         self.validate_s, self.rate, self.finalize_s, self.expire_s = validate_s, rate, finalize_s, expire_s
         self.fail, self.list_unfinished, self.has_batches = fail, list_unfinished, has_batches
@@ -207,7 +208,7 @@ class BatchServer:
                 continue
             failure = self._failure(line)
             if failure is None:
-                record["response"] = {"status_code": 200, "request_id": f"req_{index}", "body": self._answer(batch.endpoint, line["body"])}
+                record["response"] = {"status_code": 200, "request_id": f"req_{index}", "body": self._answer(batch.endpoint, line["body"], self.answer)}
                 output.append(record)
             elif failure.status is None:
                 record["error"] = {"code": failure.code, "message": failure.message}
@@ -219,8 +220,8 @@ class BatchServer:
         return self._file(output), self._file(errors)
 
     @staticmethod
-    def _answer(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        text = answer_for(body)
+    def _answer(endpoint: str, body: dict[str, Any], answer: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+        text = answer(body)
         api = ResponsesApi(body) if endpoint == "/v1/responses" else ChatApi(body)
         return api.whole(text, "stop", True, len(split_text(text)))
 
@@ -314,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
         """A live request, answered as the batch would answer it: streamed as server-sent events, or whole."""
         with self.stand_in._lock:
             self.stand_in.live.append(body)
-        text = answer_for(body)
+        text = self.stand_in.answer(body)
         api = ResponsesApi(body) if path == "/v1/responses" else ChatApi(body)
         chunks = split_text(text)
         if not body.get("stream"):

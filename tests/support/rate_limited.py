@@ -4,7 +4,7 @@ A token bucket admits `rate` requests a second (bursts up to `burst`). Every ans
 OpenAI's `x-ratelimit-*` headers; a request over the limit gets a 429 with `retry-after-ms`,
 `Retry-After` and the same headers. A seeded share of the admitted requests fail with a 500 or
 have their stream cut mid-answer. `completed` lists the prompt of every answer sent to its end,
-so a test can see whether any row was answered twice.
+so a test can see whether any row was answered twice, and `streamed` whether each was streamed.
 
     with RateLimitedServer(rate=50) as server:
         ...  # point a client at server.base_url
@@ -94,7 +94,7 @@ class _Handler(Handler):
         pieces = split_text(text)
         if not body.get("stream"):
             self._json(200, api.whole(text, "stop", True, len(pieces)), headers)
-            owner._completed(prompt)
+            owner._completed(prompt, False)
             return
         self._send_head(200, "text/event-stream", {**headers, "Transfer-Encoding": "chunked"})
         if fault == "cut":
@@ -104,7 +104,7 @@ class _Handler(Handler):
         self._send_frames(["".join([*api.opening(), *(api.delta(p) for p in pieces), *api.closing(Reply(), text, len(pieces))])])
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
-        owner._completed(prompt)
+        owner._completed(prompt, True)
 
     def _json(self, code: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
         self._send_bytes(code, json.dumps(payload).encode(), "application/json", headers)
@@ -127,6 +127,7 @@ class RateLimitedServer:
         self.rate, self.latency, self.answer = rate, latency, answer
         self.error_rate, self.cut_rate = error_rate, cut_rate
         self.completed: list[str] = []
+        self.streamed: list[bool] = []  # whether each completed answer was streamed
         self.requests = self.throttled = self.errors = self.cuts = 0
         self._bucket = _Bucket(rate, burst or max(int(rate), 1))
         self._random = random.Random(seed)
@@ -159,9 +160,10 @@ class RateLimitedServer:
             self.cuts += fault == "cut"
             return True, left, headers, fault
 
-    def _completed(self, prompt: str) -> None:
+    def _completed(self, prompt: str, streamed: bool) -> None:
         with self._lock:
             self.completed.append(prompt)
+            self.streamed.append(streamed)
 
     def __enter__(self) -> RateLimitedServer:
         self._httpd = _Loopback(self)
