@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.table import Row, print_table
 
-MODULES = ["sse", "imports", "view_cpu", "kernel", "latency", "scale", "reuse", "batch", "gate", "batch_api", "verbs", "tools", "adversarial", "images"]
+MODULES = ["sse", "imports", "view_cpu", "kernel", "latency", "scale", "reuse", "batch", "gate", "batch_api", "verbs", "tools", "adversarial", "images", "browser"]
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 600
 

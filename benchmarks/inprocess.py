@@ -1,4 +1,4 @@
-"""A real widget comm without a frontend: an in-process ipykernel whose IOPub frames are counted.
+"""A real kernel without a frontend: an in-process ipykernel whose IOPub frames are counted.
 
 `MeteredKernel` starts ipykernel's `InProcessKernel` as the kernel singleton, so ipywidgets,
 `display` and `DisplayHandle.update` go through ipykernel's own `Comm` and `Session`: every
@@ -7,7 +7,7 @@ kernel process. Only the socket is replaced: the meter takes the place of `send_
 ipykernel's in-memory `DummySocket`, adds up the frames and drops them (nothing reads them back,
 so no frontend work lands in the figures). "Bytes" means the ZMQ frames a kernel would send.
 
-Two ways of showing an answer are driven here: `WidgetView` (ours) and the naive view that
+Two ways of showing an answer are driven here: `HtmlView` (ours) and the naive view that
 re-renders the whole answer with `to_html` on every token into one `HTMLMath`.
 
 Reaching into the view: a paced run stops the view's ticker thread and calls its `_refresh`
@@ -141,7 +141,7 @@ def virtual_time() -> Iterator[VirtualTime]:
 
 
 def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run:
-    """Stream `deltas` into a `WidgetView` and finish it as a cell would.
+    """Stream `deltas` into a `HtmlView` and finish it as a cell would.
 
     Paced: deltas come in groups of PER_REFRESH and the view refreshes after each group, as
     with a model streaming PER_REFRESH × 10 deltas/s at 10 refreshes/s. The harness calls the
@@ -150,7 +150,7 @@ def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run
     time a real stream would take, while the run takes only as long as the work.
     Not paced: every delta as fast as possible, with the real ticker at 10/s and the real clock.
     """
-    from nano_magic.display import WidgetView
+    from nano_magic.display import Final, HtmlView
     from nano_magic.render import to_markdown
 
     gc.collect()
@@ -159,7 +159,7 @@ def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run
     started = time.process_time()
     if paced:
         with virtual_time() as clock:
-            view = WidgetView(HEADER, REFRESH_RATE)
+            view = HtmlView(HEADER, REFRESH_RATE)
             view._ticker.stop()  # the harness refreshes in its place
             refreshes = 0
             for at in range(0, len(deltas), PER_REFRESH):
@@ -168,14 +168,14 @@ def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run
                 clock.now += 1 / REFRESH_RATE
                 view._refresh()
                 refreshes += 1
-            view.finish(to_markdown(text), text, {"nano_magic": {"turn": 1}}, FOOTER)
+            view.finish(Final(to_markdown(text), text, text, {"nano_magic": {"turn": 1}}, FOOTER))
             view.close()
     else:
-        view = WidgetView(HEADER, REFRESH_RATE)
+        view = HtmlView(HEADER, REFRESH_RATE)
         probe = Probe(view)
         for delta in deltas:
             view.delta(delta)
-        view.finish(to_markdown(text), text, {"nano_magic": {"turn": 1}}, FOOTER)
+        view.finish(Final(to_markdown(text), text, text, {"nano_magic": {"turn": 1}}, FOOTER))
         view.close()
         refreshes = len(probe.renders)
     meter.flush()

@@ -1,9 +1,9 @@
 """Row 5: how long a delta waits before a widget message carries it out of the kernel.
 
-`WidgetView` runs on the in-process kernel (see `benchmarks.inprocess`) with its real ticker at
+`HtmlView` runs on the in-process kernel (see `benchmarks.inprocess`) with its real ticker at
 the default 10 refreshes/s and the real clock. 300 deltas of the answer arrive with random gaps
 of 5–50 ms. A `Probe` on the view's renderer notes when each refresh rendered and how many
-deltas it had taken in; a delta's latency runs from its `WidgetView.delta` call to the first
+deltas it had taken in; a delta's latency runs from its `HtmlView.delta` call to the first
 IOPub frame sent after the render that first took it in. When that refresh sent nothing because
 the view held the new text back (half a formula), the delta is counted apart, with its wait
 for the next frame: that wait comes from the text, not from the refresh machinery.
@@ -31,10 +31,10 @@ def latencies(meter: MeteredKernel, deltas: list[str], seed: int = 3) -> tuple[l
     Two lists: deltas whose refresh sent a message, and deltas whose refresh sent none because
     the view held their text back (half a formula, a half-typed marker) until a later refresh.
     """
-    from nano_magic.display import WidgetView
+    from nano_magic.display import Final, HtmlView
 
     rng = random.Random(seed)
-    view = WidgetView(HEADER, REFRESH_RATE)
+    view = HtmlView(HEADER, REFRESH_RATE)
     probe = Probe(view)
     meter.reset(log=True)
     arrived = []
@@ -44,7 +44,7 @@ def latencies(meter: MeteredKernel, deltas: list[str], seed: int = 3) -> tuple[l
         view.delta(delta)
     while not probe.renders or probe.renders[-1][1] < len(deltas):
         time.sleep(0.01)
-    view.finish(None, "".join(deltas), {}, "done")
+    view.finish(Final(None, "".join(deltas), "".join(deltas), {}, "done"))
     view.close()
     meter.flush()
     sent = list(meter.log or [])

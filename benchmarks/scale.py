@@ -1,4 +1,4 @@
-"""Row 6: does the cost per token of `WidgetView` + renderer stay flat from 1k to 64k tokens?
+"""Row 6: does the cost per token of `HtmlView` + renderer stay flat from 1k to 64k tokens?
 
 Each answer streams paced (15 deltas per refresh, see `benchmarks.inprocess.run_view`) on the
 in-process kernel. The figures are process CPU and IOPub bytes per 1,000 tokens (medians of 3

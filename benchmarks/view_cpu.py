@@ -1,4 +1,4 @@
-"""Row 3: CPU and IOPub bytes of `WidgetView` + `StreamRenderer` against a naive per-token re-render.
+"""Row 3: CPU and IOPub bytes of `HtmlView` + `StreamRenderer` against a naive per-token re-render.
 
 Both views run in one process on an in-process ipykernel (see `benchmarks.inprocess`): real
 ipywidgets, real comms, every IOPub frame counted. CPU is `time.process_time` over the whole

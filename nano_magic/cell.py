@@ -17,7 +17,7 @@ from .chat import Answer, Chat, Interrupted, validate
 from .config import turned_off
 from .context import describe, fence_for
 from .conversation import METADATA_KEY, metadata, step_line
-from .display import View, open_view, pick_mode
+from .display import Final, View, answer_source, open_view, pick_mode
 from .errors import OFF_MESSAGE, CellFailed, NanoError, NoBackend, unexpected
 from .figures import LAST_FIGURE
 from .images import BadImage, Picture, picture_from
@@ -222,18 +222,18 @@ def _end_cell(shell: Any, chat: Chat, view: View, args: Namespace, answer: Answe
 
 
 def _settle_view(shell: Any, chat: Chat, view: View, args: Namespace, answer: Answer | None) -> str | None:
-    """Swap in the final output, or remove the view when no text arrived; a line saying what went wrong, if anything did."""
+    """Show the final output, or remove the view when no text arrived; a line saying what went wrong, if anything did."""
     if answer is None:
         view.abandon()
         return None
     try:
         _keep(shell, answer, args)
-        view.finish(*_final(chat, answer, args))
+        view.finish(_final(chat, answer, args))
         return None
     except (Exception, KeyboardInterrupt) as exc:
         trouble = LATE_STOP if isinstance(exc, KeyboardInterrupt) else unexpected(exc)
     try:
-        view.finish(None, answer.text, {}, "")  # the plain text, at least
+        view.finish(Final(None, None, answer.text, {}, ""))  # the plain text, at least
     except (Exception, KeyboardInterrupt):
         view.abandon()
     return trouble
@@ -259,16 +259,19 @@ def _execution_count(shell: Any) -> int | None:
     return running.execution_count if running is not None else getattr(shell, "execution_count", None)
 
 
-def _final(chat: Chat, answer: Answer, args: Namespace) -> tuple[str | None, str, dict[str, Any], str]:
-    """The final output: Markdown (or None for plain text), text, the saved metadata and the footer line."""
+def _final(chat: Chat, answer: Answer, args: Namespace) -> Final:
+    """The final output: Markdown and HTML source (None for plain text), text, the saved metadata and the footer line."""
     thread = chat.conversation.threads.get(answer.thread)
     saved = metadata(thread, answer.turn) if thread is not None and answer.turn is not None else {METADATA_KEY: {"once": True, "model": answer.model}}
     notes = [NOTES[answer.status]] if answer.status in NOTES else []
     replayed = ["replayed"] if answer.replayed else []
     requests = [f"{answer.requests} requests"] if answer.requests > 1 else []
     footer = " · ".join([*replayed, format_usage(answer.usage, answer.model), *requests, f"{answer.elapsed:.1f} s", *notes])
-    markdown = None if args.format == "text" else _steps_markdown(answer.steps) + _body_markdown(answer, args)
-    return markdown, answer.text, saved, footer
+    if args.format == "text":
+        return Final(None, None, answer.text, saved, footer)
+    markdown = _steps_markdown(answer.steps) + _body_markdown(answer, args)
+    rounds = [(step.get("text", ""), [step_line(call) for call in step.get("calls") or []]) for step in answer.steps]
+    return Final(markdown, answer_source(rounds, _pretty_json(answer, args) or answer.text), answer.text, saved, footer)
 
 
 def _keep(shell: Any, answer: Answer, args: Namespace) -> None:
@@ -292,8 +295,13 @@ def _steps_markdown(steps: list[dict[str, Any]]) -> str:
 
 def _body_markdown(answer: Answer, args: Namespace) -> str:
     """The answer: pretty JSON in a fenced block when it fits a schema, else the Markdown of its text."""
-    if args.schema and answer.json is not None:
-        pretty = json.dumps(load_json(answer.text), indent=2, ensure_ascii=False)
-        fence = fence_for(pretty)
-        return f"{fence}json\n{pretty}\n{fence}"
-    return to_markdown(answer.text)
+    return _pretty_json(answer, args) or to_markdown(answer.text)
+
+
+def _pretty_json(answer: Answer, args: Namespace) -> str | None:
+    """A schema's answer as pretty JSON in a fenced block; None without a schema or valid JSON."""
+    if not args.schema or answer.json is None:
+        return None
+    pretty = json.dumps(load_json(answer.text), indent=2, ensure_ascii=False)
+    fence = fence_for(pretty)
+    return f"{fence}json\n{pretty}\n{fence}"

@@ -76,7 +76,7 @@ class NanoSettings(Configurable):
     connect_timeout = CFloat(10.0, help="Seconds to wait for a connection.").tag(config=True)
     read_timeout = CFloat(120.0, help="Seconds to wait for the next bytes of an answer.").tag(config=True)
     refresh_rate = CFloat(10.0, help="Display refreshes per second while an answer streams (above 0, at most 60).").tag(config=True)
-    display = Enum(["auto", "widget", "markdown", "text"], "auto", help="How answers stream: live widget, Markdown output or plain text.").tag(config=True)
+    display = Enum(["auto", "html", "markdown", "text", "widget"], "auto", help="How answers stream: HTML outputs, a Markdown output or plain text (widget: the old name of html).").tag(config=True)
     budget = CFloat(None, allow_none=True, help="Dollars this kernel may spend; None: no cap. Default: $NANO_BUDGET.").tag(config=True)
     replay = Enum(["off", "on", "offline"], "off", help="Answer cells from the notebook's saved turns: off, on (others go live) or offline (others are refused).").tag(config=True)
     replay_speed = CFloat(80.0, help="Tokens a second at which replayed answers stream; 0: at once.").tag(config=True)

@@ -1,19 +1,61 @@
-"""How an answer appears while it streams (widget, Markdown or text) and what stays in the notebook."""
+"""How an answer appears while it streams (HTML outputs, Markdown or text) and what stays in the notebook."""
 
 from __future__ import annotations
 
+import contextvars
 import html
 import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from IPython.display import DisplayHandle, display
 
-from .render import MarkdownStream, StreamRenderer, escape_markdown
+from .render import MarkdownStream, StreamRenderer, escape_markdown, to_html
 
-__all__ = ["View", "WidgetView", "MarkdownView", "TextView", "Ticker", "pick_mode", "open_view"]
+__all__ = ["Final", "HtmlView", "MarkdownView", "SourceJoiner", "TextView", "Ticker", "View", "answer_source", "open_view", "pick_mode"]
+
+
+class Final(NamedTuple):
+    """What stays of an answer: its Markdown for a Markdown output, its source for HTML (None: plain text only), its text,
+    the turn's metadata and the footer line."""
+
+    markdown: str | None
+    source: str | None
+    text: str
+    metadata: dict[str, Any]
+    footer: str
+
+
+class SourceJoiner:
+    """Joins the model's text and tool-call lines into the Markdown the HTML view shows: each run of calls one tight list."""
+
+    def __init__(self) -> None:
+        self._after_item = False
+        self._after_text = False
+
+    def text(self, text: str) -> str:
+        """The piece to add for model text: a line break first, to end a list of calls."""
+        if not text:
+            return text
+        piece = "\n" + text if self._after_item else text
+        self._after_item, self._after_text = False, True
+        return piece
+
+    def item(self, line: str) -> str:
+        """The piece to add for a call's line: a list item, after a blank line if text came before."""
+        piece = ("\n\n" if self._after_text else "") + f"- {escape_markdown(line)}\n"
+        self._after_item, self._after_text = True, False
+        return piece
+
+
+def answer_source(rounds: list[tuple[str, list[str]]], body: str) -> str:
+    """The Markdown of tool rounds (text, then call lines) and the answer, joined as the HTML view streamed them."""
+    joiner = SourceJoiner()
+    pieces = [piece for text, lines in rounds for piece in (joiner.text(text), *map(joiner.item, lines))]
+    return "".join([*pieces, joiner.text(body)])
 
 
 class View(Protocol):
@@ -22,7 +64,7 @@ class View(Protocol):
     def delta(self, text: str) -> None: ...
     def notice(self, text: str) -> None: ...
     def step(self, line: str) -> None: ...
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None: ...
+    def finish(self, final: Final) -> None: ...
     def abandon(self) -> None: ...
     def close(self) -> None: ...
 
@@ -41,7 +83,8 @@ class Ticker:
         self.error: Exception | None = None
         self._dirty = threading.Event()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nano-refresh", daemon=True)
+        context = contextvars.copy_context()  # the cell's parent header, so that outputs made here go to its cell
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name="nano-refresh", daemon=True)
         self._thread.start()
 
     def poke(self) -> None:
@@ -93,96 +136,107 @@ class _Progress:
         return " · ".join(parts + ([self.notice] if self.notice else []))
 
 
-class WidgetView:
-    """A live ipywidgets view: header, frozen blocks plus a live tail, and a status line.
+class HtmlView:
+    """The answer as plain outputs that stay: no widget, nothing swapped at the end.
 
-    Each refresh sends one message (the tail), and the status line goes at most once a second. Frozen
-    blocks share one layout and one style, and go into pages of PAGE_SIZE, so that no update
-    grows with the length of the answer.
+    Outputs, top to bottom: the header; the answer in groups of finished blocks (`text/html`); the live group, one
+    output re-rendered in place at each refresh; the status line, which becomes the footer at the end. Rendering
+    runs on the refresh thread, outside the lock that `delta` takes.
+
+    Text never moves from one output to another, since two messages can reach the page in two frames, and the frame
+    between them would show the text twice or not at all. So the live group is closed only at a refresh where every
+    character it showed so far is in finished blocks, and the block that follows first shows in a new output:
+    a new status line is shown below, the old status output becomes the new live group, and the closed group is
+    sent with its finished blocks alone. Each of those messages only adds text. Outputs can only be added at
+    the end, hence the roles move down. JupyterLab hides outputs past 50 (`maxNumberOutputs`), so after
+    MAX_GROUPS the last group takes the rest of the answer and, once long, is sent only when it grew by a quarter.
+
+    No widget: a widget's comm makes JupyterLab 4.6 ask the kernel for a subshell (`CommHandler._maybeStartSubshell`,
+    services/src/kernel/comm.ts), and the idle status of that request, which `KernelConnection._handleMessage`
+    applies whatever its parent, showed the kernel Idle for the whole answer.
     """
 
-    PAGE_SIZE = 16
-    MIN_BLOCK_CHARS = 400
+    GROUP_CHARS = 1_200  # Markdown characters a group holds before the next block may start a new one
+    MAX_GROUPS = 40
+    LONG_GROUP_CHARS = 4 * GROUP_CHARS
     STATUS_INTERVAL = 1.0
 
     def __init__(self, header: str, refresh_rate: float) -> None:
-        import ipywidgets as widgets
-        from ipywidgets.widgets.widget_string import HTMLMathStyle, HTMLStyle
-
-        self._widgets = widgets
-        self._renderer = StreamRenderer(self.MIN_BLOCK_CHARS)  # used by the refresh thread alone
-        self._pending: list[str] = []  # deltas not yet given to the renderer, guarded by the lock
+        self._renderer = StreamRenderer()  # used by the refresh thread alone, until it stops
+        self._pending: list[str] = []  # text not yet given to the renderer, guarded by the lock
+        self._joiner = SourceJoiner()  # guarded by the lock
+        self._streamed: list[str] = []  # all text given to the renderer
         self._progress = _Progress()
         self._lock = threading.Lock()
-        self._layout = widgets.Layout()
-        self._style = HTMLMathStyle()
-        self._text_style = HTMLStyle()
-        self._tail = widgets.HTMLMath("", style=self._style, layout=self._layout)
-        self._header = widgets.HTML(f"<b>{html.escape(header)}</b>", style=self._text_style, layout=self._layout)
-        self._steps = widgets.HTML("", style=self._text_style, layout=self._layout)
-        self._step_lines: list[str] = []
-        self._steps_shown = 0
-        self._status = widgets.HTML(self._status_html(), style=self._text_style, layout=self._layout)
-        self._body = widgets.VBox([self._tail], layout=self._layout)
-        self._box = widgets.VBox([self._header, self._steps, self._body, self._status], layout=self._layout)
-        self._pages: list[Any] = []
         self._status_due = 0.0
+        self._closed: list[DisplayHandle] = []  # the groups before the live one
+        self._group: list[tuple[str, str]] = []  # the live group's finished blocks: Markdown and HTML
+        self._group_chars = 0  # Markdown characters in them
+        self._tail_chars = 0  # Markdown characters given to the renderer and not yet in a finished block
+        self._sent_chars = 0  # the live group's characters when it was last sent
+        self._sent_html = ""
+        self._status_html = self._status_line()
         self._ticker: Ticker | None = None
-        try:
-            self._handle: DisplayHandle = display(self._box, display_id=True)
-            self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
-        except BaseException:
-            self.close()
-            raise
+        self._header = _show({"text/html": f"<b>{html.escape(header)}</b>", "text/plain": header})
+        self._live = _show({"text/html": ""})
+        self._status = _show(self._status_data())
+        self._ticker = Ticker(refresh_rate, self._refresh, self._refresh_failed)
 
     def delta(self, text: str) -> None:
         """Take new answer text; it shows at the next tick."""
         with self._lock:
-            self._pending.append(text)
+            self._pending.append(self._joiner.text(text))
             self._progress.tokens += 1
-        if self._ticker is not None:
-            self._ticker.poke()
+        self._poke()
 
     def notice(self, text: str) -> None:
         """Show a retry or warning in the status line."""
         with self._lock:
             self._progress.notice = text
             self._status_due = 0.0
-        if self._ticker is not None:
-            self._ticker.poke()
+        self._poke()
 
     def step(self, line: str) -> None:
-        """Show a tool call and its result; it shows at the next tick."""
+        """Show a tool call and its result in the answer, where the final output has it; it shows at the next tick."""
         with self._lock:
-            self._step_lines.append(html.escape(line))
-        if self._ticker is not None:
-            self._ticker.poke()
+            self._pending.append(self._joiner.item(line))
+        self._poke()
 
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
-        """Swap the widget for portable Markdown in place, then show the footer."""
+    def finish(self, final: Final) -> None:
+        """Give the live group the rest of the answer and the turn's metadata, and turn the status line into the footer.
+
+        When the saved answer continues what streamed (the usual case), only the live group changes, and only
+        grows. When it does not (`--format text`, a schema's pretty JSON, the plain text after a failure), the live
+        group takes the whole answer first, then the groups above it go.
+        """
         error = self._stop()
-        _swap(self._handle, markdown, text, metadata)
-        _footer(footer + (f" · {_refresh_note(error)}" if error is not None else ""))
+        self._take_pending()
+        streamed = "".join(self._streamed)
+        if final.source is not None and final.source.startswith(streamed):
+            self._renderer.feed(final.source[len(streamed):])
+            self._group.append(self._renderer.flush())
+            self._live.update(self._group_data(), metadata=final.metadata, raw=True)
+        else:
+            whole = {"text/plain": final.text} if final.source is None else {"text/html": to_html(final.source), "text/plain": final.text}
+            self._live.update(whole, metadata=final.metadata, raw=True)
+            for group in self._closed:
+                group.update({"text/html": ""}, raw=True)
+        footer = final.footer + (f" · {_refresh_note(error)}" if error is not None else "")
+        self._status.update({"text/html": f"<small>{html.escape(footer)}</small>" if footer else "", "text/plain": footer}, raw=True)
 
     def abandon(self) -> None:
-        """Remove the view: no answer arrived."""
+        """Empty every output: no answer arrived."""
         self._stop()
-        self._handle.update({"text/plain": ""}, raw=True)
+        for handle in (self._header, *self._closed, self._live, self._status):
+            handle.update({"text/plain": ""}, raw=True)
 
     def close(self) -> None:
-        """Join the refresh thread and close every model, the shared layout and style included; safe to call twice."""
+        """Join the refresh thread; safe to call twice."""
         self._stop()
-        blocks = [block for page in self._pages for block in page.children]
-        models = (*blocks, *self._pages, self._tail, self._header, self._steps, self._status, self._body, self._box,
-                  self._style, self._text_style, self._layout)
-        failed: Exception | None = None
-        for model in models:
-            try:
-                model.close()
-            except Exception as exc:  # close the rest first, then report the first failure
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+
+    def _poke(self) -> None:
+        if self._ticker is not None:
+            self._ticker.poke()
 
     def _stop(self) -> Exception | None:
         """Stop refreshing; the refresh error, if one happened."""
@@ -191,45 +245,77 @@ class WidgetView:
         self._ticker.stop()
         return self._ticker.error
 
+    def _take_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self._streamed.extend(pending)
+        for text in pending:
+            self._renderer.feed(text)
+            self._tail_chars += len(text)
+
     def _refresh_failed(self, exc: Exception) -> None:
         """Say once, in the status line, that the live view broke; the answer still arrives."""
         with self._lock:
             self._progress.notice = f"{_refresh_note(exc)}; the full answer shows at the end"
             self._status_due = float("inf")
-        self._status.value = self._status_html()
+        self._status_html = self._status_line()
+        self._status.update(self._status_data(), raw=True)
 
     def _refresh(self) -> None:
-        """Take the new deltas under the lock and render outside it, so that `delta` never waits for a render."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            status = self._status_html()
-            steps = None if len(self._step_lines) == self._steps_shown else self._step_lines[:]
-        for text in pending:
-            self._renderer.feed(text)
-        frozen, tail = self._renderer.render()
-        if steps is not None:  # joined only when a call came in, not on every refresh
-            self._steps_shown = len(steps)
-            self._steps.value = "<br>".join(f"<code>{line}</code>" for line in steps)
-        if frozen is not None:
-            self._freeze(frozen)
-        if tail != self._tail.value:
-            self._tail.value = tail
+        """Take the new text under the lock and render outside it, so that `delta` never waits for a render."""
+        self._take_pending()
         now = time.perf_counter()
-        if now >= self._status_due:
-            self._status_due = now + self.STATUS_INTERVAL
-            self._status.value = status
-
-    def _freeze(self, block_html: str) -> None:
-        """Add finished blocks as a widget of their own, never to be sent again."""
-        block = self._widgets.HTMLMath(block_html, style=self._style, layout=self._layout)
-        if self._pages and len(self._pages[-1].children) < self.PAGE_SIZE:
-            self._pages[-1].children = (*self._pages[-1].children, block)
+        with self._lock:
+            status = self._status_line() if now >= self._status_due else None
+            if status is not None:
+                self._status_due = now + self.STATUS_INTERVAL
+        frozen, tail = self._renderer.render()
+        if frozen is not None:
+            finished = self._renderer.finished_text
+            self._group.append((finished, frozen))
+            self._group_chars += len(finished)
+            self._tail_chars -= len(finished)
+        if self._may_close(tail):
+            self._close_group(tail)
         else:
-            self._pages.append(self._widgets.VBox([block], layout=self._layout))
-            self._body.children = (*self._pages, self._tail)
+            self._send_live(tail)
+        if status is not None and status != self._status_html:
+            self._status_html = status
+            self._status.update(self._status_data(), raw=True)
 
-    def _status_html(self) -> str:
+    def _may_close(self, tail: str) -> bool:
+        """Whether the live group is full and all it showed is in finished blocks, so that the tail can start a new output."""
+        return (self._group_chars >= self.GROUP_CHARS and self._group_chars >= self._sent_chars and bool(tail)
+                and len(self._closed) < self.MAX_GROUPS - 1)
+
+    def _send_live(self, tail: str) -> None:
+        """Send the live group, if it changed; once long, only when it grew by a quarter, so that the cost stays linear."""
+        chars = self._group_chars + self._tail_chars
+        if self._sent_chars > self.LONG_GROUP_CHARS and chars < self._sent_chars * 5 // 4:
+            return
+        shown = "\n".join([*(h for _, h in self._group), tail])
+        if shown != self._sent_html:
+            self._live.update({"text/html": shown}, raw=True)
+            self._sent_html, self._sent_chars = shown, chars
+
+    def _close_group(self, tail: str) -> None:
+        """Keep the live group's finished blocks where they are, and show the tail as the next group, below them."""
+        status = _show(self._status_data())
+        self._live.update(self._group_data(), raw=True)
+        self._status.update({"text/html": tail}, raw=True)
+        self._closed.append(self._live)
+        self._live, self._status = self._status, status
+        self._group, self._group_chars = [], 0
+        self._sent_html, self._sent_chars = tail, self._tail_chars
+
+    def _group_data(self) -> dict[str, str]:
+        return {"text/html": "\n".join(h for _, h in self._group), "text/plain": "".join(t for t, _ in self._group)}
+
+    def _status_line(self) -> str:
         return f"<small>{html.escape(self._progress.line())}</small>"
+
+    def _status_data(self) -> dict[str, str]:
+        return {"text/html": self._status_html}
 
 
 class MarkdownView:
@@ -271,10 +357,10 @@ class MarkdownView:
         steps = "".join(self._steps) + "\n" if self._steps else ""
         return self._title + steps + self._stream.render()
 
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+    def finish(self, final: Final) -> None:
         """Replace the live output with the final Markdown, then show the footer."""
-        _swap(self._handle, markdown, text, metadata)
-        _footer(footer)
+        _swap(self._handle, final.markdown, final.text, final.metadata)
+        _footer(final.footer)
 
     def abandon(self) -> None:
         """Remove the live output: no answer arrived."""
@@ -312,11 +398,11 @@ class TextView:
         """Print a tool call and its result on its own line."""
         print(_printable(line), flush=True)
 
-    def finish(self, markdown: str | None, text: str, metadata: dict[str, Any], footer: str) -> None:
+    def finish(self, final: Final) -> None:
         """End the answer's line and print the footer."""
         print()
-        if footer:
-            print(_printable(footer))
+        if final.footer:
+            print(_printable(final.footer))
 
     def abandon(self) -> None:
         """Nothing was printed but the header."""
@@ -330,6 +416,11 @@ def _swap(handle: DisplayHandle, markdown: str | None, text: str, metadata: dict
     handle.update(data, metadata=metadata, raw=True)
 
 
+def _show(data: dict[str, str]) -> DisplayHandle:
+    """A new output that can be updated in place."""
+    return display(data, raw=True, display_id=True)
+
+
 def _refresh_note(exc: Exception) -> str:
     return f"the live view failed to refresh ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
 
@@ -341,20 +432,20 @@ def _footer(footer: str) -> None:
 
 
 def pick_mode(setting: str, shell: Any) -> str:
-    """`widget`, `markdown` or `text`: the setting, or what the frontend can show."""
+    """`html`, `markdown` or `text`: the setting, or what the frontend can show (`widget` is the old name of `html`)."""
     if setting != "auto":
-        return setting
+        return "html" if setting == "widget" else setting
     if getattr(shell, "kernel", None) is None:
         return "text"
     if "__vsc_ipynb_file__" in shell.user_ns or "VSCODE_PID" in os.environ or "google.colab" in sys.modules:
         return "markdown"
-    return "widget"
+    return "html"
 
 
 def open_view(mode: str, header: str, refresh_rate: float) -> View:
     """Start showing an answer."""
-    if mode == "widget":
-        return WidgetView(header, refresh_rate)
+    if mode == "html":
+        return HtmlView(header, refresh_rate)
     if mode == "markdown":
         return MarkdownView(header, refresh_rate)
     return TextView(header)

@@ -624,29 +624,26 @@ class StreamRenderer(_Stream):
     def __init__(self, min_block_chars: int = 0) -> None:
         super().__init__(min_block_chars)
         self._shown = ""
+        self.finished_text = ""  # the Markdown of the blocks that the last `render` returned
 
     @_collector_paused
     def render(self) -> tuple[str | None, str]:
         """HTML of the blocks finished since the last call (None if none), and of the live tail."""
         advanced = self._advance()
+        self.finished_text = ""
         if advanced is None:
             return None, self._shown
         finished, tail, tokens = advanced
+        self.finished_text = finished or ""
         self._shown = _live_html(tail, tokens)
         return (None if finished is None else to_html(finished)), self._shown
 
-
-    @_collector_paused
-    def finish(self) -> tuple[str | None, str]:
-        """The answer has ended: the blocks finished since the last call (None if none) and the whole rest, rendered
-        as final HTML, with nothing hidden or held back. This is what a view keeps as the answer; call it once."""
-        tail = _clean_text("".join(self._parts) + self._carry)
-        self._parts, self._carry = [tail], ""
-        boundary = _last_boundary(tail, _tokens(tail))
-        finished = to_html(tail[:boundary]) if boundary else None
-        self._shown = to_html(tail[boundary:])
-        self._parts, self._drawn_chars = [], 0
-        return finished, self._shown
+    def flush(self) -> tuple[str, str]:
+        """The answer has ended: the Markdown and final HTML of all the text not yet returned as finished, as one
+        block, with nothing hidden or held back; the stream empties."""
+        rest = _clean_text("".join(self._parts) + self._carry)
+        self._parts, self._carry, self._shown, self._drawn_chars = [], "", "", 0
+        return rest, to_html(rest)
 
 
 class MarkdownStream(_Stream):
@@ -666,13 +663,6 @@ class MarkdownStream(_Stream):
             if finished is not None:
                 self._written.append(to_markdown(finished))
             self._tail = to_markdown(tidy_tail(tail, tokens))
-        return "\n\n".join([*self._written, self._tail])
-
-    @_collector_paused
-    def finish(self) -> str:
-        """The whole answer as Markdown once it has ended, nothing hidden or held back."""
-        tail = _clean_text("".join(self._parts) + self._carry)
-        self._parts, self._carry, self._tail = [tail], "", to_markdown(tail)
         return "\n\n".join([*self._written, self._tail])
 
 

@@ -1,4 +1,4 @@
-"""Whatever goes wrong in a `%%nano` cell, in a real kernel: one line, no traceback, no live widget, no refresh thread."""
+"""Whatever goes wrong in a `%%nano` cell, in a real kernel: one line, no traceback, no comm, no refresh thread."""
 
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ def _raiser(exc):
 """
 
 PROBE = """
-import threading, comm
-from ipywidgets.widgets.widget import _instances
-print(len(_instances), len(comm.get_comm_manager().comms), [t.name for t in threading.enumerate() if t.name == "nano-refresh"])
+import sys, threading, comm
+print(len(comm.get_comm_manager().comms), "ipywidgets" in sys.modules, [t.name for t in threading.enumerate() if t.name == "nano-refresh"])
 """
 
 
@@ -54,7 +53,7 @@ class Kernel:
         return reply["content"]["status"], messages
 
     def probe(self) -> str:
-        """Open widget models, open comms and live refresh threads, as the kernel counts them."""
+        """Open comms, whether ipywidgets was imported, and live refresh threads, as the kernel counts them."""
         status, messages = self.run(PROBE)
         assert status == "ok"
         return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream").strip()
@@ -77,6 +76,11 @@ def errors(messages: list[dict[str, Any]]) -> list[list[str]]:
 
 def finals(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m["content"] for m in messages if m["msg_type"] == "update_display_data"]
+
+
+def answer(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last output update that carries the turn: the tail become the answer's last output."""
+    return [f for f in finals(messages) if "nano_magic" in f["metadata"]][-1]
 
 
 def displays(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,14 +110,14 @@ def check_one_line(messages: list[dict[str, Any]], expected: str) -> None:
 
 
 def check_clean_and_working(kernel: Kernel, fake: FakeServer) -> None:
-    """No widget model or comm left open, no refresh thread alive, and the next cell answers."""
+    """No comm opened, no widget library imported, no refresh thread alive, and the next cell answers."""
     kernel.run("_restore()")
-    assert kernel.probe() == "0 0 []"
+    assert kernel.probe() == "0 False []"
     fake.reply = "Fine again."
     status, messages = kernel.run("%%nano --once\nAre you there?")
     assert status == "ok" and not errors(messages)
-    assert finals(messages)[-1]["data"]["text/plain"] == "Fine again."
-    assert kernel.probe() == "0 0 []"
+    assert answer(messages)["data"]["text/plain"] == "Fine again."
+    assert kernel.probe() == "0 False []"
 
 
 def test_a_bug_before_the_request_leaves_nothing(kernel: Kernel, fake: FakeServer) -> None:
@@ -152,7 +156,8 @@ def test_a_real_interrupt_while_waiting_to_retry(kernel: Kernel, fake: FakeServe
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
     check_one_line(messages, "Stopped before any answer arrived.")
-    assert finals(messages)[-1]["data"] == {"text/plain": ""}
+    assert "retrying in 20 s" in str(finals(messages)[0]["data"]), "the status line said why it waited"
+    assert [f["data"] for f in finals(messages)[-3:]] == [{"text/plain": ""}] * 3, "the header, tail and status lines all go"
     assert len(fake.posts()) == 1
     kernel.run("%nano config max_retries=0")
     check_clean_and_working(kernel, fake)
@@ -161,7 +166,7 @@ def test_a_real_interrupt_while_waiting_to_retry(kernel: Kernel, fake: FakeServe
 def test_a_bug_while_showing_a_retry(kernel: Kernel, fake: FakeServer) -> None:
     kernel.run("%nano config max_retries=1\n"
                '_patch("nano_magic.client", "backoff", lambda attempt: 0.01)\n'
-               '_patch(importlib.import_module("nano_magic.display").WidgetView, "notice", _raiser(ValueError("injected in a retry")))')
+               '_patch(importlib.import_module("nano_magic.display").HtmlView, "notice", _raiser(ValueError("injected in a retry")))')
     fake.queue(Status(500, {"error": {"message": "down"}}))
     status, messages = kernel.run("%%nano\nHello")
     kernel.run("%nano config max_retries=0")
@@ -176,7 +181,7 @@ def test_a_bug_mid_stream_keeps_the_partial_answer(kernel: Kernel, fake: FakeSer
     status, messages = kernel.run("%%nano\nHello")
     assert status == "error"
     check_one_line(messages, "nano_magic failed unexpectedly (TypeError: injected mid-stream)")
-    final = finals(messages)[-1]
+    final = answer(messages)
     assert final["data"]["text/plain"] == REPLY and final["metadata"]["nano_magic"]["status"] == "cut"
     check_clean_and_working(kernel, fake)
 
@@ -186,7 +191,7 @@ def test_an_interrupt_mid_stream_keeps_the_partial_answer(kernel: Kernel, fake: 
     kernel.run('_patch(importlib.import_module("nano_magic.usage").Usage, "from_chat", _raiser(KeyboardInterrupt()))')
     status, messages = kernel.run("%%nano\nHello")
     check_one_line(messages, "Stopped by you; the partial answer is kept.")
-    final = finals(messages)[-1]
+    final = answer(messages)
     assert final["data"]["text/plain"] == REPLY and final["metadata"]["nano_magic"]["status"] == "stopped"
     check_clean_and_working(kernel, fake)
 
@@ -197,36 +202,37 @@ def test_a_bug_in_a_refresh_is_shown_once_and_the_answer_still_arrives(kernel: K
     kernel.run('_patch(importlib.import_module("nano_magic.render").StreamRenderer, "render", _raiser(RuntimeError("injected in a refresh")))')
     status, messages = kernel.run("%%nano\nHello")
     assert status == "ok" and not errors(messages)
-    assert finals(messages)[-1]["data"]["text/plain"] == fake.reply
-    status_lines = [m["content"]["data"]["state"]["value"] for m in messages
-                    if m["msg_type"] == "comm_msg" and "injected in a refresh" in str(m["content"]["data"].get("state", {}).get("value", ""))]
-    assert len(status_lines) == 1, "the status line says it once"
-    footers = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data" and "tokens" in m["content"]["data"].get("text/plain", "")]
-    assert len(footers) == 1 and "the live view failed to refresh (RuntimeError: injected in a refresh)" in footers[0]
+    assert answer(messages)["data"]["text/plain"] == fake.reply
+    status_lines = [f["data"]["text/html"] for f in finals(messages) if "injected in a refresh" in f["data"].get("text/html", "")]
+    assert len(status_lines) == 2 and "the full answer shows at the end" in status_lines[0], "the status line says it once"
+    footer = finals(messages)[-1]["data"]["text/plain"]
+    assert "tokens" in footer and "the live view failed to refresh (RuntimeError: injected in a refresh)" in footer, "then the footer"
     check_clean_and_working(kernel, fake)
 
 
-def test_a_bug_in_the_final_swap_leaves_the_plain_answer(kernel: Kernel, fake: FakeServer) -> None:
+def test_a_bug_in_the_final_output_leaves_the_plain_answer(kernel: Kernel, fake: FakeServer) -> None:
     fake.reply = REPLY
-    kernel.run('_patch("nano_magic.cell", "to_markdown", _raiser(RuntimeError("injected in the swap")))')
+    kernel.run('_patch("nano_magic.cell", "to_markdown", _raiser(RuntimeError("injected in the final output")))')
     status, messages = kernel.run("%%nano\nHello")
-    check_one_line(messages, "nano_magic failed unexpectedly (RuntimeError: injected in the swap)")
-    assert finals(messages)[-1]["data"] == {"text/plain": REPLY}
+    check_one_line(messages, "nano_magic failed unexpectedly (RuntimeError: injected in the final output)")
+    assert {"text/plain": REPLY} in [f["data"] for f in finals(messages)]
     check_clean_and_working(kernel, fake)
 
 
-def test_a_real_interrupt_during_the_final_swap_is_held_until_it_is_done(kernel: Kernel, fake: FakeServer) -> None:
+def test_a_real_interrupt_while_the_answer_ends_is_held_until_it_is_done(kernel: Kernel, fake: FakeServer) -> None:
     fake.reply = REPLY
-    kernel.run("_swap = importlib.import_module('nano_magic.display')._swap\n"
-               "def _slow_swap(*args):\n"
+    kernel.run("_view = importlib.import_module('nano_magic.display').HtmlView\n"
+               "_finish = _view.finish\n"
+               "def _slow_finish(*args):\n"
                "    os.kill(os.getpid(), signal.SIGINT)\n"
                "    time.sleep(0.2)\n"
-               "    _swap(*args)\n"
-               '_patch("nano_magic.display", "_swap", _slow_swap)')
+               "    _finish(*args)\n"
+               '_patch(_view, "finish", _slow_finish)')
     status, messages = kernel.run("%%nano\nHello")
     check_one_line(messages, "Stopped by you as the answer ended; what arrived is kept.")
-    final = finals(messages)[-1]
-    assert final["data"]["text/markdown"] == REPLY and final["metadata"]["nano_magic"]["status"] == "complete"
+    final = answer(messages)
+    assert final["data"]["text/html"] == f"<p>{REPLY}</p>" and final["metadata"]["nano_magic"]["status"] == "complete"
+    assert "tokens" in finals(messages)[-1]["data"]["text/plain"], "the footer came after the answer"
     check_clean_and_working(kernel, fake)
 
 

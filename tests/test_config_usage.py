@@ -83,7 +83,7 @@ def test_the_backend_says_why_it_won_and_what_it_ignored() -> None:
 
 @pytest.mark.parametrize("name,bad", [
     ("max_retries", -1), ("connect_timeout", -1), ("connect_timeout", float("inf")), ("read_timeout", 0),
-    ("refresh_rate", 0), ("refresh_rate", 61), ("display", "html"), ("api", "soap"),
+    ("refresh_rate", 0), ("refresh_rate", 61), ("display", "fancy"), ("api", "soap"),
     ("concurrency", 0), ("tool_result_chars", 0), ("budget", -1), ("confirm_above", -0.5), ("replay", "sometimes"),
 ])
 def test_settings_are_checked_when_set_and_keep_their_value(name: str, bad: object) -> None:

@@ -61,8 +61,12 @@ def test_a_real_interrupt_mid_answer_is_charged_as_estimated(fake) -> None:
 
 
 def step_lines_and_text(cell) -> str:
+    """The text the saved answer shows, one line per block."""
+    import html
+    import re
+
     (answer,) = answers(cell)
-    return answer.data["text/markdown"]
+    return html.unescape(re.sub(r"<[^>]+>", "", answer.data["text/html"])).strip().replace("\n\n", "\n")
 
 
 def test_tool_and_schema_cells_replay_after_a_restart_and_an_edited_tool_list_goes_live(fake, tmp_path: Path) -> None:
@@ -71,7 +75,7 @@ def test_tool_and_schema_cells_replay_after_a_restart_and_an_edited_tool_list_go
     live = notebook(*LESSON)
     run_notebook(live, tmp_path)
     shown = [step_lines_and_text(c) for c in live.cells[2:4]]
-    assert shown[0] == "- → area(r=3) = 28.27\n\nThe area is 28.27." and '"moons": 2' in shown[1]
+    assert shown[0] == "→ area(r=3) = 28.27\nThe area is 28.27." and '"moons": 2' in shown[1]
     path = tmp_path / "lesson.ipynb"
     nbformat.write(live, path)
     before = len(fake.posts())

@@ -105,13 +105,13 @@ def test_an_export_of_the_wrong_shape_is_refused_in_one_line(run, fake, tmp_path
 def test_a_thousand_tool_steps_do_not_make_the_markdown_view_resend_a_growing_output_each_time(ip) -> None:
     from IPython.utils.capture import capture_output
 
-    from nano_magic.display import MarkdownView
+    from nano_magic.display import Final, MarkdownView
 
     with capture_output() as captured:
         view = MarkdownView("fake-model · default · turn 1", refresh_rate=10)
         for i in range(2_000):
             view.step(f"→ area(r={i}) = {i * i}")
-        view.finish("Done.", "Done.", {}, "")
+        view.finish(Final("Done.", "Done.", "Done.", {}, ""))
     sent = sum(len(o.data.get("text/markdown", "")) for o in captured.outputs)
     assert captured.outputs[-1].data["text/markdown"] == "Done."
     assert sent < 2_000_000  # each step re-sending every line before it: about 50 MB

@@ -255,7 +255,8 @@ def test_frontends_without_widget_math_stream_markdown(ip, monkeypatch) -> None:
     from nano_magic.display import pick_mode
 
     kernel_shell = SimpleNamespace(kernel=object(), user_ns={})
-    assert pick_mode("auto", kernel_shell) == "widget"
+    assert pick_mode("auto", kernel_shell) == "html"
+    assert pick_mode("widget", kernel_shell) == "html", "the old name still works"
     assert pick_mode("auto", SimpleNamespace(kernel=object(), user_ns={"__vsc_ipynb_file__": "/x.ipynb"})) == "markdown"
     monkeypatch.setitem(__import__("sys").modules, "google.colab", SimpleNamespace())
     assert pick_mode("auto", kernel_shell) == "markdown"
@@ -267,7 +268,7 @@ def test_a_bad_config_value_is_one_line_and_keeps_the_old_value(run, fake, ip) -
     magics = ip.magics_manager.registry["NanoMagics"]
     run("%nano config max_retries=2 refresh_rate=5")
     for pair, message in [("max_retries=-1", "max_retries must be 0 or more"), ("read_timeout=0", "read_timeout must be a number of seconds greater than 0"),
-                          ("refresh_rate=100", "refresh_rate must be above 0 and at most 60"), ("display=html", "'display' trait")]:
+                          ("refresh_rate=100", "refresh_rate must be above 0 and at most 60"), ("display=fancy", "'display' trait")]:
         cell = run(f"%nano config {pair}")
         assert cell.failed and message in cell.stderr and len(cell.stderr.strip().splitlines()) == 1 and "Traceback" not in cell.shown
     assert (magics.max_retries, magics.read_timeout, magics.refresh_rate, magics.display) == (2, 120.0, 5.0, "auto")
@@ -408,9 +409,9 @@ def test_a_slow_refresh_never_holds_up_incoming_text() -> None:
     import threading
     import time
 
-    from nano_magic.display import WidgetView
+    from nano_magic.display import HtmlView
 
-    view = WidgetView("fake-model · default · turn 1", 10)
+    view = HtmlView("fake-model · default · turn 1", 10)
     rendering, release = threading.Event(), threading.Event()
     render = view._renderer.render
 

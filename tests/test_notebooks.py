@@ -84,7 +84,7 @@ def demo(fake: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         assert not any(o.output_type == "error" for c in code if c not in on_purpose for o in c.outputs)
         assert all(any(o.output_type == "error" for o in c.outputs) for c in on_purpose)
         saved = [a for c in code for a in answers(c)]
-        assert saved and all(a.data["text/plain"] == fake.reply for a in saved)
+        assert saved and all(a.data["text/plain"].endswith(fake.reply) for a in saved), "the answer's last output ends with its text"
         assert SECRET not in nbformat.writes(nb), "the API key reached the saved notebook"
         return Demo(nb, replies, [post.body for post in fake.posts()])
 
@@ -108,7 +108,8 @@ def test_quickstart_does_what_it_says(demo) -> None:
         user(prompt(first)), assistant(reply), user(prompt(entropy)), assistant(reply), user(prompt(child)),
     ]
     assert sent[3]["messages"][-1] == user(prompt(quadratic))
-    assert answers(quadratic)[0].data["text/markdown"] == reply  # 5. math saved as $…$
+    saved = answers(quadratic)[0].data  # 5. the answer saved as HTML with its math left for MathJax, and as text
+    assert "\\(\\Delta U = Q - W\\)" in saved["text/html"] and saved["text/plain"] == reply
     assert sent[4]["messages"] == [system("You answer in haiku."), user(prompt(haiku))]  # 6. a separate thread
     assert sent[5]["messages"] == [user(prompt(once))]  # ... and a one-shot question without history
     threads = run.shown("%nano threads")
@@ -203,7 +204,7 @@ def test_data_science_sends_the_frame_and_reads_json_back(demo) -> None:
     [result] = [m for m in answered["messages"] if m["role"] == "tool"]
     assert json.loads(result["content"]) == {"mean_stars": 4.5, "reviews": 2}  # the kettle's two reviews: 5 and 4 stars
     [tool_answer] = answers(run.cell("%%nano --tools star_stats"))
-    assert '→ star_stats(product="kettle")' in tool_answer.data["text/markdown"] and "4.5" in tool_answer.data["text/markdown"]
+    assert '→ star_stats(product="kettle")' in tool_answer.data["text/html"] and "4.5" in tool_answer.data["text/html"]
 
     judged = sent[5:10]  # --schema: each row carries the strict schema, and the answers make a typed table
     assert all(r["response_format"]["type"] == "json_schema" for r in judged)

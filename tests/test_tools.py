@@ -427,6 +427,14 @@ def shown_as_markdown(ip):
         ip.user_ns.pop(name, None)
 
 
+def shown_text(html: str) -> str:
+    """The text an HTML output shows, one line per line break or block."""
+    import html as entities
+    import re
+
+    return entities.unescape(re.sub(r"<[^>]+>", "", html)).strip().replace("\n\n", "\n")
+
+
 def final(cell) -> tuple[str, dict]:
     """The saved answer of a cell: its Markdown and metadata."""
     saved = [o for o in cell.outputs if "nano_magic" in (o.metadata or {})]
@@ -531,12 +539,13 @@ def test_a_notebook_with_tools_and_schema_cells_saves_the_steps_and_resumes_afte
                      "%%nano --schema Planet\nMars?", "print(repr(_nano.json))")
     run_notebook(first, tmp_path)
     (tools_answer,), (schema_answer,) = answers(first.cells[2]), answers(first.cells[3])
-    assert tools_answer.data["text/markdown"] == "- → area(r=3) = 28.27\n\nThe area is 28.27."
+    assert shown_text(tools_answer.data["text/html"]) == "→ area(r=3) = 28.27\nThe area is 28.27.", "the call, then the answer"
     assert tools_answer.metadata["nano_magic"]["steps"] == [{"text": "", "calls": [
         {"id": "call_k1", "name": "area", "arguments": '{"r": 3}', "result": "28.27", "error": None}]}]
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in first.cells[2].outputs)
     assert any("2 requests" in o.get("data", {}).get("text/plain", "") for o in first.cells[2].outputs)
-    assert schema_answer.data["text/markdown"] == '```json\n{\n  "name": "Mars",\n  "moons": 2\n}\n```'
+    assert '<code class="language-json">' in schema_answer.data["text/html"]
+    assert shown_text(schema_answer.data["text/html"]) == '{\n  "name": "Mars",\n  "moons": 2\n}', "pretty JSON in a code block"
     assert first.cells[4].outputs[0].text == "Planet(name='Mars', moons=2)\n"
     path = tmp_path / "tools.ipynb"
     nbformat.write(first, path)
@@ -570,9 +579,9 @@ def test_a_real_kernel_shows_steps_live_and_an_interrupt_during_a_slow_tool_stop
         while live is None and time.monotonic() < deadline:
             msg = kc.get_iopub_msg(timeout=10)
             messages.append(msg)
-            if msg["msg_type"] == "comm_msg" and "→ area(r=3) = 28.27" in json.dumps(msg["content"]["data"], ensure_ascii=False):
+            if msg["msg_type"] == "update_display_data" and "→ area(r=3) = 28.27" in msg["content"]["data"].get("text/html", ""):
                 live = msg
-        assert live is not None, "the step line showed in the live widget while the next tool ran"
+        assert live is not None, "the step line showed in the live view while the next tool ran"
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=30)
         while not (messages[-1]["msg_type"] == "status" and messages[-1]["content"]["execution_state"] == "idle"
@@ -583,7 +592,7 @@ def test_a_real_kernel_shows_steps_live_and_an_interrupt_during_a_slow_tool_stop
         saved = finals[-1]["metadata"]["nano_magic"]
         assert saved["status"] == "stopped"
         assert [(c["name"], c["error"]) for c in saved["steps"][0]["calls"]] == [("area", None), ("slow", "not run: the answer was stopped")]
-        assert finals[-1]["data"]["text/markdown"].startswith("- → area(r=3) = 28.27\n- → slow() failed: not run: the answer was stopped")
+        assert shown_text(finals[-1]["data"]["text/html"]) == "→ area(r=3) = 28.27\n→ slow() failed: not run: the answer was stopped"
         assert kc.execute_interactive("%%nano\nGo on", timeout=60)["content"]["status"] == "ok"
         tools = [m for m in fake.posts()[-1].body["messages"] if m["role"] == "tool"]
         assert tools == [{"role": "tool", "tool_call_id": "k1", "content": "28.27"},

@@ -60,6 +60,7 @@ class Reply:
     done: bool = True
     finish: str = "stop"
     cut_at_end: bool = False  # after the finish (and usage) frames, close the TCP connection without ending the body
+    hold: float = 0.0  # seconds to wait after the last delta before the finish, as a model does before its usage frame
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers, such as a provider's x-ratelimit-*
     reasoning: int = 0  # reasoning tokens: added to the output tokens and reported in the usage details, as OpenAI does
 
@@ -505,6 +506,7 @@ class Handler(BaseHTTPRequestHandler):
             for chunk in chunks:
                 time.sleep(delay)
                 self._send_frames([api.delta(chunk)])
+                self.server.fake.last_delta_at = time.time()
         except ConnectionError:
             self.server.fake._client_gone()
             raise
@@ -512,6 +514,7 @@ class Handler(BaseHTTPRequestHandler):
             self._cut()
             return
         if isinstance(behaviour, Reply):
+            time.sleep(behaviour.hold)
             self._send_frames(api.closing(behaviour, text, len(chunks)))
             if behaviour.cut_at_end:
                 self._cut()
@@ -623,6 +626,7 @@ class FakeServer:
 
     reply: str = "Hello from the fake server."
     chunk_delay: float = 0.0
+    last_delta_at: float = 0.0  # wall-clock time the last streamed delta went out, for browser benchmarks
     script: Callable[[dict[str, Any]], Behaviour | None] | None = None  # when the queue is empty: the body's behaviour, or None for the default
 
     def __init__(self) -> None:

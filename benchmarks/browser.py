@@ -1,0 +1,154 @@
+"""Row 22: what the browser pays while an 8k-token answer streams into JupyterLab, against a naive re-display.
+
+A real JupyterLab in headless Chromium (`tests/support/jupyter_lab.py`) runs two cells against the fake server,
+which streams the 8k answer at 150 deltas/s: a `%%nano` cell, and a naive cell that reads the same stream with
+httpx and updates one `text/markdown` display with the whole text on every delta. For each, over the stream:
+- the main thread's busy share: Chromium's own `TaskDuration` over wall time (`Performance.getMetrics` over CDP);
+- the longest gap between animation frames (a `requestAnimationFrame` loop in the page);
+- the time from the server's last delta to the final, typeset output (ours: the footer shows; naive: the last
+  words show, typeset, and the cell has ended).
+Needs what the browser test needs (JupyterLab, Playwright, Debian's Chromium). About 3 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from playwright import sync_api
+
+from benchmarks.answer import answer, tokens
+from benchmarks.table import Row, emit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.fake_server import FakeServer
+from tests.support.jupyter_lab import jupyter_lab, tree_url
+
+__all__ = ["measure"]
+
+RATE = 150  # deltas a second
+CATCH_UP = 60.0  # seconds after the last delta that the naive view gets to show the final answer
+SIZE = 8_000
+CHROMIUM = os.environ.get("NANO_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+NAIVE = '''import json, os, httpx
+from IPython.display import Markdown, display
+shown, text = display(Markdown(""), display_id=True), ""
+body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "Explain."}]}
+with httpx.stream("POST", os.environ["NANO_BASE_URL"] + "/chat/completions", json=body, timeout=300) as response:
+    for line in response.iter_lines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:])["choices"]:
+                if choice["delta"].get("content"):
+                    text += choice["delta"]["content"]
+                    shown.update(Markdown(text))'''
+# Each animation frame: the longest gap so far, and the first frame in which the cell's final output shows: the cell
+# has ended and its last words are on the page (ours: and the footer). JupyterLab typesets an output in the same
+# task that renders it, so what shows is typeset.
+FRAMES = """([index, words, footer]) => {
+    const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
+    const probe = window.__frames = {last: performance.now(), longest: 0, done: null};
+    const frame = t => {
+        probe.longest = Math.max(probe.longest, t - probe.last);
+        probe.last = t;
+        const ended = !cell.querySelector('.jp-InputPrompt').textContent.includes('*');
+        const text = ended ? cell.querySelector('.jp-OutputArea').textContent : '';  // read only once it ended
+        if (text.includes(words) && (!footer || text.includes('out tokens'))) {
+            probe.done = performance.timeOrigin + t;
+        } else {
+            requestAnimationFrame(frame);
+        }
+    };
+    requestAnimationFrame(frame);
+}"""
+IDLE = """name => {
+    const widget = window.jupyterapp?.shell.currentWidget;
+    const kernel = widget?.sessionContext?.session?.kernel;
+    return widget?.context?.path === name && kernel?.connectionStatus === 'connected' && kernel?.status === 'idle';
+}"""
+
+
+def _metrics(cdp: Any) -> dict[str, float]:
+    return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+
+
+@dataclass
+class Measured:
+    """The main thread's busy share, the longest frame gap (s), and last delta to final output (s; None: never)."""
+
+    busy: float
+    gap: float
+    end: float | None
+
+
+def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer: bool) -> Measured:
+    """Run cell `index` and measure the page until its final output shows (end None: not within CATCH_UP seconds)."""
+    page.evaluate(FRAMES, [index, words, footer])
+    before, started = _metrics(cdp), time.time()
+    page.evaluate(f"""() => {{
+        window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
+        window.jupyterapp.commands.execute('notebook:run-cell');
+    }}""")
+    while server.last_delta_at < started or time.time() - server.last_delta_at < 1.0:  # until the stream ended
+        page.wait_for_timeout(100)
+    deadline = server.last_delta_at + CATCH_UP
+    while page.evaluate("() => window.__frames.done") is None and time.time() < deadline:
+        page.wait_for_timeout(100)
+    after = _metrics(cdp)
+    longest, done = page.evaluate("() => [window.__frames.longest, window.__frames.done]")
+    return Measured((after["TaskDuration"] - before["TaskDuration"]) / (after["Timestamp"] - before["Timestamp"]),
+                    longest / 1000, None if done is None else done / 1000 - server.last_delta_at)
+
+
+def _seconds(end: float | None) -> str:
+    return f"not within {CATCH_UP:.0f} s: it never caught up" if end is None else f"{end * 1000:.0f} ms"
+
+
+def measure() -> list[Row]:
+    """Ours against the naive cell, in one lab, one after the other."""
+    text = answer(SIZE)
+    plain = text.split()
+    last = max(i for i in range(len(plain) - 2) if all(word.isalpha() for word in plain[i : i + 3]))
+    words = " ".join(plain[last : last + 3])  # the last three words that show as typed
+    with tempfile.TemporaryDirectory() as tmp, FakeServer() as server:
+        root = Path(tmp)
+        v4 = nbformat.v4
+        nbformat.write(v4.new_notebook(
+            cells=[v4.new_code_cell("%load_ext nano_magic"), v4.new_code_cell("%%nano --once\nExplain."), v4.new_code_cell(NAIVE)],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        ), root / "bench.ipynb")
+        server.reply, server.chunk_delay = text, 1 / RATE
+        with jupyter_lab(root, {"NANO_BASE_URL": server.base_url}) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(tree_url(url, "bench.ipynb"))
+            page.wait_for_function(IDLE, arg="bench.ipynb", timeout=60_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+            page.wait_for_function(IDLE, arg="bench.ipynb", timeout=60_000)
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            ours = _run(page, cdp, server, 1, words, True)
+            time.sleep(2)
+            naive = _run(page, cdp, server, 2, words, False)
+            browser.close()
+    what = f"22. JupyterLab + Chromium, {len(tokens(text))} deltas at {RATE}/s"
+    return [
+        Row(f"{what}: main thread busy", f"{ours.busy:.0%}", f"naive re-display: {naive.busy:.0%}",
+            f"{ours.busy / naive.busy:.2f}", "< 15%", ours.busy < 0.15),
+        Row(f"{what}: longest frame gap", f"{ours.gap * 1000:.0f} ms", f"naive: {naive.gap * 1000:.0f} ms",
+            f"{ours.gap / naive.gap:.2f}", "≤ 100 ms", ours.gap <= 0.1),
+        Row(f"{what}: last delta → final typeset output", _seconds(ours.end), f"naive: {_seconds(naive.end)}",
+            f"{ours.end / naive.end:.3f}" if ours.end and naive.end else "", "≤ 200 ms (two refreshes)",
+            ours.end is not None and ours.end <= 0.2),
+    ]
+
+
+if __name__ == "__main__":
+    emit(measure())
