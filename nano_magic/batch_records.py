@@ -6,12 +6,12 @@ so collecting needs nothing from the kernel that submitted them.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+from .cache import SqliteFile
 
 __all__ = ["BatchRecord", "BatchRecords"]
 
@@ -61,27 +61,11 @@ class BatchRecord:
     collected: float | None
 
 
-class BatchRecords:
+class BatchRecords(SqliteFile):
     """The `batches` and `batch_items` tables; every change is committed at once."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> BatchRecords:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(path, _SCHEMA)
 
     def record(self, batch: BatchRecord, custom_ids: Iterable[str]) -> None:
         """Keep a batch just created and its requests' custom ids, in one transaction."""

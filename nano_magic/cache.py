@@ -7,12 +7,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
 from .jsontext import digest, load_json
 from .usage import Usage
 
-__all__ = ["AnswerCache", "request_key"]
+__all__ = ["AnswerCache", "SqliteFile", "request_key"]
+
+_F = TypeVar("_F", bound="SqliteFile")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -32,28 +34,35 @@ def request_key(url: str, body: Mapping[str, Any]) -> str:
     return digest([url, {k: v for k, v in body.items() if k not in _TRANSPORT_ONLY}])
 
 
-class AnswerCache:
-    """One SQLite file in WAL mode; every answer is committed as it arrives, so an interrupt or crash loses none."""
+class SqliteFile:
+    """One SQLite file in WAL mode, shared by threads under a lock; every change is committed at once."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, schema: str) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode a commit survives a crash of the process
-        self._db.execute(_SCHEMA)
+        self._db.executescript(schema)
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> AnswerCache:
+    def __enter__(self: _F) -> _F:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AnswerCache(SqliteFile):
+    """The answers, each committed as it arrives, so an interrupt or crash loses none."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, _SCHEMA)
 
     def found(self, keys: Iterable[str]) -> Iterator[tuple[str, str, Usage | None]]:
         """(key, text, usage) for each of `keys` that has an answer."""

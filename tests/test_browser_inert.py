@@ -10,37 +10,20 @@ an unroutable host, and the page records dialogs and requests. A demo cell's mat
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 
-from tests.support.parts import missing
-
-CHROMIUM = os.environ.get("NANO_CHROMIUM", "/usr/bin/chromium")
-MISSING = [
-    part for part, present in (
-        ("Playwright", find_spec("playwright") is not None),
-        ("JupyterLab", find_spec("jupyterlab") is not None),
-        (f"Chromium at {CHROMIUM} (set NANO_CHROMIUM)", os.access(CHROMIUM, os.X_OK)),
-    ) if not present
-]
-if MISSING:
-    missing(f"the browser test needs {', '.join(MISSING)}; scripts/test installs them", module=True)
-
-from playwright import sync_api  # after the check, so that a missing Playwright skips
-
 from tests.support.fake_server import FakeServer, Reply
 from tests.support.jupyter_lab import jupyter_lab, tree_url
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, sync_api  # its check skips (or fails in CI) a missing part first
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 NOTEBOOK = "hostile.ipynb"
 RUN = "window.__pwned=1"
 IMG = f'<img src=x onerror="{RUN}">'

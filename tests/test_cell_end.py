@@ -231,7 +231,7 @@ def test_a_real_interrupt_while_the_answer_ends_is_held_until_it_is_done(kernel:
     status, messages = kernel.run("%%nano\nHello")
     check_one_line(messages, "Stopped by you as the answer ended; what arrived is kept.")
     final = answer(messages)
-    assert final["data"]["text/html"] == f"<p>{REPLY}</p>" and final["metadata"]["nano_magic"]["status"] == "complete"
+    assert f"<p>{REPLY}</p>" in final["data"]["text/html"] and final["metadata"]["nano_magic"]["status"] == "complete"
     assert "tokens" in finals(messages)[-1]["data"]["text/plain"], "the footer came after the answer"
     check_clean_and_working(kernel, fake)
 

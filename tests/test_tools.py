@@ -544,7 +544,7 @@ def test_a_notebook_with_tools_and_schema_cells_saves_the_steps_and_resumes_afte
         {"id": "call_k1", "name": "area", "arguments": '{"r": 3}', "result": "28.27", "error": None}]}]
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in first.cells[2].outputs)
     assert any("2 requests" in o.get("data", {}).get("text/plain", "") for o in first.cells[2].outputs)
-    assert '<code class="language-json">' in schema_answer.data["text/html"]
+    assert "<pre><code>" in schema_answer.data["text/html"] and 'color:' in schema_answer.data["text/html"], "the JSON shows as highlighted code"
     assert shown_text(schema_answer.data["text/html"]) == '{\n  "name": "Mars",\n  "moons": 2\n}', "pretty JSON in a code block"
     assert first.cells[4].outputs[0].text == "Planet(name='Mars', moons=2)\n"
     path = tmp_path / "tools.ipynb"
