@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .imagestore import ImageStore
 
@@ -100,21 +100,11 @@ def picture_from(value: Any, label: str, detail: str = "auto") -> Picture:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _from_bytes(bytes(value), label, detail)
     if hasattr(value, "savefig"):  # a matplotlib Figure, or anything drawn the same way
-        buffer = io.BytesIO()
-        try:
-            value.savefig(buffer, format="png")
-        except Exception as exc:
-            raise BadImage(f"--image {label}: the figure could not be drawn ({type(exc).__name__}: {exc}).") from None
-        return _from_bytes(buffer.getvalue(), label, detail)
+        return _saved(lambda buffer: value.savefig(buffer, format="png"), label, detail, "the figure could not be drawn")
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return _from_array(value, label, detail)
     if hasattr(value, "save"):  # a PIL image, or anything that saves itself as PNG the same way
-        buffer = io.BytesIO()
-        try:
-            value.save(buffer, format="PNG")
-        except Exception as exc:
-            raise BadImage(f"--image {label}: it could not be saved as PNG ({type(exc).__name__}: {exc}).") from None
-        return _from_bytes(buffer.getvalue(), label, detail)
+        return _saved(lambda buffer: value.save(buffer, format="PNG"), label, detail, "it could not be saved as PNG")
     raise BadImage(f"--image {label}: a {type(value).__name__} is not a figure, image, (H, W, 3|4) uint8 array, image bytes, path or URL.")
 
 
@@ -136,6 +126,16 @@ def _kind(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return None
+
+
+def _saved(save: Callable[[io.BytesIO], object], label: str, detail: str, failure: str) -> Picture:
+    """The picture a user object writes into a buffer; its own exception, whatever it is, becomes one line."""
+    buffer = io.BytesIO()
+    try:
+        save(buffer)
+    except Exception as exc:
+        raise BadImage(f"--image {label}: {failure} ({type(exc).__name__}: {exc}).") from None
+    return _from_bytes(buffer.getvalue(), label, detail)
 
 
 def _from_bytes(data: bytes, label: str, detail: str) -> Picture:

@@ -8,6 +8,7 @@ from pathlib import Path
 from jupyter_client.manager import start_new_kernel
 
 from tests.support.batch_server import BatchServer
+from tests.support.notebooks import messages_of
 
 CELL = "%%nano --map rows --batch --out labels -m gpt-4.1-nano\nClassify: {item}"
 SETUP = "%load_ext nano_magic\n%config NanoMagics.cache_path = {path!r}\nrows = [f'row {{i}}' for i in range(20)]"
@@ -36,12 +37,7 @@ def test_a_batch_submitted_before_a_kernel_restart_is_collected_after_it(tmp_pat
                 time.sleep(0.05)
             km.interrupt_kernel()
             reply = kc.get_shell_msg(timeout=20)
-            while True:
-                msg = kc.get_iopub_msg(timeout=10)
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    outputs.append(msg)
-                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                        break
+            outputs += messages_of(kc, msg_id)
             shown = "".join(m["content"].get("text", "") + m["content"].get("data", {}).get("text/plain", "") for m in outputs)
             assert reply["content"]["status"] == "ok", outputs
             assert "Submitted 1 batch: 20 requests" in shown and "Stopped waiting; the batches keep running" in shown

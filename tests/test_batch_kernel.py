@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jupyter_client.manager import start_new_kernel
 
+from tests.support.notebooks import messages_of
 from tests.support.rate_limited import RateLimitedServer
 
 CELL = "%%nano --map rows --out labels -m gpt-4.1-nano\nClassify: {item}"
@@ -37,13 +38,7 @@ def test_an_interrupted_map_resumes_after_a_kernel_restart(tmp_path: Path, monke
             interrupted = time.monotonic()
             reply = kc.get_shell_msg(timeout=20)
             stopped_after = time.monotonic() - interrupted
-            outputs = []
-            while True:
-                msg = kc.get_iopub_msg(timeout=10)
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    outputs.append(msg)
-                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                        break
+            outputs = messages_of(kc, msg_id)
             assert reply["content"]["status"] == "error" and stopped_after < 2
             error = next(m["content"]["traceback"] for m in outputs if m["msg_type"] == "error")
             assert len(error) == 1 and error[0].startswith("Stopped by you: ") and "of 300 items are done" in error[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from tests.support.notebooks import messages_of
 from tests.support.rate_limited import RateLimitedServer
 from tests.test_batch_kernel import execute, printed
 
@@ -59,13 +60,7 @@ def test_an_interrupted_verb_resumes_after_a_kernel_restart(tmp_path: Path, monk
             time.sleep(0.2)  # the client takes in the answers already sent
             km.interrupt_kernel()
             reply = kc.get_shell_msg(timeout=20)
-            outputs = []
-            while True:
-                msg = kc.get_iopub_msg(timeout=10)
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    outputs.append(msg)
-                    if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                        break
+            outputs = messages_of(kc, msg_id)
             assert reply["content"]["status"] == "error"
             error = next(m["content"]["traceback"] for m in outputs if m["msg_type"] == "error")
             assert len(error) == 1 and error[0].startswith("Stopped by you"), error

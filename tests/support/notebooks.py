@@ -59,3 +59,14 @@ def run_notebook(nb: nbformat.NotebookNode, cwd: Path, allow_errors: bool = Fals
 def answers(cell: Any) -> list[Any]:
     """The saved answer outputs of a cell: display_data carrying nano_magic metadata."""
     return [o for o in cell.outputs if o.output_type == "display_data" and "nano_magic" in o.get("metadata", {})]
+
+
+def messages_of(kc: Any, msg_id: str, timeout: float = 10) -> list[dict[str, Any]]:
+    """The IOPub messages of one execute request, up to its idle status."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            messages.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return messages
