@@ -143,11 +143,12 @@ def virtual_time() -> Iterator[VirtualTime]:
 def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run:
     """Stream `deltas` into a `HtmlView` and finish it as a cell would.
 
-    Paced: deltas come in groups of PER_REFRESH and the view refreshes after each group, as
-    with a model streaming PER_REFRESH × 10 deltas/s at 10 refreshes/s. The harness calls the
-    view's refresh itself instead of its ticker thread and moves a virtual clock 0.1 s per
-    refresh, so anything the view does by the clock (status-line pacing, tokens/s) sees the
-    time a real stream would take, while the run takes only as long as the work.
+    Paced: deltas come in groups of PER_REFRESH every 0.1 s, as with a model streaming PER_REFRESH × 10
+    deltas/s, and the view refreshes after a group when its ticker would: 0.1 s after the last refresh, or
+    later when the refresh asked for a longer wait (its browser budget). The harness calls the view's refresh
+    itself instead of its ticker thread and moves a virtual clock, so anything the view does by the clock
+    (status-line pacing, tokens/s, the budget) sees the time a real stream would take, while the run takes only
+    as long as the work.
     Not paced: every delta as fast as possible, with the real ticker at 10/s and the real clock.
     """
     from nano_magic.display import Final, HtmlView
@@ -161,13 +162,14 @@ def run_view(meter: MeteredKernel, deltas: list[str], paced: bool = True) -> Run
         with virtual_time() as clock:
             view = HtmlView(HEADER, REFRESH_RATE)
             view._ticker.stop()  # the harness refreshes in its place
-            refreshes = 0
+            refreshes, due = 0, 0.0
             for at in range(0, len(deltas), PER_REFRESH):
                 for delta in deltas[at : at + PER_REFRESH]:
                     view.delta(delta)
                 clock.now += 1 / REFRESH_RATE
-                view._refresh()
-                refreshes += 1
+                if clock.now >= due - 1e-9:
+                    due = clock.now + max(1 / REFRESH_RATE, view._refresh())
+                    refreshes += 1
             view.finish(Final(to_markdown(text), text, text, {"nano_magic": {"turn": 1}}, FOOTER))
             view.close()
     else:

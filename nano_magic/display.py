@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Protocol
 
 from IPython.display import DisplayHandle, display
 
+from .pacing import BrowserBudget, browser_ms
 from .render import MarkdownStream, StreamRenderer, escape_markdown, to_html
 
 __all__ = ["Final", "HtmlView", "MarkdownView", "SourceJoiner", "TextView", "Ticker", "View", "answer_source", "open_view", "pick_mode"]
@@ -72,11 +73,11 @@ class View(Protocol):
 class Ticker:
     """Calls `fn` from a background thread at most `rate` times a second, and only after a `poke`.
 
-    An exception in `fn` does not end the thread: the first one is kept in `error` and passed to
-    `on_error`, and the ticker goes on.
+    `fn` may return a longer wait, in seconds, before the next call. An exception in `fn` does not end the thread:
+    the first one is kept in `error` and passed to `on_error`, and the ticker goes on.
     """
 
-    def __init__(self, rate: float, fn: Callable[[], None], on_error: Callable[[Exception], None]) -> None:
+    def __init__(self, rate: float, fn: Callable[[], float | None], on_error: Callable[[Exception], None]) -> None:
         self._interval = 1.0 / max(rate, 0.1)
         self._fn = fn
         self._on_error = on_error
@@ -104,13 +105,14 @@ class Ticker:
             if self._stopped.is_set():
                 return
             self._dirty.clear()
+            wait = None
             try:
-                self._fn()
+                wait = self._fn()
             except Exception as exc:  # a view bug must not end the thread unseen
                 if self.error is None:
                     self.error = exc
                     self._report(exc)
-            self._stopped.wait(self._interval)
+            self._stopped.wait(max(self._interval, wait or 0.0))
 
     def _report(self, exc: Exception) -> None:
         try:
@@ -141,7 +143,9 @@ class HtmlView:
 
     Outputs, top to bottom: the header; the answer in groups of finished blocks (`text/html`); the live group, one
     output re-rendered in place at each refresh; the status line, which becomes the footer at the end. Rendering
-    runs on the refresh thread, outside the lock that `delta` takes.
+    runs on the refresh thread, outside the lock that `delta` takes. Each message costs the browser a re-render, so
+    refreshes spend a `BrowserBudget`: at most `refresh_rate` a second, and, once an answer is long, only as often
+    as BROWSER_SHARE of the browser's main thread pays for.
 
     Text never moves from one output to another, since two messages can reach the page in two frames, and the frame
     between them would show the text twice or not at all. So the live group is closed only at a refresh where every
@@ -149,7 +153,7 @@ class HtmlView:
     a new status line is shown below, the old status output becomes the new live group, and the closed group is
     sent with its finished blocks alone. Each of those messages only adds text. Outputs can only be added at
     the end, hence the roles move down. JupyterLab hides outputs past 50 (`maxNumberOutputs`), so after
-    MAX_GROUPS the last group takes the rest of the answer and, once long, is sent only when it grew by a quarter.
+    MAX_GROUPS the last group takes the rest of the answer, and the budget spaces out its ever larger refreshes.
 
     No widget: a widget's comm makes JupyterLab 4.6 ask the kernel for a subshell (`CommHandler._maybeStartSubshell`,
     services/src/kernel/comm.ts), and the idle status of that request, which `KernelConnection._handleMessage`
@@ -158,8 +162,11 @@ class HtmlView:
 
     GROUP_CHARS = 1_200  # Markdown characters a group holds before the next block may start a new one
     MAX_GROUPS = 40
-    LONG_GROUP_CHARS = 4 * GROUP_CHARS
-    STATUS_INTERVAL = 1.0
+    LONGEST_CHARS = 200_000  # about 32k tokens, the most that GPT-4.1 nano writes in one answer
+    STATUS_INTERVAL = 2.0
+    BROWSER_SHARE = 0.08  # of the browser's main thread, spent on refreshes once the burst is gone
+    BURST_MS = 1_000.0  # of browser time, spent at the full rate before the share applies
+    MAX_WAIT = 2.0  # seconds between refreshes at most, even when the last group grows past what the share pays for
 
     def __init__(self, header: str, refresh_rate: float) -> None:
         self._renderer = StreamRenderer()  # used by the refresh thread alone, until it stops
@@ -172,10 +179,12 @@ class HtmlView:
         self._closed: list[DisplayHandle] = []  # the groups before the live one
         self._group: list[tuple[str, str]] = []  # the live group's finished blocks: Markdown and HTML
         self._group_chars = 0  # Markdown characters in them
+        self._closed_chars = 0  # Markdown characters in the groups before
         self._tail_chars = 0  # Markdown characters given to the renderer and not yet in a finished block
         self._sent_chars = 0  # the live group's characters when it was last sent
         self._sent_html = ""
         self._status_html = self._status_line()
+        self._budget = BrowserBudget(self.BROWSER_SHARE, self.BURST_MS, time.perf_counter)
         self._ticker: Ticker | None = None
         self._header = _show({"text/html": f"<b>{html.escape(header)}</b>", "text/plain": header})
         self._live = _show({"text/html": ""})
@@ -261,8 +270,9 @@ class HtmlView:
         self._status_html = self._status_line()
         self._status.update(self._status_data(), raw=True)
 
-    def _refresh(self) -> None:
-        """Take the new text under the lock and render outside it, so that `delta` never waits for a render."""
+    def _refresh(self) -> float:
+        """Take the new text under the lock and render outside it, so that `delta` never waits for a render; the
+        seconds to wait before the next refresh, for the browser's sake."""
         self._take_pending()
         now = time.perf_counter()
         with self._lock:
@@ -275,38 +285,47 @@ class HtmlView:
             self._group.append((finished, frozen))
             self._group_chars += len(finished)
             self._tail_chars -= len(finished)
-        if self._may_close(tail):
-            self._close_group(tail)
-        else:
-            self._send_live(tail)
+        spent = self._close_group(tail) if self._may_close(tail) else self._send_live(tail)
         if status is not None and status != self._status_html:
             self._status_html = status
             self._status.update(self._status_data(), raw=True)
+            spent += browser_ms(status)
+        return min(self._budget.spend(spent), self.MAX_WAIT)
 
     def _may_close(self, tail: str) -> bool:
         """Whether the live group is full and all it showed is in finished blocks, so that the tail can start a new output."""
-        return (self._group_chars >= self.GROUP_CHARS and self._group_chars >= self._sent_chars and bool(tail)
+        return (self._group_chars >= self._group_target() and self._group_chars >= self._sent_chars and bool(tail)
                 and len(self._closed) < self.MAX_GROUPS - 1)
 
-    def _send_live(self, tail: str) -> None:
-        """Send the live group, if it changed; once long, only when it grew by a quarter, so that the cost stays linear."""
-        chars = self._group_chars + self._tail_chars
-        if self._sent_chars > self.LONG_GROUP_CHARS and chars < self._sent_chars * 5 // 4:
-            return
-        shown = "\n".join([*(h for _, h in self._group), tail])
-        if shown != self._sent_html:
-            self._live.update({"text/html": shown}, raw=True)
-            self._sent_html, self._sent_chars = shown, chars
+    def _group_target(self) -> float:
+        """The Markdown characters that close a group: GROUP_CHARS, or more once the groups left, growing by one ratio,
+        must stretch to hold an answer of LONGEST_CHARS; a live group that grew without end would cost ever longer frames."""
+        left = self.MAX_GROUPS - 1 - len(self._closed)
+        done = max(self._closed_chars, 1)
+        return max(self.GROUP_CHARS, done * ((self.LONGEST_CHARS / done) ** (1 / left) - 1))
 
-    def _close_group(self, tail: str) -> None:
-        """Keep the live group's finished blocks where they are, and show the tail as the next group, below them."""
+    def _send_live(self, tail: str) -> float:
+        """Send the live group, if it changed; the browser's estimated ms for it."""
+        shown = "\n".join([*(h for _, h in self._group), tail])
+        if shown == self._sent_html:
+            return 0.0
+        self._live.update({"text/html": shown}, raw=True)
+        self._sent_html, self._sent_chars = shown, self._group_chars + self._tail_chars
+        return browser_ms(shown)
+
+    def _close_group(self, tail: str) -> float:
+        """Keep the live group's finished blocks where they are, and show the tail as the next group, below them; the
+        browser's estimated ms for the three messages."""
         status = _show(self._status_data())
-        self._live.update(self._group_data(), raw=True)
+        group = self._group_data()
+        self._live.update(group, raw=True)
         self._status.update({"text/html": tail}, raw=True)
         self._closed.append(self._live)
         self._live, self._status = self._status, status
+        self._closed_chars += self._group_chars
         self._group, self._group_chars = [], 0
         self._sent_html, self._sent_chars = tail, self._tail_chars
+        return browser_ms(self._status_html) + browser_ms(group["text/html"]) + browser_ms(tail)
 
     def _group_data(self) -> dict[str, str]:
         return {"text/html": "\n".join(h for _, h in self._group), "text/plain": "".join(t for t, _ in self._group)}

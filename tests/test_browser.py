@@ -450,7 +450,7 @@ def test_a_long_answer_never_shrinks_keeps_the_kernel_busy_and_ends_without_a_sw
                 "cell => [...cell.querySelectorAll('code')].some(c => c.innerText.includes('odd_sum_12(n'))",
                 arg=cell.element_handle(), timeout=60_000,
             )
-            page.wait_for_timeout(500)  # the last refresh lands; the server holds the finish for HOLD seconds
+            page.wait_for_timeout(2_000)  # the last paced refresh lands (a long answer refreshes about twice a second); the server holds the finish for HOLD seconds
             live_text, live_shots = _answer_shots(cell)
             assert cell.evaluate("cell => cell.querySelector('.jp-InputPrompt').innerText.includes('*')"), "still live"
             frames = _frames(page, cell)
