@@ -16,9 +16,9 @@ from pathlib import Path
 
 from benchmarks.table import Row, print_table
 
-MODULES = ["sse", "imports", "view_cpu", "kernel", "latency", "scale", "reuse", "batch", "gate", "batch_api", "verbs", "tools", "adversarial", "images", "browser"]
+MODULES = ["sse", "imports", "view_cpu", "kernel", "latency", "scale", "reuse", "batch", "gate", "batch_api", "verbs", "tools", "adversarial", "images", "browser", "browser_cost"]
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 600
+TIMEOUT = 900
 
 
 def run(module: str) -> list[Row]:

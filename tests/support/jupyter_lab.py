@@ -9,7 +9,8 @@ temporary directory, so nothing from the user's own setup (settings, workspaces,
 startup files) leaks in, while the lab extensions installed in `sys.prefix` (ipywidgets'
 `@jupyter-widgets/jupyterlab-manager` among them) are still found. The only kernelspec, `python3`,
 runs the current interpreter. News, update checks and the "receive Jupyter news?" toast are
-off, notebooks render every cell (no windowing), and `window.jupyterapp` is exposed so that tests can run JupyterLab commands.
+off, notebooks render every cell (no windowing, unless a benchmark asks for JupyterLab's default), and `window.jupyterapp`
+is exposed so that tests can run JupyterLab commands.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _prepare(base: Path) -> dict[str, str]:
+def _prepare(base: Path, windowing: str) -> dict[str, str]:
     """Create the isolated Jupyter dirs, kernelspec and user settings; return their env vars."""
     dirs = {name: base / name for name in ("config", "data", "runtime", "ipython")}
     for path in dirs.values():
@@ -60,7 +61,7 @@ def _prepare(base: Path) -> dict[str, str]:
     for name, settings in QUIET_SETTINGS.items():
         target = dirs["config"] / "lab" / "user-settings" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(settings))
+        target.write_text(json.dumps({**settings, "windowingMode": windowing} if "windowingMode" in settings else settings))
     return {
         "JUPYTER_CONFIG_DIR": str(dirs["config"]),
         "JUPYTER_DATA_DIR": str(dirs["data"]),
@@ -112,17 +113,18 @@ def _kill_stray_kernels(runtime_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def jupyter_lab(root: Path, env: dict[str, str]) -> Iterator[str]:
+def jupyter_lab(root: Path, env: dict[str, str], windowing: str = "none") -> Iterator[str]:
     """Serve `root` with JupyterLab; yield `http://127.0.0.1:PORT/lab?token=TOKEN` once it answers.
 
-    `env` is added to the server's environment, so kernels inherit it too. On exit the server
-    and its kernels are stopped and the temporary dirs removed.
+    `env` is added to the server's environment, so kernels inherit it too. `windowing` is the notebook's
+    windowing mode: "none" keeps every cell in the page; "contentVisibility" is JupyterLab's default. On exit
+    the server and its kernels are stopped and the temporary dirs removed.
     """
     port = _free_port()
     root_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="nano-lab-") as tmp:
         base = Path(tmp)
-        dirs = _prepare(base)
+        dirs = _prepare(base, windowing)
         cmd = [
             sys.executable, "-m", "jupyter", "lab", "--no-browser",
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
