@@ -294,8 +294,8 @@ class HtmlView:
 
     def _may_close(self, tail: str) -> bool:
         """Whether the live group is full and all it showed is in finished blocks, so that the tail can start a new output."""
-        return (self._group_chars >= self._group_target() and self._group_chars >= self._sent_chars and bool(tail)
-                and len(self._closed) < self.MAX_GROUPS - 1)
+        return (len(self._closed) < self.MAX_GROUPS - 1 and self._group_chars >= self._group_target()
+                and self._group_chars >= self._sent_chars and bool(tail))
 
     def _group_target(self) -> float:
         """The Markdown characters that close a group: GROUP_CHARS, or more once the groups left, growing by one ratio,
