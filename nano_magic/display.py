@@ -164,8 +164,8 @@ class HtmlView:
     MAX_GROUPS = 40
     LONGEST_CHARS = 200_000  # about 32k tokens, the most that GPT-4.1 nano writes in one answer
     STATUS_INTERVAL = 2.0
-    BROWSER_SHARE = 0.08  # of the browser's main thread, spent on refreshes once the burst is gone
-    BURST_MS = 1_000.0  # of browser time, spent at the full rate before the share applies
+    BROWSER_SHARE = 0.05  # of the browser's main thread, spent on refreshes once the burst is gone
+    BURST_MS = 2_000.0  # of browser time, spent at the full rate before the share applies
     MAX_WAIT = 2.0  # seconds between refreshes at most, even when the last group grows past what the share pays for
 
     def __init__(self, header: str, refresh_rate: float) -> None:

@@ -50,14 +50,18 @@ def _answer(parts: int) -> str:
     return "\n\n".join(f"## Part {i}\n\n{step * 3}\n\n- a point on $x_{i}$\n- and another one" for i in range(parts))
 
 
-@pytest.mark.parametrize(("parts", "over"), [(12, 1.0), (120, 1.0), (480, 1.2), (720, None)],
-                         ids=["short", "8k tokens", "32k tokens", "longer than the model writes"])
-def test_a_streaming_answer_spends_its_budget_and_keeps_every_character(ip, monkeypatch, parts: int, over: float | None) -> None:
-    """At 150 deltas a second: what the browser is estimated to pay stays within the burst, the share of the time and
-    the one refresh that may overdraw it (`over` times the share for the longest answer, whose last groups are large
-    enough that MAX_WAIT comes first; past LONGEST_CHARS the last group grows without end and the budget gives way to
-    MAX_WAIT), refreshes never stop for longer than MAX_WAIT, the outputs stay within JupyterLab's 50, and every
-    character arrives."""
+# The page itself keeps Chromium's main thread about 3% busy, and the estimate is within a few percent of what
+# `benchmarks/browser_cost.py` measures, so an estimated 11% keeps the real share under the 15% that
+# `benchmarks/browser.py` checks.
+SHARE = 0.11
+
+
+@pytest.mark.parametrize(("parts", "share"), [(12, None), (120, SHARE), (480, SHARE), (720, None)],
+                         ids=["1k tokens", "8k tokens", "32k tokens", "longer than the model writes"])
+def test_a_streaming_answer_spends_its_budget_and_keeps_every_character(ip, monkeypatch, parts: int, share: float | None) -> None:
+    """At 150 deltas a second: an answer of about 1k tokens refreshes at the full rate from start to end; an 8k or
+    a 32k one costs the browser at most `share` of its main thread, by the estimate; refreshes never stop for longer
+    than MAX_WAIT, the outputs stay within JupyterLab's 50, and every character arrives."""
     clock = Clock()
     monkeypatch.setattr(display, "time", clock)
     sent: list[tuple[float, str | None, dict[str, str]]] = []
@@ -82,12 +86,10 @@ def test_a_streaming_answer_spends_its_budget_and_keeps_every_character(ip, monk
 
     live = [(t, html["text/html"]) for t, _, html in sent if t <= streamed]
     ticks = sorted({t for t, _ in live})
-    spent = [sum(browser_ms(html) for t, html in live if t == tick) for tick in ticks]
-    if over is not None:
-        allowed = HtmlView.BURST_MS + max(spent) + HtmlView.BROWSER_SHARE * streamed * 1000 * over
-        assert sum(spent) <= allowed * 1.01, f"{sum(spent) / streamed / 10:.1f}% of the browser"
-    assert max(b - a for a, b in zip(ticks, ticks[1:])) <= HtmlView.MAX_WAIT + 0.1
-    assert sum(1 for t in ticks if t <= 1.0) >= 5, "the first second refreshes at the full rate"
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert max(gaps) <= (0.15 if parts < 100 else HtmlView.MAX_WAIT + 0.1), f"the view stood still for {max(gaps):.2f} s"
+    spent = sum(browser_ms(html) for _, html in live) / 1000
+    assert share is None or spent <= share * streamed, f"{spent / streamed:.1%} of the browser"
     last: dict[str | None, dict[str, str]] = {}
     for _, display_id, data in sent:
         last[display_id] = data
