@@ -40,9 +40,10 @@ QUIET_SETTINGS = {
         "fetchNews": "false",
         "checkForUpdates": False,
     },
-    # Every cell stays in the page, so that tests can read and scan outputs scrolled out of view.
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
+# Where the notebook's windowing mode is set: "none" keeps every cell in the page, so that tests can read and scan
+# outputs scrolled out of view.
+TRACKER = "@jupyterlab/notebook-extension/tracker.jupyterlab-settings"
 
 
 def _free_port() -> int:
@@ -58,10 +59,10 @@ def _prepare(base: Path, windowing: str) -> dict[str, str]:
     for path in dirs.values():
         path.mkdir(parents=True)
     write_kernel_spec(dirs["data"] / "kernels" / "python3")  # argv[0] is sys.executable
-    for name, settings in QUIET_SETTINGS.items():
+    for name, settings in {**QUIET_SETTINGS, TRACKER: {"windowingMode": windowing}}.items():
         target = dirs["config"] / "lab" / "user-settings" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps({**settings, "windowingMode": windowing} if "windowingMode" in settings else settings))
+        target.write_text(json.dumps(settings))
     return {
         "JUPYTER_CONFIG_DIR": str(dirs["config"]),
         "JUPYTER_DATA_DIR": str(dirs["data"]),
