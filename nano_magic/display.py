@@ -153,7 +153,7 @@ class HtmlView:
     a new status line is shown below, the old status output becomes the new live group, and the closed group is
     sent with its finished blocks alone. Each of those messages only adds text. Outputs can only be added at
     the end, hence the roles move down. JupyterLab hides outputs past 50 (`maxNumberOutputs`), so after
-    MAX_GROUPS the last group takes the rest of the answer, and the budget spaces out its ever larger refreshes.
+    MAX_GROUPS the last group takes the rest of the answer, and is sent only when it grew by a quarter.
 
     No widget: a widget's comm makes JupyterLab 4.6 ask the kernel for a subshell (`CommHandler._maybeStartSubshell`,
     services/src/kernel/comm.ts), and the idle status of that request, which `KernelConnection._handleMessage`
@@ -305,12 +305,16 @@ class HtmlView:
         return max(self.GROUP_CHARS, done * ((self.LONGEST_CHARS / done) ** (1 / left) - 1))
 
     def _send_live(self, tail: str) -> float:
-        """Send the live group, if it changed; the browser's estimated ms for it."""
+        """Send the live group, if it changed; the browser's estimated ms for it. The last group, which takes the rest of
+        an answer longer than LONGEST_CHARS, is sent only when it grew by a quarter, so that what is sent stays linear."""
+        chars = self._group_chars + self._tail_chars
+        if len(self._closed) >= self.MAX_GROUPS - 1 and chars < self._sent_chars * 5 // 4:
+            return 0.0
         shown = "\n".join([*(h for _, h in self._group), tail])
         if shown == self._sent_html:
             return 0.0
         self._live.update({"text/html": shown}, raw=True)
-        self._sent_html, self._sent_chars = shown, self._group_chars + self._tail_chars
+        self._sent_html, self._sent_chars = shown, chars
         return browser_ms(shown)
 
     def _close_group(self, tail: str) -> float:

@@ -61,7 +61,8 @@ SHARE = 0.11
 def test_a_streaming_answer_spends_its_budget_and_keeps_every_character(ip, monkeypatch, parts: int, share: float | None) -> None:
     """At 150 deltas a second: an answer of about 1k tokens refreshes at the full rate from start to end; an 8k or
     a 32k one costs the browser at most `share` of its main thread, by the estimate; refreshes never stop for longer
-    than MAX_WAIT, the outputs stay within JupyterLab's 50, and every character arrives."""
+    than MAX_WAIT; what is sent stays linear in the answer, even past the longest answer the model writes; the
+    outputs stay within JupyterLab's 50, and every character arrives."""
     clock = Clock()
     monkeypatch.setattr(display, "time", clock)
     sent: list[tuple[float, str | None, dict[str, str]]] = []
@@ -90,6 +91,8 @@ def test_a_streaming_answer_spends_its_budget_and_keeps_every_character(ip, monk
     assert max(gaps) <= (0.15 if parts < 100 else HtmlView.MAX_WAIT + 0.1), f"the view stood still for {max(gaps):.2f} s"
     spent = sum(browser_ms(html) for _, html in live) / 1000
     assert share is None or spent <= share * streamed, f"{spent / streamed:.1%} of the browser"
+    sent_per_char = sum(len(html) for _, html in live) / len(text)
+    assert parts < 100 or sent_per_char <= 8, f"{sent_per_char:.1f} characters of HTML sent per character of the answer"
     last: dict[str | None, dict[str, str]] = {}
     for _, display_id, data in sent:
         last[display_id] = data
