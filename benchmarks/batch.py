@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Iterator
 from benchmarks.table import Row, emit
 from nano_magic import Chat
 from tests.support.rate_limited import RateLimitedServer
-from tests.support.tiktoken_offline import provide_o200k
+from tests.support.tiktoken_offline import use_offline_o200k
 
 R = 50
 ROWS = 1_000
@@ -176,9 +175,7 @@ def measure() -> list[Row]:
 
 def main() -> None:
     """Rows, or with `--memory` the memory figures alone as JSON (run in a fresh child process)."""
-    found = provide_o200k(Path(tempfile.gettempdir()) / "nano-magic-tiktoken")
-    if found is not None:
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(found))
+    use_offline_o200k()
     if "--memory" in sys.argv:
         print(json.dumps(peak_memory()))
     else:

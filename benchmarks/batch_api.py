@@ -11,7 +11,6 @@ rerun once everything is collected (every row from the cache). Peak RSS over the
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from benchmarks.table import Row, emit
 from nano_magic import Chat
 from nano_magic.batch import plan_map
 from nano_magic.wire import Options
-from tests.support.tiktoken_offline import provide_o200k
+from tests.support.tiktoken_offline import use_offline_o200k
 
 ROWS = 100_000
 TEMPLATE = "Classify the sentiment of this review: {item}"
@@ -97,9 +96,7 @@ def measure() -> list[Row]:
 
 def main() -> None:
     """Print the rows."""
-    found = provide_o200k(Path(tempfile.gettempdir()) / "nano-magic-tiktoken")
-    if found is not None:
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(found))
+    use_offline_o200k()
     emit(measure())
 
 

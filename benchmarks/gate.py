@@ -14,10 +14,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
@@ -29,7 +26,7 @@ from nano_magic.config import Backend
 from nano_magic.gate import MAP_LABEL, Gate
 from nano_magic.wire import Options, build_request
 from tests.support.rate_limited import RateLimitedServer
-from tests.support.tiktoken_offline import provide_o200k
+from tests.support.tiktoken_offline import use_offline_o200k
 
 MODEL = "gpt-4.1-nano"
 REQUESTS = 2_000
@@ -149,9 +146,7 @@ def measure() -> list[Row]:
 
 def main() -> None:
     """Print the rows (as JSON lines with --json)."""
-    found = provide_o200k(Path(tempfile.gettempdir()) / "nano-magic-tiktoken")
-    if found is not None:
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(found))
+    use_offline_o200k()
     emit(measure())
 
 

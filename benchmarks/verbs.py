@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from benchmarks.batch import CONCURRENCY, MODEL, ROWS, R, describe, reviews
 from benchmarks.table import Row, emit
 from nano_magic import Chat
 from tests.support.rate_limited import RateLimitedServer
-from tests.support.tiktoken_offline import provide_o200k
+from tests.support.tiktoken_offline import use_offline_o200k
 
 BIG = 100_000
 DISTINCT = 50
@@ -166,9 +165,7 @@ def measure() -> list[Row]:
 
 def main() -> None:
     """Rows; `--reduce` prints the reduce figures alone as JSON (in a fresh child), `--serve` runs the short-answer server."""
-    found = provide_o200k(Path(tempfile.gettempdir()) / "nano-magic-tiktoken")
-    if found is not None:
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(found))
+    use_offline_o200k()
     if "--serve" in sys.argv:
         serve()
     elif "--reduce" in sys.argv:

@@ -11,7 +11,7 @@ from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 from tests.support.fake_server import FakeServer
-from tests.support.tiktoken_offline import provide_o200k
+from tests.support.tiktoken_offline import use_offline_o200k
 
 BACKEND_VARIABLES = (
     "NANO_BASE_URL", "NANO_API_KEY", "NANO_MODEL", "OPENAI_API_KEY",
@@ -29,10 +29,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def offline_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     """tiktoken finds o200k_base in a local cache (from the bpe-openai wheel), here and in kernels the tests start."""
-    found = provide_o200k(tmp_path_factory.getbasetemp() / "tiktoken")
-    if found is not None:
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(found)
-    return found
+    return use_offline_o200k(tmp_path_factory.getbasetemp() / "tiktoken")
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["O200K_URL", "O200K_SHA256", "provide_o200k"]
+__all__ = ["O200K_URL", "O200K_SHA256", "provide_o200k", "use_offline_o200k"]
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -31,3 +33,12 @@ def provide_o200k(cache_dir: Path) -> Path | None:
     partial.write_bytes(data)
     partial.replace(target)
     return cache_dir
+
+
+def use_offline_o200k(cache_dir: Path | None = None) -> Path | None:
+    """Provide o200k_base in `cache_dir` (a temporary one by default) and point TIKTOKEN_CACHE_DIR at it, here and in
+    the processes started from here; None without bpe-openai."""
+    found = provide_o200k(cache_dir or Path(tempfile.gettempdir()) / "nano-magic-tiktoken")
+    if found is not None:
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(found)
+    return found
