@@ -18,6 +18,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.fake_server import FakeServer
 from tests.support.jupyter_lab import jupyter_lab, tree_url
 
-__all__ = ["measure"]
+__all__ = ["lab_page", "measure", "run_cell"]
 
 RATE = 150  # deltas a second
 CATCH_UP = 60.0  # seconds after the last delta that the naive view gets to show the final answer
@@ -82,6 +84,40 @@ def _metrics(cdp: Any) -> dict[str, float]:
     return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
 
 
+def run_cell(page: Any, index: int) -> None:
+    """Select cell `index` and run it, as a user does (not awaited)."""
+    page.evaluate(f"""() => {{
+        window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
+        window.jupyterapp.commands.execute('notebook:run-cell');
+    }}""")
+
+
+@contextmanager
+def lab_page(cells: list[str], env: dict[str, str]) -> Iterator[tuple[Any, Any, Callable[[], None]]]:
+    """A notebook of `cells` open in JupyterLab (its default windowing) in headless Chromium: the page, a CDP session
+    with the performance counters on, and a function that waits until the kernel is idle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root, v4 = Path(tmp), nbformat.v4
+        nbformat.write(v4.new_notebook(cells=[v4.new_code_cell(c) for c in cells],
+                                       metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}),
+                       root / "bench.ipynb")
+        with jupyter_lab(root, env, windowing="contentVisibility") as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(tree_url(url, "bench.ipynb"))
+
+            def idle() -> None:
+                page.wait_for_function(IDLE, arg="bench.ipynb", timeout=120_000)
+
+            idle()
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            try:
+                yield page, cdp, idle
+            finally:
+                browser.close()
+
+
 @dataclass
 class Measured:
     """The main thread's busy share and seconds, the longest frame gap (s), and last delta to final output (s; None: never)."""
@@ -96,10 +132,7 @@ def _run(page: Any, cdp: Any, server: FakeServer, index: int, words: str, footer
     """Run cell `index` and measure the page until its final output shows (end None: not within CATCH_UP seconds)."""
     page.evaluate(FRAMES, [index, words, footer])
     before, started = _metrics(cdp), time.time()
-    page.evaluate(f"""() => {{
-        window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
-        window.jupyterapp.commands.execute('notebook:run-cell');
-    }}""")
+    run_cell(page, index)
     while server.last_delta_at < started or time.time() - server.last_delta_at < 1.0:  # until the stream ended
         page.wait_for_timeout(100)
     deadline = server.last_delta_at + CATCH_UP
@@ -127,32 +160,18 @@ def measure() -> list[Row]:
     """Ours at three lengths, then the naive cell at 8k, in one lab, one after the other."""
     ours: dict[int, Measured] = {}
     counts: dict[int, int] = {}
-    with tempfile.TemporaryDirectory() as tmp, FakeServer() as server:
-        root = Path(tmp)
-        v4 = nbformat.v4
-        nbformat.write(v4.new_notebook(
-            cells=[v4.new_code_cell("%load_ext nano_magic"), v4.new_code_cell("%%nano --once\nExplain."), v4.new_code_cell(NAIVE)],
-            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        ), root / "bench.ipynb")
+    with FakeServer() as server, lab_page(["%load_ext nano_magic", "%%nano --once\nExplain.", NAIVE],
+                                          {"NANO_BASE_URL": server.base_url}) as (page, cdp, idle):
         server.chunk_delay = 1 / RATE
-        with jupyter_lab(root, {"NANO_BASE_URL": server.base_url}, windowing="contentVisibility") as url, \
-                sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(tree_url(url, "bench.ipynb"))
-            page.wait_for_function(IDLE, arg="bench.ipynb", timeout=60_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
-            page.wait_for_function(IDLE, arg="bench.ipynb", timeout=60_000)
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Performance.enable")
-            for size in SIZES:
-                server.reply = text = answer(size)
-                counts[size] = len(tokens(text))
-                ours[size] = _run(page, cdp, server, 1, _last_words(text), True)
-                time.sleep(2)
-            server.reply = text = answer(SIZE)
-            naive = _run(page, cdp, server, 2, _last_words(text), False)
-            browser.close()
+        run_cell(page, 0)
+        idle()
+        for size in SIZES:
+            server.reply = text = answer(size)
+            counts[size] = len(tokens(text))
+            ours[size] = _run(page, cdp, server, 1, _last_words(text), True)
+            time.sleep(2)
+        server.reply = text = answer(SIZE)
+        naive = _run(page, cdp, server, 2, _last_words(text), False)
     mine = ours[SIZE]
     per_k = {size: ours[size].seconds * 1000 / (counts[size] / 1000) for size in SIZES}
     what = f"22. JupyterLab + Chromium, {counts[SIZE]} deltas at {RATE}/s"

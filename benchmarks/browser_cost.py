@@ -12,22 +12,15 @@ a notebook does.
 from __future__ import annotations
 
 import statistics
-import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-
-import nbformat
-from playwright import sync_api
+from typing import Any
 
 from benchmarks.answer import answer
-from benchmarks.browser import ARGS, CHROMIUM, IDLE, _metrics
+from benchmarks.browser import _metrics, lab_page, run_cell
 from benchmarks.table import Row, emit
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from nano_magic.pacing import browser_ms
 from nano_magic.render import to_html
-from tests.support.jupyter_lab import jupyter_lab, tree_url
 
 __all__ = ["measure"]
 
@@ -52,42 +45,25 @@ def _cell(size: int) -> str:
     return f"updates(to_html(text[5000:{5000 + size}]))"
 
 
-def _busy(page: sync_api.Page, cdp: sync_api.CDPSession, index: int) -> float:
+def _busy(page: Any, cdp: Any, idle: Callable[[], None], index: int) -> float:
     """Run cell `index` until the kernel is idle; the main thread's busy seconds over it."""
     before = _metrics(cdp)
-    page.evaluate(f"""() => {{
-        window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index};
-        window.jupyterapp.commands.execute('notebook:run-cell');
-    }}""")
+    run_cell(page, index)
     page.wait_for_timeout(500)
-    page.wait_for_function(IDLE, arg="cost.ipynb", timeout=120_000)
+    idle()
     return _metrics(cdp)["TaskDuration"] - before["TaskDuration"]
 
 
 def measure() -> list[Row]:
     """Milliseconds per message at each size, the line through them, and the estimate at 2k characters of HTML."""
     text = answer(8000)
-    chars = [len(to_html(text[5000 : 5000 + size])) + len(f"<p>{UPDATES}</p>") if size else 8 for size in SIZES]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        v4 = nbformat.v4
-        cells = [SETUP, SLEEP, *map(_cell, SIZES), SLEEP]
-        nbformat.write(v4.new_notebook(cells=[v4.new_code_cell(c) for c in cells],
-                                       metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}),
-                       root / "cost.ipynb")
-        with jupyter_lab(root, {}, windowing="contentVisibility") as url, sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(tree_url(url, "cost.ipynb"))
-            page.wait_for_function(IDLE, arg="cost.ipynb", timeout=60_000)
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Performance.enable")
-            _busy(page, cdp, 0)
-            idle = _busy(page, cdp, 1)
-            busy = [_busy(page, cdp, 2 + i) for i in range(len(SIZES))]
-            idle = min(idle, _busy(page, cdp, 2 + len(SIZES)))
-            browser.close()
-    per_message = [max(0.0, (b - idle) * 1000 / UPDATES) for b in busy]
+    chars = [len(to_html(text[5000 : 5000 + size])) + len(f"<p>{UPDATES}</p>") for size in SIZES]
+    with lab_page([SETUP, SLEEP, *map(_cell, SIZES), SLEEP], {}) as (page, cdp, idle):
+        _busy(page, cdp, idle, 0)
+        asleep = _busy(page, cdp, idle, 1)
+        busy = [_busy(page, cdp, idle, 2 + i) for i in range(len(SIZES))]
+        asleep = min(asleep, _busy(page, cdp, idle, 2 + len(SIZES)))
+    per_message = [max(0.0, (b - asleep) * 1000 / UPDATES) for b in busy]
     slope, intercept = statistics.linear_regression([c / 1000 for c in chars], per_message)
     fitted, estimated = intercept + slope * 2.0, browser_ms("x" * 2_000)
     rows = [Row(f"23. one output message, {c:,} chars of HTML", f"{m:.0f} ms", f"estimate: {browser_ms('x' * c):.0f} ms",
