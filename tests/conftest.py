@@ -109,3 +109,12 @@ def llama_server(tiny_model: Path) -> Iterator[tuple[str, str]]:
 
     with llama_serve(tiny_model) as found:
         yield found
+
+
+@pytest.fixture
+def real(ip, llama_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch):
+    """The in-process shell pointed at llama.cpp's server and its tiny model."""
+    base_url, model = llama_server
+    monkeypatch.setenv("NANO_BASE_URL", base_url)
+    monkeypatch.setenv("NANO_MODEL", model)
+    return ip

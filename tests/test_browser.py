@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from itertools import pairwise
 from pathlib import Path
@@ -364,6 +365,26 @@ def _long_notebook(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
+@contextmanager
+def _streaming_long_answer(page: Any, root: Path, *replies: Reply) -> Iterator[Any]:
+    """The long notebook in a lab at `root`, its warm-up run and the frame probe on: yields the nano cell, which has
+    just been run against a server streaming the long answer at RATE with `replies` queued."""
+    root.mkdir()
+    _long_notebook(root / LONG_NOTEBOOK)
+    with FakeServer() as server:
+        server.reply, server.chunk_delay = _long_answer(), 1 / RATE
+        server.queue(*replies)
+        with jupyter_lab(root, {"NANO_BASE_URL": server.base_url}) as lab_url:
+            _open(page, lab_url, LONG_NOTEBOOK)
+            _run_cell(page, 0)
+            page.wait_for_function(KERNEL_IDLE, arg=LONG_NOTEBOOK, timeout=30_000)
+            page.wait_for_function(FONTS_LOADED, timeout=30_000)
+            cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
+            page.evaluate(FRAME_PROBE, cell.element_handle())
+            _run_cell(page, 1)
+            yield cell
+
+
 def _run_cell(page: Any, index: int) -> None:
     """Run one cell as a user does: select it, then Run (not awaited: the promise settles when the cell ends)."""
     page.evaluate(f"""() => {{
@@ -430,35 +451,23 @@ def _answer_shots(cell: Any) -> tuple[str, list[bytes]]:
 def test_a_long_answer_never_shrinks_keeps_the_kernel_busy_and_ends_without_a_swap(tmp_path: Path, chromium: Any) -> None:
     """Frame by frame: no less text, no shorter output, busy shown, no long frame at the end; the last live frame is the final one."""
     root = tmp_path / "lab"
-    root.mkdir()
-    _long_notebook(root / LONG_NOTEBOOK)
     text = _long_answer()
     page = chromium
     page.set_viewport_size({"width": 1100, "height": 1800})  # each output fits in the window, for its picture
-    with FakeServer() as server:
-        server.reply, server.chunk_delay = text, 1 / RATE
-        server.queue(Reply(hold=HOLD))
-        with jupyter_lab(root, {"NANO_BASE_URL": server.base_url}) as lab_url:
-            _open(page, lab_url, LONG_NOTEBOOK)
-            _run_cell(page, 0)
-            page.wait_for_function(KERNEL_IDLE, arg=LONG_NOTEBOOK, timeout=30_000)
-            page.wait_for_function(FONTS_LOADED, timeout=30_000)
-            cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
-            page.evaluate(FRAME_PROBE, cell.element_handle())
-            _run_cell(page, 1)
-            page.wait_for_function(
-                "cell => [...cell.querySelectorAll('code')].some(c => c.innerText.includes('odd_sum_12(n'))",
-                arg=cell.element_handle(), timeout=60_000,
-            )
-            page.wait_for_timeout(2_000)  # the last paced refresh lands (a long answer refreshes about twice a second); the server holds the finish for HOLD seconds
-            live_text, live_shots = _answer_shots(cell)
-            assert cell.evaluate("cell => cell.querySelector('.jp-InputPrompt').innerText.includes('*')"), "still live"
-            frames = _frames(page, cell)
-            final_text, final_shots = _answer_shots(cell)
+    with _streaming_long_answer(page, root, Reply(hold=HOLD)) as cell:
+        page.wait_for_function(
+            "cell => [...cell.querySelectorAll('code')].some(c => c.innerText.includes('odd_sum_12(n'))",
+            arg=cell.element_handle(), timeout=60_000,
+        )
+        page.wait_for_timeout(2_500)  # the last paced refresh lands (MAX_WAIT apart at most); the server holds the finish for HOLD seconds
+        live_text, live_shots = _answer_shots(cell)
+        assert cell.evaluate("cell => cell.querySelector('.jp-InputPrompt').innerText.includes('*')"), "still live"
+        frames = _frames(page, cell)
+        final_text, final_shots = _answer_shots(cell)
 
-            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-            saved_path = root / LONG_NOTEBOOK
-            saved = _saved_cell(saved_path)
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        saved_path = root / LONG_NOTEBOOK
+        saved = _saved_cell(saved_path)
 
     _assert_never_less(frames)
     _assert_busy_while_running(frames)
@@ -482,33 +491,20 @@ def test_a_long_answer_never_shrinks_keeps_the_kernel_busy_and_ends_without_a_sw
 
 def test_an_interrupted_answer_and_a_rerun_end_the_same_way(tmp_path: Path, chromium: Any) -> None:
     """Interrupted mid-stream, the answer keeps what arrived with nothing dropped; run again, all its old outputs go."""
-    root = tmp_path / "lab"
-    root.mkdir()
-    _long_notebook(root / LONG_NOTEBOOK)
     page = chromium
-    with FakeServer() as server:
-        server.reply, server.chunk_delay = _long_answer(), 1 / RATE
-        server.queue(Reply(), Reply(text="A short answer the second time, $x^2$.", delay=0.01))
-        with jupyter_lab(root, {"NANO_BASE_URL": server.base_url}) as lab_url:
-            _open(page, lab_url, LONG_NOTEBOOK)
-            _run_cell(page, 0)
-            page.wait_for_function(KERNEL_IDLE, arg=LONG_NOTEBOOK, timeout=30_000)
-            page.wait_for_function(FONTS_LOADED, timeout=30_000)
-            cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
-            page.evaluate(FRAME_PROBE, cell.element_handle())
-            _run_cell(page, 1)
-            page.wait_for_function(f"cell => ({ANSWER_OUTPUTS})(cell).length >= 3", arg=cell.element_handle(), timeout=60_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
-            frames = _frames(page, cell)
-            interrupted = cell.locator(".jp-OutputArea").inner_text()
+    with _streaming_long_answer(page, tmp_path / "lab", Reply(), Reply(text="A short answer the second time, $x^2$.", delay=0.01)) as cell:
+        page.wait_for_function(f"cell => ({ANSWER_OUTPUTS})(cell).length >= 3", arg=cell.element_handle(), timeout=60_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
+        frames = _frames(page, cell)
+        interrupted = cell.locator(".jp-OutputArea").inner_text()
 
-            page.evaluate(FRAME_PROBE, cell.element_handle())
-            _run_cell(page, 1)
-            rerun = _frames(page, cell)
-            outputs = cell.locator(".jp-OutputArea-output")
-            page.wait_for_function("cell => cell.querySelectorAll('.jp-OutputArea mjx-container').length === 1", arg=cell.element_handle())
-            rerun_text = cell.locator(".jp-OutputArea").inner_text()
-            rerun_outputs = outputs.count()
+        page.evaluate(FRAME_PROBE, cell.element_handle())
+        _run_cell(page, 1)
+        rerun = _frames(page, cell)
+        outputs = cell.locator(".jp-OutputArea-output")
+        page.wait_for_function("cell => cell.querySelectorAll('.jp-OutputArea mjx-container').length === 1", arg=cell.element_handle())
+        rerun_text = cell.locator(".jp-OutputArea").inner_text()
+        rerun_outputs = outputs.count()
 
     _assert_never_less(frames)
     _assert_busy_while_running(frames)

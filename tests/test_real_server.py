@@ -33,14 +33,6 @@ VERDICT = {
 }
 
 
-@pytest.fixture
-def real(ip, llama_server, monkeypatch):
-    base_url, model = llama_server
-    monkeypatch.setenv("NANO_BASE_URL", base_url)
-    monkeypatch.setenv("NANO_MODEL", model)
-    return ip
-
-
 def _stream(base_url: str, body: dict) -> list[dict]:
     """POST a streamed chat request; return its chunks."""
     chunks = []

@@ -8,14 +8,6 @@ import pytest
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture
-def real(ip, llama_server, monkeypatch):
-    base_url, model = llama_server
-    monkeypatch.setenv("NANO_BASE_URL", base_url)
-    monkeypatch.setenv("NANO_MODEL", model)
-    return ip
-
-
 def test_a_reduce_that_fits_one_chunk_streams_its_answer_from_the_real_server(real, run) -> None:
     real.user_ns["notes"] = pd.DataFrame({"text": ["the lid leaks", "the lid cracked", "great handle"]})
     cell = run("%%nano --reduce notes --max-tokens 8\nWhat do these notes say?\n- {text}")
